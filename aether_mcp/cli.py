@@ -1,0 +1,152 @@
+"""The command line: the same core calls as the MCP tools, printed for people."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import api
+from .errors import AetherError
+from .profiles import CasteModel
+from .store import ProfileStore
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return 2
+    store = ProfileStore(getattr(args, "profiles", None))
+    try:
+        return int(args.run(store, args) or 0)
+    except AetherError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --profiles is accepted before or after the command; SUPPRESS keeps the
+    # sub-command's default from hiding a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profiles", metavar="PATH", default=argparse.SUPPRESS, help="the profile file to use")
+    parser = argparse.ArgumentParser(
+        prog="aether-mcp", description="Run each Aether caste on its own model.", parents=[common]
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the MCP server (stdio by default)")
+    serve.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="streamable-http only (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="streamable-http only (default: 8765)")
+    serve.set_defaults(run=_serve)
+
+    castes = commands.add_parser("caste-models", parents=[common], help="show and change which model each caste uses")
+    verbs = castes.add_subparsers(title="verbs", metavar="VERB", required=True)
+    listing = verbs.add_parser("list", parents=[common], help="the routing table")
+    listing.add_argument("--task", help="a task description, for castes routed by task keywords")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=_list)
+    setting = verbs.add_parser("set", parents=[common], help="put a caste on a model: set CASTE=MODEL or set CASTE MODEL")
+    setting.add_argument("assignment", nargs="+", metavar="CASTE=MODEL")
+    setting.add_argument("--create", action="store_true", help="add the caste if the profile lacks it")
+    setting.add_argument("--json", action="store_true", help="print JSON")
+    setting.set_defaults(run=_set)
+    resetting = verbs.add_parser("reset", parents=[common], help="remove a caste's override")
+    resetting.add_argument("caste")
+    resetting.add_argument("--json", action="store_true", help="print JSON")
+    resetting.set_defaults(run=_reset)
+
+    profiles = commands.add_parser("profiles", parents=[common], help="about the profile file")
+    profile_verbs = profiles.add_subparsers(title="verbs", metavar="VERB", required=True)
+    path = profile_verbs.add_parser("path", parents=[common], help="the profile file in use, and which rule chose it")
+    path.add_argument("--json", action="store_true", help="print JSON")
+    path.set_defaults(run=_path)
+    return parser
+
+
+def _serve(store: ProfileStore, args: argparse.Namespace) -> int:
+    from .server import serve  # the MCP stack loads only for the server
+
+    serve(store, args.transport, args.host, args.port)
+    return 0
+
+
+def _list(store: ProfileStore, args: argparse.Namespace) -> int:
+    table = api.get_caste_models(store, task=args.task)
+    if args.json:
+        _print_json(table)
+        return 0
+    rows = [_row(entry) for entry in table.castes]
+    header = ("CASTE", "MODEL", "SOURCE", "PROVIDER", "CONTEXT")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(f"\nProfile: {table.path} ({table.rule})")
+    if any(entry.override for entry in table.castes):
+        print("* user override (aether-mcp caste-models reset CASTE removes it)")
+    return 0
+
+
+def _row(entry: CasteModel) -> tuple[str, str, str, str, str]:
+    meta = entry.metadata
+    context = f"{meta.context_window:,}" if meta and meta.context_window else "-"
+    source = entry.source + (f" ({entry.slot})" if entry.slot else "")
+    caste = entry.caste + ("*" if entry.override else "")
+    return caste, entry.model or "(CLI default)", source, (meta.provider if meta else None) or "-", context
+
+
+def _set(store: ProfileStore, args: argparse.Namespace) -> int:
+    caste, model = _assignment(args.assignment)
+    result = store.set_override(caste, model, create=args.create)
+    if args.json:
+        _print_json(result)
+        return 0
+    for warning in result.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    print(f"{result.caste}: {result.previous or '(CLI default)'} -> {result.model} (override in {result.path})")
+    return 0
+
+
+def _assignment(words: list[str]) -> tuple[str, str]:
+    if len(words) == 1 and "=" in words[0]:
+        caste, _, model = words[0].partition("=")
+        return caste, model
+    if len(words) == 2:
+        return words[0], words[1]
+    raise AetherError("Use: aether-mcp caste-models set CASTE=MODEL (or set CASTE MODEL).")
+
+
+def _reset(store: ProfileStore, args: argparse.Namespace) -> int:
+    result = store.reset_override(args.caste)
+    if args.json:
+        _print_json(result)
+        return 0
+    now = result.model or "(CLI default)"
+    if result.had_override:
+        print(f"{result.caste}: override removed, now {now} ({result.path})")
+    else:
+        print(f"{result.caste}: had no override, still {now}")
+    return 0
+
+
+def _path(store: ProfileStore, args: argparse.Namespace) -> int:
+    where = store.location
+    if args.json:
+        _print_json({"path": str(where.path), "rule": where.rule, "exists": Path(where.path).is_file()})
+    else:
+        print(f"{where.path} ({where.rule})")
+    return 0
+
+
+def _print_json(value: BaseModel | dict[str, Any]) -> None:
+    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    print(json.dumps(data, indent=2))

@@ -1,0 +1,217 @@
+"""Where the profile lives, reading it once per change, and writing it safely.
+
+Several Claude Code sessions may share one profile, so every write happens
+under a file lock, re-reads the file it is about to change, and replaces it
+atomically. A file that does not parse is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from . import yaml_edit
+from .errors import ProfileError, UnknownCasteError
+from .profiles import Profile, check_model_name, check_new_caste_name, parse_profile, resolve
+
+ENV_VAR = "AETHER_MODEL_PROFILES"
+FILE_NAME = "model-profiles.yaml"
+Rule = Literal["--profiles", "AETHER_MODEL_PROFILES", ".aether/model-profiles.yaml", "model-profiles.yaml", "packaged default"]
+
+
+@dataclass(frozen=True)
+class Location:
+    path: Path
+    rule: Rule
+
+    @property
+    def packaged(self) -> bool:
+        return self.rule == "packaged default"
+
+
+def packaged_default() -> Path:
+    return Path(str(resources.files("aether_mcp") / FILE_NAME))
+
+
+def locate(explicit: Path | str | None, cwd: Path, environ: Mapping[str, str]) -> Location:
+    """The profile in use: --profiles, $AETHER_MODEL_PROFILES, .aether/, the working directory, the package."""
+    if explicit:
+        return Location(_absolute(explicit, cwd), "--profiles")
+    if environ.get(ENV_VAR):
+        return Location(_absolute(environ[ENV_VAR], cwd), "AETHER_MODEL_PROFILES")
+    for candidate, rule in ((cwd / ".aether" / FILE_NAME, ".aether/model-profiles.yaml"), (cwd / FILE_NAME, FILE_NAME)):
+        if candidate.is_file():
+            return Location(candidate, rule)  # type: ignore[arg-type]
+    return Location(packaged_default(), "packaged default")
+
+
+def _absolute(path: Path | str, cwd: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else cwd / candidate
+
+
+class SetResult(BaseModel):
+    caste: str = Field(description="The caste, as the profile spells it.")
+    model: str = Field(description="The model now in effect for the caste.")
+    previous: str | None = Field(description="The model in effect before the change (null: the CLI's default).")
+    path: str = Field(description="The profile file that was written.")
+    created: bool = Field(default=False, description="True when this write created the profile file.")
+    warnings: list[str] = Field(default_factory=list, description="Things worth checking; the change was made.")
+
+
+class ResetResult(BaseModel):
+    caste: str = Field(description="The caste, as the profile spells it.")
+    model: str | None = Field(description="The model now in effect (null: the CLI's own default).")
+    had_override: bool = Field(description="False when there was no override to remove (nothing was written).")
+    path: str = Field(description="The profile file.")
+
+
+class ProfileStore:
+    """One profile file: cached reads keyed on the file's stat, locked atomic writes."""
+
+    def __init__(
+        self, explicit: Path | str | None = None, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self._explicit = explicit
+        self.cwd = (cwd or Path.cwd()).resolve()
+        self._environ = os.environ if environ is None else environ
+        self._cache: tuple[Path, tuple[int, int, int], Profile] | None = None
+        self._guard = threading.Lock()
+
+    @property
+    def location(self) -> Location:
+        return locate(self._explicit, self.cwd, self._environ)
+
+    def load(self) -> tuple[Profile, Location]:
+        """The current profile, re-parsed only when the file changed since the last read."""
+        where = self.location
+        try:
+            stat = where.path.stat()
+        except FileNotFoundError:
+            raise ProfileError(f"Profile not found: {where.path} (chosen by {where.rule}).") from None
+        signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        cached = self._cache
+        if cached is not None and cached[0] == where.path and cached[1] == signature:
+            return cached[2], where
+        profile = parse_profile(_read(where.path), where.path, self._environ)
+        self._cache = (where.path, signature, profile)
+        return profile, where
+
+    def set_override(self, caste: str, model: str, create: bool = False) -> SetResult:
+        """Store `model` for `caste` in user_overrides; the caste's own entry stays."""
+        check_model_name(model)
+        target, created = self._writable()
+        with self._locked(target):
+            text = _read(target)
+            profile = parse_profile(text, target, self._environ)
+            try:
+                name = profile.find_caste(caste)
+            except UnknownCasteError:
+                if not create:
+                    raise
+                name = check_new_caste_name(caste)
+            previous = resolve(profile, name).model if name in profile.castes() else None
+            _write_atomic(target, yaml_edit.set_override(text, name, model))
+        warnings = []
+        if created:
+            warnings.append(f"Created {target} from the packaged default profile.")
+        if profile.model_metadata is not None and model not in profile.model_metadata:
+            known = ", ".join(profile.model_metadata) or "(none)"
+            warnings.append(f"Model '{model}' is not in model_metadata (known: {known}); check the proxy routes it.")
+        return SetResult(caste=name, model=model, previous=previous, path=str(target), created=created, warnings=warnings)
+
+    def reset_override(self, caste: str) -> ResetResult:
+        """Remove the caste's user_overrides entry, so its profile model applies again."""
+        where = self.location
+        if where.packaged:  # the packaged file has no overrides to remove, and is never written
+            profile, _ = self.load()
+            name = profile.find_caste(caste)
+            return ResetResult(caste=name, model=resolve(profile, name).model, had_override=False, path=str(where.path))
+        with self._locked(where.path):
+            text = _read(where.path)
+            profile = parse_profile(text, where.path, self._environ)
+            name = profile.find_caste(caste)
+            had = name in (profile.user_overrides or {})
+            if had:
+                edited = yaml_edit.remove_override(text, name)
+                _write_atomic(where.path, edited)
+                profile = parse_profile(edited, where.path, self._environ)
+        return ResetResult(caste=name, model=resolve(profile, name).model, had_override=had, path=str(where.path))
+
+    def _writable(self) -> tuple[Path, bool]:
+        """The file to write; the packaged default is copied to .aether/ first, never written itself."""
+        where = self.location
+        if not where.packaged:
+            return where.path, False
+        target = self.cwd / ".aether" / FILE_NAME
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked(target):
+            if target.exists():
+                return target, False
+            _write_atomic(target, _read(where.path))
+        return target, True
+
+    def _locked(self, path: Path) -> _FileLock:
+        return _FileLock(path, self._guard)
+
+
+class _FileLock:
+    """Serialise writers: across processes with a lock file, across threads with a mutex."""
+
+    def __init__(self, path: Path, guard: threading.Lock) -> None:
+        from filelock import FileLock  # only writers need it
+
+        self._guard = guard
+        self._lock = FileLock(str(path.with_name(f".{path.name}.lock")), timeout=30)
+
+    def __enter__(self) -> None:
+        self._guard.acquire()
+        try:
+            self._lock.acquire()
+        except BaseException:
+            self._guard.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._guard.release()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(f"Profile not found: {path}.") from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path} is not UTF-8 text (byte {exc.start}); fix or replace the file.") from None
+    except OSError as exc:
+        raise ProfileError(f"Cannot read {path}: {exc.strerror}.") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temp file beside `path`, fsync, then rename over it: readers see old or new, never half."""
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
