@@ -16,7 +16,9 @@ class CasteModels(BaseModel):
     castes: list[CasteModel] = Field(description="One entry per caste asked for, in profile order.")
     path: str = Field(description="The profile file in use.")
     rule: str = Field(description="Which rule chose that file (--profiles, AETHER_MODEL_PROFILES, ...).")
-    proxy_endpoint: str | None = Field(description="The proxy workers talk to; null when they use the CLI's own backend.")
+    proxy_endpoint: str | None = Field(
+        description="The proxy workers talk to; null when they use the CLI's own backend."
+    )
 
 
 def get_caste_models(store: ProfileStore, caste: str | None = None, task: str | None = None) -> CasteModels:
@@ -28,4 +30,3 @@ def get_caste_models(store: ProfileStore, caste: str | None = None, task: str | 
         rule=where.rule,
         proxy_endpoint=profile.proxy.endpoint if profile.proxy else None,
     )
-

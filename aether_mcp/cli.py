@@ -47,7 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1", help="streamable-http only (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="streamable-http only (default: 8765)")
+    serve.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO", help="stderr log level"
+    )
     serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", parents=[common], help="show routing through a real MCP session (no API key)")
+    demo.set_defaults(run=_demo)
 
     castes = commands.add_parser("caste-models", parents=[common], help="show and change which model each caste uses")
     verbs = castes.add_subparsers(title="verbs", metavar="VERB", required=True)
@@ -55,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--task", help="a task description, for castes routed by task keywords")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(run=_list)
-    setting = verbs.add_parser("set", parents=[common], help="put a caste on a model: set CASTE=MODEL or set CASTE MODEL")
+    setting = verbs.add_parser(
+        "set", parents=[common], help="put a caste on a model: set CASTE=MODEL or set CASTE MODEL"
+    )
     setting.add_argument("assignment", nargs="+", metavar="CASTE=MODEL")
     setting.add_argument("--create", action="store_true", help="add the caste if the profile lacks it")
     setting.add_argument("--json", action="store_true", help="print JSON")
@@ -76,8 +84,14 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(store: ProfileStore, args: argparse.Namespace) -> int:
     from .server import serve  # the MCP stack loads only for the server
 
-    serve(store, args.transport, args.host, args.port)
+    serve(store, args.transport, args.host, args.port, args.log_level)
     return 0
+
+
+def _demo(store: ProfileStore, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo()
 
 
 def _list(store: ProfileStore, args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ profile store they want.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -42,17 +43,21 @@ to another model (stored as a user override in the profile), and
 reset_caste_model to return it to the profile's own model."""
 
 
-def _as_tool_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn our own errors into tool errors whose message the calling model reads."""
+def _tool(server: MCPServer[Any], annotations: ToolAnnotations) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Register a tool whose description is its docstring, and whose own errors reach the model as tool errors."""
 
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except AetherError as exc:
-            raise ToolError(str(exc)) from exc
+    def register(func: Callable[P, R]) -> Callable[P, R]:
+        @wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return func(*args, **kwargs)
+            except AetherError as exc:
+                raise ToolError(str(exc)) from exc
 
-    return wrapper
+        server.tool(description=inspect.cleandoc(func.__doc__ or ""), annotations=annotations)(wrapper)
+        return func
+
+    return register
 
 
 def build_server(store: ProfileStore) -> MCPServer[Any]:
@@ -66,16 +71,14 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
 
     server: MCPServer[Any] = MCPServer("aether", instructions=INSTRUCTIONS, lifespan=lifespan)
 
-    @server.tool(
-        annotations=ToolAnnotations(
+    @_tool(
+        server,
+        ToolAnnotations(
             title="Which model a caste uses", read_only_hint=True, idempotent_hint=True, open_world_hint=False
-        )
+        ),
     )
-    @_as_tool_errors
     def get_caste_model(
-        caste: Annotated[
-            str | None, Field(description="The caste to look up; omit it to list every caste.")
-        ] = None,
+        caste: Annotated[str | None, Field(description="The caste to look up; omit it to list every caste.")] = None,
         task: Annotated[
             str | None,
             Field(description="Optional task description: used only for castes with no model of their own."),
@@ -87,16 +90,16 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
         workers, or when the user asks which model a caste uses."""
         return api.get_caste_models(store, caste, task)
 
-    @server.tool(
-        annotations=ToolAnnotations(
+    @_tool(
+        server,
+        ToolAnnotations(
             title="Put a caste on a model",
             read_only_hint=False,
             destructive_hint=False,
             idempotent_hint=True,
             open_world_hint=False,
-        )
+        ),
     )
-    @_as_tool_errors
     def set_caste_model(
         caste: CasteName,
         model: ModelName,
@@ -110,16 +113,16 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
         the file and reset_caste_model brings it back. Read `warnings`."""
         return store.set_override(caste, model, create=create)
 
-    @server.tool(
-        annotations=ToolAnnotations(
+    @_tool(
+        server,
+        ToolAnnotations(
             title="Undo a caste's override",
             read_only_hint=False,
             destructive_hint=False,
             idempotent_hint=True,
             open_world_hint=False,
-        )
+        ),
     )
-    @_as_tool_errors
     def reset_caste_model(caste: CasteName) -> ResetResult:
         """Remove a caste's user override so it runs on the profile's own model again."""
         return store.reset_override(caste)
@@ -127,9 +130,11 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
     return server
 
 
-def serve(store: ProfileStore, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve(
+    store: ProfileStore, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765, log_level: str = "INFO"
+) -> None:
     """Run the server until the client goes away. stdout is the protocol: logs go to stderr."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = build_server(store)
     if transport == "streamable-http":
         server.run("streamable-http", host=host, port=port)

@@ -24,7 +24,9 @@ from .profiles import Profile, check_model_name, check_new_caste_name, parse_pro
 
 ENV_VAR = "AETHER_MODEL_PROFILES"
 FILE_NAME = "model-profiles.yaml"
-Rule = Literal["--profiles", "AETHER_MODEL_PROFILES", ".aether/model-profiles.yaml", "model-profiles.yaml", "packaged default"]
+Rule = Literal[
+    "--profiles", "AETHER_MODEL_PROFILES", ".aether/model-profiles.yaml", "model-profiles.yaml", "packaged default"
+]
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ class ProfileStore:
         if profile.model_metadata is not None and model not in profile.model_metadata:
             known = ", ".join(profile.model_metadata) or "(none)"
             warnings.append(f"Model '{model}' is not in model_metadata (known: {known}); check the proxy routes it.")
-        return SetResult(caste=name, model=model, previous=previous, path=str(target), created=created, warnings=warnings)
+        return SetResult(
+            caste=name, model=model, previous=previous, path=str(target), created=created, warnings=warnings
+        )
 
     def reset_override(self, caste: str) -> ResetResult:
         """Remove the caste's user_overrides entry, so its profile model applies again."""

@@ -142,10 +142,13 @@ def _scalar(value: str, flow: bool = False) -> str:
 def _verified(before: str, after: str, overrides: dict[str, Any]) -> str:
     """Refuse an edit that changed anything but the overrides, or did not make them right."""
     old, _ = parse_yaml(before, "profile")
-    new, _ = parse_yaml(after, "profile")
+    try:
+        new, _ = parse_yaml(after, "profile")
+    except ProfileError:
+        new = None
     old.pop(SECTION, None)
-    got = new.pop(SECTION, None) or {}
-    if old != new or got != overrides:
+    got = new.pop(SECTION, None) or {} if new is not None else None
+    if new is None or old != new or got != overrides:
         raise ProfileError(
             "the profile's layout is one aether-mcp cannot edit safely; the file was not changed. "
             f"Edit the '{SECTION}' section by hand."

@@ -1,0 +1,137 @@
+"""The command line, run as a user runs it: exact output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["aether-mcp", *args], capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def test_list_prints_an_aligned_table(aether_profile: Path, cli_env: dict[str, str]) -> None:
+    assert run("caste-models", "set", "scout=glm-5", env=cli_env).returncode == 0
+    result = run("caste-models", "list", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "CASTE         MODEL        SOURCE    PROVIDER  CONTEXT\n"
+        "prime         glm-5        profile   zhipu     200,000\n"
+        "architect     glm-5        profile   zhipu     200,000\n"
+        "oracle        minimax-2.5  profile   minimax   200,000\n"
+        "builder       kimi-k2.5    profile   kimi      256,000\n"
+        "scout*        glm-5        override  zhipu     200,000\n"
+        "route_setter  glm-5        profile   zhipu     200,000\n"
+        "watcher       minimax-2.5  profile   minimax   200,000\n"
+        "\n"
+        f"Profile: {aether_profile} (.aether/model-profiles.yaml)\n"
+        "* user override (aether-mcp caste-models reset CASTE removes it)\n"
+    )
+
+
+def test_list_json(aether_profile: Path, cli_env: dict[str, str]) -> None:
+    result = run("caste-models", "list", "--json", env=cli_env)
+    data = json.loads(result.stdout)
+    assert [c["caste"] for c in data["castes"]][:2] == ["prime", "architect"]
+    assert data["path"] == str(aether_profile)
+    assert "sk-litellm-local" not in result.stdout
+
+
+def test_slot_castes_show_their_slot(isolated: Path, cli_env: dict[str, str]) -> None:
+    (isolated / "model-profiles.yaml").write_text((DATA / "aether-slots.yaml").read_text())
+    result = run("caste-models", "list", env=cli_env)
+    assert result.stdout.splitlines()[1:6] == [
+        "prime       glm-5        slot (opus)        -         -",
+        "builder     glm-5-turbo  slot (sonnet)      -         -",
+        "scout       glm-4.5-air  slot (haiku)       -         -",
+        "chronicler  kimi-k2.5    default (inherit)  -         -",
+        "oracle      minimax-2.5  profile            -         -",
+    ]
+
+
+@pytest.mark.parametrize("words", [["builder=glm-5"], ["builder", "glm-5"]])
+def test_set_and_reset(aether_profile: Path, cli_env: dict[str, str], words: list[str]) -> None:
+    original = aether_profile.read_bytes()
+    result = run("caste-models", "set", *words, env=cli_env)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"builder: kimi-k2.5 -> glm-5 (override in {aether_profile})\n",
+        "",
+    )
+    result = run("caste-models", "reset", "builder", env=cli_env)
+    assert (result.returncode, result.stdout) == (0, f"builder: override removed, now kimi-k2.5 ({aether_profile})\n")
+    assert aether_profile.read_bytes() == original
+    result = run("caste-models", "reset", "builder", env=cli_env)
+    assert result.stdout == "builder: had no override, still kimi-k2.5\n"
+
+
+def test_set_warns_about_a_model_without_metadata(aether_profile: Path, cli_env: dict[str, str]) -> None:
+    result = run("caste-models", "set", "scout=qwen-3", env=cli_env)
+    assert result.returncode == 0
+    assert result.stderr == (
+        "Warning: Model 'qwen-3' is not in model_metadata (known: kimi-k2.5, glm-5, minimax-2.5); "
+        "check the proxy routes it.\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "stderr"),
+    [
+        (
+            ["caste-models", "set", "scot=glm-5"],
+            "Error: Unknown caste 'scot'. Known castes: prime, architect, oracle, builder, scout, route_setter, watcher.\n",
+        ),
+        (
+            ["caste-models", "set", "scout=two words"],
+            "Error: Invalid model name 'two words': use the name the proxy knows, with no spaces or control characters.\n",
+        ),
+        (
+            ["caste-models", "set", "scout"],
+            "Error: Use: aether-mcp caste-models set CASTE=MODEL (or set CASTE MODEL).\n",
+        ),
+        (
+            ["caste-models", "reset", "nobody"],
+            "Error: Unknown caste 'nobody'. Known castes: prime, architect, oracle, builder, scout, route_setter, watcher.\n",
+        ),
+    ],
+)
+def test_bad_input_is_an_error_and_writes_nothing(
+    aether_profile: Path, cli_env: dict[str, str], args: list[str], stderr: str
+) -> None:
+    before = aether_profile.read_bytes()
+    result = run(*args, env=cli_env)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", stderr)
+    assert aether_profile.read_bytes() == before
+
+
+def test_a_broken_profile_is_reported_with_its_line(aether_profile: Path, cli_env: dict[str, str]) -> None:
+    aether_profile.write_text("worker_models:\n  scout: kimi\n  scout: glm\n")
+    result = run("caste-models", "set", "scout=x", env=cli_env)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"Error: {aether_profile} is not valid YAML: line 3, column 3: duplicate key 'scout'. "
+        "Fix the file; it was not changed.\n"
+    )
+    assert aether_profile.read_text() == "worker_models:\n  scout: kimi\n  scout: glm\n"
+
+
+def test_profiles_path_names_the_rule(aether_profile: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    assert run("profiles", "path", env=cli_env).stdout == f"{aether_profile} (.aether/model-profiles.yaml)\n"
+    other = tmp_path / "other.yaml"
+    other.write_text("worker_models: {scout: x}\n")
+    assert run("--profiles", str(other), "profiles", "path", env=cli_env).stdout == f"{other} (--profiles)\n"
+    assert run("profiles", "path", "--profiles", str(other), env=cli_env).stdout == f"{other} (--profiles)\n"
+    env = {**cli_env, "AETHER_MODEL_PROFILES": str(other)}
+    data = json.loads(run("profiles", "path", "--json", env=env).stdout)
+    assert data == {"path": str(other), "rule": "AETHER_MODEL_PROFILES", "exists": True}
+
+
+def test_no_command_prints_help_and_fails(cli_env: dict[str, str]) -> None:
+    result = run(env=cli_env)
+    assert result.returncode == 2
+    assert "caste-models" in result.stderr
