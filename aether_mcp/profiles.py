@@ -62,6 +62,33 @@ class ProxySettings(_Section):
     health_check: str | None = None
 
 
+class CasteSettings(_Section):
+    """How a caste's workers run. Unset fields fall back to the defaults, then to the shipped settings."""
+
+    permission_mode: Literal["default", "acceptEdits", "dontAsk", "plan", "bypassPermissions"] | None = None
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_budget_usd: float | None = Field(default=None, gt=0)
+    role: str | None = None
+    mcp_servers: dict[str, dict[str, Any]] | None = None
+    endpoint: str | None = None
+    auth_token: SecretStr | None = None
+
+
+class WorkersSection(_Section):
+    """aether-mcp's own section: how workers are started."""
+
+    claude_cli: str | None = None
+    max_concurrent_workers: int = Field(default=4, ge=1, le=64)
+    env_passthrough: list[str] = Field(default_factory=list)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    api_timeout_ms: int = Field(default=120_000, ge=1000)
+    defaults: CasteSettings = Field(default_factory=CasteSettings)
+    castes: dict[str, CasteSettings] = Field(default_factory=dict)
+
+
 class Profile(BaseModel):
     """A parsed profile. Unknown top-level sections are allowed and ignored."""
 
@@ -75,6 +102,7 @@ class Profile(BaseModel):
     task_routing: TaskRouting | None = None
     user_overrides: dict[str, str] | None = None
     proxy: ProxySettings | None = None
+    workers: WorkersSection = Field(default_factory=WorkersSection)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -247,13 +275,23 @@ def parse_profile(text: str, path: Path | str, environ: Mapping[str, str] | None
     data, node = parse_yaml(text, path)
     expanded = dict(data)
     if isinstance(data.get("proxy"), dict):
-        expanded["proxy"] = {k: expand_env(v, environ) if isinstance(v, str) else v for k, v in data["proxy"].items()}
+        expanded["proxy"] = _expanded(data["proxy"], environ)
+    workers = data.get("workers")
+    if isinstance(workers, dict) and isinstance(workers.get("castes"), dict):
+        castes = {k: _expanded(v, environ) if isinstance(v, dict) else v for k, v in workers["castes"].items()}
+        expanded["workers"] = {**workers, "castes": castes}
     try:
         return Profile.model_validate(expanded)
     except ValidationError as exc:
         problems = [_describe(error, node) for error in exc.errors()[:5]]
         more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
         raise ProfileError(f"{path} is not a valid profile: {'; '.join(problems)}{more}.") from None
+
+
+def _expanded(section: dict[str, Any], environ: Mapping[str, str] | None) -> dict[str, Any]:
+    """Expand `${VAR}` in the endpoint and token values of a section."""
+    keys = ("endpoint", "auth_token", "health_check")
+    return {k: expand_env(v, environ) if k in keys and isinstance(v, str) else v for k, v in section.items()}
 
 
 def _describe(error: Any, root: yaml.Node | None) -> str:

@@ -9,17 +9,23 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
 from functools import wraps
 from typing import Annotated, Any, ParamSpec, TypeVar
 
-from mcp.server.mcpserver import MCPServer
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from . import api
+from .colony import Colony, WorkerLine, WorkerResult
 from .errors import AetherError
 from .store import ProfileStore, ResetResult, SetResult
 
@@ -36,23 +42,42 @@ ModelName = Annotated[
     str, Field(description="The model name as the proxy knows it, e.g. glm-5 or kimi-k2.5; or opus/sonnet/haiku.")
 ]
 
+
+class WorkerList(BaseModel):
+    workers: list[WorkerLine] = Field(description="Newest first.")
+
+
 INSTRUCTIONS = """\
 aether-mcp decides which model each caste of Aether worker runs on.
 Use get_caste_model to see the routing table, set_caste_model to move a caste
 to another model (stored as a user override in the profile), and
-reset_caste_model to return it to the profile's own model."""
+reset_caste_model to return it to the profile's own model. spawn_worker starts
+a worker of a caste as its own Claude Code process on that caste's model and
+reports the evidence of which model served it (routing_verified)."""
 
 
 def _tool(server: MCPServer[Any], annotations: ToolAnnotations) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register a tool whose description is its docstring, and whose own errors reach the model as tool errors."""
 
     def register(func: Callable[P, R]) -> Callable[P, R]:
-        @wraps(func)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return func(*args, **kwargs)
-            except AetherError as exc:
-                raise ToolError(str(exc)) from exc
+        wrapper: Callable[..., Any]
+        if inspect.iscoroutinefunction(func):
+
+            @wraps(func)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await func(*args, **kwargs)
+                except AetherError as exc:
+                    raise ToolError(str(exc)) from exc
+
+        else:
+
+            @wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return func(*args, **kwargs)
+                except AetherError as exc:
+                    raise ToolError(str(exc)) from exc
 
         server.tool(description=inspect.cleandoc(func.__doc__ or ""), annotations=annotations)(wrapper)
         return func
@@ -64,10 +89,12 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
     """An MCP server for one profile store."""
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
+    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[Colony]:
         where = store.location
         log.info("aether-mcp serving profile %s (%s)", where.path, where.rule)
-        yield
+        async with Colony(store) as colony:
+            with _kill_workers_on_sigterm(colony):
+                yield colony
 
     server: MCPServer[Any] = MCPServer("aether", instructions=INSTRUCTIONS, lifespan=lifespan)
 
@@ -127,7 +154,133 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
         """Remove a caste's user override so it runs on the profile's own model again."""
         return store.reset_override(caste)
 
+    _add_worker_tools(server)
     return server
+
+
+def _colony(ctx: Context[Any]) -> Colony:
+    colony: Colony = ctx.request_context.lifespan_context
+    return colony
+
+
+def _add_worker_tools(server: MCPServer[Any]) -> None:
+    @_tool(
+        server,
+        ToolAnnotations(
+            title="Start a worker",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=False,
+            open_world_hint=True,
+        ),
+    )
+    async def spawn_worker(
+        caste: CasteName,
+        task: Annotated[str, Field(description="What the worker should do, in full: it sees nothing else.")],
+        ctx: Context[Any],
+        cwd: Annotated[
+            str | None, Field(description="Absolute path of an existing directory to work in. Default: the server's.")
+        ] = None,
+        model: Annotated[
+            str | None, Field(description="A model for this one worker instead of the caste's (source: explicit).")
+        ] = None,
+        wait: Annotated[
+            bool, Field(description="True: return when the worker ends. False: return at once with its worker_id.")
+        ] = True,
+        timeout_s: Annotated[
+            float | None, Field(description="Kill the worker after this many seconds. Default: the caste's setting.")
+        ] = None,
+    ) -> WorkerResult:
+        """Start a Claude Code worker of a caste on that caste's model, and report which model really served it.
+
+        Use this instead of the Task tool for Aether castes: the worker runs as
+        its own headless Claude Code process with the caste's model, tools and
+        permissions. With wait=false it runs in the background: follow it with
+        get_worker. Check routing_verified and routing_evidence in the result."""
+        colony = _colony(ctx)
+        worker = await colony.spawn(caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
+        if not wait:
+            return worker.result
+        try:
+            while not worker.done.is_set():
+                news = worker.changed
+                await news.wait()
+                if worker.turns and not worker.done.is_set():
+                    tool = f", last tool {worker.last_tool}" if worker.last_tool else ""
+                    await ctx.report_progress(worker.turns, None, f"{worker.result.caste}: turn {worker.turns}{tool}")
+        except anyio.get_cancelled_exc_class():
+            colony.cancel(worker.result.worker_id)
+            raise
+        return worker.result
+
+    @_tool(
+        server,
+        ToolAnnotations(
+            title="A worker's status and result", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    async def get_worker(
+        worker_id: Annotated[str, Field(description="The worker_id spawn_worker returned.")],
+        ctx: Context[Any],
+        wait_s: Annotated[
+            float, Field(ge=0, le=3600, description="Wait up to this many seconds for the worker to finish.")
+        ] = 0,
+    ) -> WorkerResult:
+        """A worker's status, and its full result once it has finished. Set wait_s to wait for it."""
+        worker = _colony(ctx).get(worker_id)
+        if wait_s:
+            with anyio.move_on_after(wait_s):
+                await worker.done.wait()
+        return worker.result
+
+    @_tool(
+        server,
+        ToolAnnotations(
+            title="This server's workers", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    async def list_workers(ctx: Context[Any]) -> WorkerList:
+        """This server's workers, newest first: id, caste, model, status, verified, duration."""
+        return WorkerList(workers=_colony(ctx).list())
+
+    @_tool(
+        server,
+        ToolAnnotations(
+            title="Stop a worker",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    )
+    async def cancel_worker(
+        worker_id: Annotated[str, Field(description="The worker_id of a queued or running worker.")],
+        ctx: Context[Any],
+    ) -> WorkerResult:
+        """Stop a queued or running worker; it is killed with every process it started."""
+        worker = _colony(ctx).cancel(worker_id)
+        with anyio.move_on_after(10):
+            await worker.done.wait()
+        return worker.result
+
+
+@contextmanager
+def _kill_workers_on_sigterm(colony: Colony) -> Iterator[None]:
+    """SIGTERM would end the server before its lifespan cleans up: kill the workers' groups first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        colony.kill_all_now()
+        signal.signal(signal.SIGTERM, previous)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def serve(

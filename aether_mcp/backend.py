@@ -1,0 +1,284 @@
+"""A small Anthropic-compatible endpoint on loopback, for tests and the demo.
+
+It stands where an LLM (or a LiteLLM proxy) would: Claude Code workers talk
+to it with no API key and no network, and it records which model every
+request asked for, which is what lets the tests and the demo prove routing.
+By default it answers ``served-by <model>``; it can also play scripted turns
+(a tool call, then text), claim to be another model than the one asked for,
+check a token, or fail on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One scripted answer: text, or a call of `tool` with `tool_input`."""
+
+    text: str | None = None
+    tool: str | None = None
+    tool_input: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What one request asked for. The token itself is never kept."""
+
+    method: str
+    path: str
+    model: str | None = None
+    stream: bool = False
+    authorized: bool = True
+    tool_names: tuple[str, ...] = ()
+
+
+class LocalBackend:
+    """An Anthropic Messages API endpoint in a background thread, on 127.0.0.1 and a free port."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        claims: dict[str, str] | None = None,
+        scripts: dict[str, list[Turn]] | None = None,
+        models: list[str] | None = None,
+        fail_status: int | None = None,
+        close_mid_stream: bool = False,
+        delay_s: float = 0.0,
+        port: int = 0,
+    ) -> None:
+        self.token = token
+        self.claims = dict(claims or {})
+        self.scripts = {model: deque(turns) for model, turns in (scripts or {}).items()}
+        self.models = list(models or [])
+        self.fail_status = fail_status
+        self.close_mid_stream = close_mid_stream
+        self.delay_s = delay_s
+        self.requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> LocalBackend:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-backend", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> LocalBackend:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def models_asked(self) -> list[str]:
+        """The model of every Messages request, in arrival order."""
+        with self._lock:
+            return [r.model for r in self.requests if r.path.startswith("/v1/messages") and r.model]
+
+    def record(self, entry: Recorded) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def next_turn(self, model: str) -> Turn | None:
+        with self._lock:
+            queue = self.scripts.get(model)
+            return queue.popleft() if queue else None
+
+
+def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read `requests` instead
+            pass
+
+        def do_HEAD(self) -> None:
+            backend.record(Recorded("HEAD", self.path))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            authorized = self._authorized()
+            backend.record(Recorded("GET", self.path, authorized=authorized))
+            if not authorized:
+                return self._error(401, "authentication_error", "invalid x-api-key or bearer token")
+            if self.path.split("?")[0] == "/v1/models":
+                data = [{"type": "model", "id": m, "display_name": m} for m in backend.models]
+                return self._json(200, {"data": data, "has_more": False})
+            self._json(200, {"status": "ok"})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except json.JSONDecodeError:
+                return self._error(400, "invalid_request_error", "body is not JSON")
+            authorized = self._authorized()
+            model = body.get("model")
+            tools = tuple(t.get("name", "") for t in body.get("tools") or [] if isinstance(t, dict))
+            backend.record(Recorded("POST", self.path, model, bool(body.get("stream")), authorized, tools))
+            if not authorized:
+                return self._error(401, "authentication_error", "invalid x-api-key or bearer token")
+            if not self.path.startswith("/v1/messages"):
+                return self._error(404, "not_found_error", f"no route {self.path}")
+            if "count_tokens" in self.path:
+                return self._json(200, {"input_tokens": _tokens(body)})
+            if backend.delay_s:
+                time.sleep(backend.delay_s)
+            if backend.fail_status:
+                kind = "overloaded_error" if backend.fail_status == 529 else "api_error"
+                return self._error(backend.fail_status, kind, f"scripted failure {backend.fail_status}")
+            message = _answer(backend, body)
+            if body.get("stream"):
+                self._stream(message)
+            else:
+                self._json(200, message)
+
+        def _authorized(self) -> bool:
+            if backend.token is None:
+                return True
+            bearer = self.headers.get("Authorization", "")
+            return bearer == f"Bearer {backend.token}" or self.headers.get("x-api-key") == backend.token
+
+        def _json(self, status: int, payload: dict[str, Any]) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, status: int, kind: str, message: str) -> None:
+            self._json(status, {"type": "error", "error": {"type": kind, "message": message}})
+
+        def _stream(self, message: dict[str, Any]) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            events = list(_events(message))
+            if backend.close_mid_stream:
+                events = events[: len(events) // 2]
+            for name, data in events:
+                self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                self.wfile.flush()
+            self.close_connection = True
+
+    return Handler
+
+
+def _answer(backend: LocalBackend, body: dict[str, Any]) -> dict[str, Any]:
+    asked = str(body.get("model") or "")
+    served = backend.claims.get(asked, asked)
+    turn = backend.next_turn(asked) or Turn(text=_default_text(served, body))
+    if turn.tool:
+        block: dict[str, Any] = {
+            "type": "tool_use",
+            "id": f"toolu_{uuid.uuid4().hex[:20]}",
+            "name": turn.tool,
+            "input": turn.tool_input,
+        }
+        stop = "tool_use"
+    else:
+        block = {"type": "text", "text": turn.text or ""}
+        stop = "end_turn"
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:20]}",
+        "type": "message",
+        "role": "assistant",
+        "model": served,
+        "content": [block],
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": _tokens(body), "output_tokens": 8},
+    }
+
+
+def _default_text(served: str, body: dict[str, Any]) -> str:
+    """`served-by <model>`, followed by any tool results the last message carried."""
+    results = []
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    for block in last.get("content") or [] if isinstance(last.get("content"), list) else []:
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            results.append(_text_of(block.get("content")))
+    return f"served-by {served}" + "".join(f"\n\ntool result:\n{r}" for r in results)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def _tokens(body: dict[str, Any]) -> int:
+    return max(1, len(json.dumps(body.get("messages", []))) // 4)
+
+
+def _events(message: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The server-sent events of one streamed message, as the Messages API sends them."""
+    start = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
+    yield "message_start", {"type": "message_start", "message": start}
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            yield (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            )
+            delta = {"type": "text_delta", "text": block["text"]}
+        else:
+            opening = {**block, "input": {}}
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+    usage = {"output_tokens": message["usage"]["output_tokens"]}
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+    yield "message_delta", {"type": "message_delta", "delta": stop, "usage": usage}
+    yield "message_stop", {"type": "message_stop"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m aether_mcp.backend`: serve until interrupted, printing each model asked for."""
+    parser = argparse.ArgumentParser(prog="python -m aether_mcp.backend", description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", help="require this bearer token or x-api-key")
+    parser.add_argument("--model", action="append", default=[], help="a model GET /v1/models lists (repeatable)")
+    args = parser.parse_args(argv)
+    backend = LocalBackend(token=args.token, models=args.model, port=args.port).start()
+    print(f"listening on {backend.url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        backend.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

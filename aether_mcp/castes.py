@@ -1,0 +1,114 @@
+"""What each caste's workers may do, and the role each is told it plays.
+
+The shipped settings follow least privilege: castes that only read or plan
+cannot edit files, and no worker is left waiting for a permission prompt that
+nobody can answer (`dontAsk` denies what is not pre-approved). A profile's
+`workers` section overrides them: `workers.defaults` for every caste, then
+`workers.castes.<caste>` for one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from .profiles import CasteSettings, Profile, normalize_caste
+
+READ_TOOLS = ["Read", "Glob", "Grep", "WebSearch", "WebFetch"]
+EDIT_TOOLS = ["Edit", "Write", "NotebookEdit"]
+# Workers are leaves: they must not start agents or colonies of their own.
+NO_NESTING = ["Agent", "Task"]
+
+_READ_ONLY = CasteSettings(
+    permission_mode="dontAsk", allowed_tools=READ_TOOLS, disallowed_tools=[*EDIT_TOOLS, "Bash", *NO_NESTING]
+)
+
+SHIPPED: dict[str, CasteSettings] = {
+    "builder": CasteSettings(
+        permission_mode="acceptEdits", allowed_tools=[*READ_TOOLS, *EDIT_TOOLS, "Bash"], disallowed_tools=NO_NESTING
+    ),
+    "watcher": CasteSettings(
+        permission_mode="dontAsk", allowed_tools=[*READ_TOOLS, "Bash"], disallowed_tools=[*EDIT_TOOLS, *NO_NESTING]
+    ),
+    "chaos": CasteSettings(
+        permission_mode="dontAsk", allowed_tools=[*READ_TOOLS, "Bash"], disallowed_tools=[*EDIT_TOOLS, *NO_NESTING]
+    ),
+    "chronicler": CasteSettings(
+        permission_mode="dontAsk",
+        allowed_tools=[*READ_TOOLS, "Edit(**/*.md)", "Write(**/*.md)", "Edit(docs/**)", "Write(docs/**)"],
+        disallowed_tools=["Bash", "NotebookEdit", *NO_NESTING],
+    ),
+    "archaeologist": _READ_ONLY.model_copy(
+        update={
+            "allowed_tools": [
+                *READ_TOOLS,
+                "Bash(git log:*)",
+                "Bash(git show:*)",
+                "Bash(git blame:*)",
+                "Bash(git diff:*)",
+            ],
+            "disallowed_tools": [*EDIT_TOOLS, *NO_NESTING],
+        }
+    ),
+}
+
+ROLES = {
+    "prime": "You coordinate the colony: break the goal into tasks and say which caste should take each.",
+    "queen": "You coordinate the colony: break the goal into tasks and say which caste should take each.",
+    "builder": "You write and change code to complete the task, then check that it works.",
+    "watcher": "You test and review. Run the checks, read the change, and report what is wrong. Do not edit files.",
+    "scout": "You research quickly: find the facts the task asks for and report them briefly. Do not edit files.",
+    "colonizer": "You map a codebase: its layout, its main modules and how they connect. Do not edit files.",
+    "architect": "You design: weigh the options and propose a structure with its trade-offs. Do not edit files.",
+    "route_setter": "You plan: turn the goal into ordered, concrete steps with what each needs. Do not edit files.",
+    "oracle": "You research deeply and answer with evidence and sources. Do not edit files.",
+    "archaeologist": "You read the git history to explain how and why the code came to be. Do not edit files.",
+    "chaos": "You hunt edge cases: find inputs and conditions that break the code, and show them. Do not edit files.",
+    "chronicler": "You write documentation. Edit only Markdown and docs/ files.",
+}
+
+GENERIC_TIMEOUT_S = 900.0
+GENERIC_MAX_TURNS = 50
+
+
+class WorkerSettings(BaseModel):
+    """A caste's settings with every default applied."""
+
+    caste: str
+    role: str
+    permission_mode: str
+    allowed_tools: list[str]
+    disallowed_tools: list[str]
+    max_turns: int
+    timeout_s: float
+    max_budget_usd: float | None
+    mcp_servers: dict[str, dict[str, Any]]
+    endpoint: str | None
+    auth_token: SecretStr | None
+
+
+def settings_for(profile: Profile, caste: str) -> WorkerSettings:
+    """Shipped settings for the caste, then the profile's defaults, then its entry for the caste."""
+    key = normalize_caste(caste)
+    layers = [SHIPPED.get(key, _READ_ONLY), profile.workers.defaults]
+    layers += [s for name, s in profile.workers.castes.items() if normalize_caste(name) == key]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer.model_dump(exclude_none=True))
+    proxy = profile.proxy
+    endpoint = merged.get("endpoint") or (proxy.endpoint if proxy else None)
+    token = merged.get("auth_token") if "endpoint" in merged else (proxy.auth_token if proxy else None)
+    return WorkerSettings(
+        caste=caste,
+        role=merged.get("role") or ROLES.get(key, f"You are a {caste} worker in an Aether colony."),
+        permission_mode=merged["permission_mode"],
+        allowed_tools=merged.get("allowed_tools", []),
+        disallowed_tools=merged.get("disallowed_tools", []),
+        max_turns=merged.get("max_turns", GENERIC_MAX_TURNS),
+        timeout_s=merged.get("timeout_s", GENERIC_TIMEOUT_S),
+        max_budget_usd=merged.get("max_budget_usd"),
+        mcp_servers=merged.get("mcp_servers", {}),
+        endpoint=endpoint,
+        auth_token=SecretStr(token) if isinstance(token, str) else token,
+    )

@@ -1,0 +1,390 @@
+"""Many workers: ids, the concurrency limit and its queue, cancel, shutdown, the spawn log.
+
+A Colony lives as long as the server (or one CLI command). Every worker runs
+in the colony's task group, so when the colony closes (stdin closed, SIGTERM)
+every worker it started is killed with its whole process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import anyio
+from anyio.abc import TaskGroup
+from pydantic import BaseModel, Field
+
+from . import proof
+from .castes import settings_for
+from .errors import AetherError
+from .profiles import Source, check_model_name, resolve
+from .proxy import ProxyChecker
+from .store import ProfileStore
+from .workers import RunOutcome, StreamSummary, WorkerSpec, find_cli, kill_group_now, run_worker
+
+Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
+OUTPUT_CAP = 20_000
+REDACTED = "[redacted]"
+
+
+class WorkerResult(BaseModel):
+    """One worker: what it was asked, what ran it, and what its stream proves."""
+
+    worker_id: str = Field(description="Pass to get_worker or cancel_worker.")
+    caste: str
+    model: str | None = Field(description="The model the worker was started on (null: the CLI's own default).")
+    model_source: Source = Field(description="Why that model: override, profile, slot, task, default or explicit.")
+    status: Status
+    output: str | None = Field(default=None, description="The worker's final answer (capped; see transcript_path).")
+    models_reported: list[str] = Field(
+        default_factory=list, description="Every model the worker's own stream named (init, answers, modelUsage)."
+    )
+    routing_verified: bool = Field(default=False, description="True only when the evidence shows the assigned model.")
+    routing_evidence: list[str] = Field(default_factory=list, description="What was checked and what it showed.")
+    duration_s: float | None = None
+    num_turns: int | None = None
+    usage: dict[str, int] | None = None
+    cost_usd: float | None = None
+    session_id: str | None = None
+    transcript_path: str | None = None
+    cli: str | None = Field(
+        default=None, description="The Claude Code CLI that ran the worker, and which rule chose it."
+    )
+    cwd: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = Field(default=None, description="What went wrong and how to fix it; null on success.")
+
+
+class WorkerLine(BaseModel):
+    worker_id: str
+    caste: str
+    model: str | None
+    status: Status
+    routing_verified: bool
+    duration_s: float | None
+
+
+class Worker:
+    """A worker's live state inside the colony."""
+
+    def __init__(self, result: WorkerResult, spec: WorkerSpec, preflight: tuple[bool, str] | None) -> None:
+        self.result = result
+        self.spec = spec
+        self.preflight = preflight
+        self.scope = anyio.CancelScope()
+        self.done = anyio.Event()
+        self.changed = anyio.Event()
+        self.pid: int | None = None
+        self.turns = 0
+        self.last_tool: str | None = None
+
+    def notify(self) -> None:
+        """Wake whoever waits for news of this worker (progress, start, end)."""
+        previous, self.changed = self.changed, anyio.Event()
+        previous.set()
+
+
+class Colony:
+    """The workers of one server, under one concurrency limit."""
+
+    def __init__(
+        self, store: ProfileStore, environ: Mapping[str, str] | None = None, checker: ProxyChecker | None = None
+    ) -> None:
+        self.store = store
+        self._group: TaskGroup | None = None
+        self._environ = dict(os.environ if environ is None else environ)
+        self._checker = checker or ProxyChecker()
+        self._workers: dict[str, Worker] = {}
+        self._limit: anyio.Semaphore | None = None
+        self.state_dir = store.cwd / ".aether"
+
+    async def __aenter__(self) -> Colony:
+        self._group = await anyio.create_task_group().__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+        assert self._group is not None
+        await self._group.__aexit__(None, None, None)
+        self._group = None
+
+    # --- starting ------------------------------------------------------------
+
+    async def spawn(
+        self,
+        caste: str,
+        task: str,
+        cwd: str | None = None,
+        model: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Worker:
+        """Check everything a worker needs, then start it (or queue it). Refusals raise before anything runs."""
+        if self._group is None:
+            raise AetherError("The colony is closed; no more workers can start.")
+        if not task.strip():
+            raise AetherError("The task is empty: say what the worker should do.")
+        profile, _ = self.store.load()
+        entry = resolve(profile, caste, task)
+        chosen: str | None = entry.model
+        source: Source = entry.source
+        if model is not None:
+            chosen, source = check_model_name(model), "explicit"
+        settings = settings_for(profile, entry.caste)
+        if timeout_s is not None:
+            if timeout_s <= 0:
+                raise AetherError(f"timeout_s must be positive, not {timeout_s}.")
+            settings = settings.model_copy(update={"timeout_s": timeout_s})
+        workdir = self._workdir(cwd)
+        cli = find_cli(profile, self._environ)
+        preflight = None
+        if settings.endpoint:
+            token = settings.auth_token.get_secret_value() if settings.auth_token else None
+            preflight = await anyio.to_thread.run_sync(self._checker.preflight, settings.endpoint, token, chosen)
+
+        worker_id = f"{normalize_id(entry.caste)}-{uuid.uuid4().hex[:8]}"
+        transcript = self.state_dir / "workers" / f"{worker_id}.jsonl"
+        spec = WorkerSpec(
+            worker_id=worker_id,
+            caste=entry.caste,
+            task=task,
+            model=chosen,
+            cwd=workdir,
+            settings=settings,
+            cli=cli,
+            timeout_s=settings.timeout_s,
+            transcript_path=transcript,
+            max_retries=profile.workers.max_retries,
+            api_timeout_ms=profile.workers.api_timeout_ms,
+            env_passthrough=profile.workers.env_passthrough,
+        )
+        result = WorkerResult(
+            worker_id=worker_id,
+            caste=entry.caste,
+            model=chosen,
+            model_source=source,
+            status="queued",
+            transcript_path=str(transcript),
+            cli=f"{cli.path} ({cli.rule})",
+            cwd=str(workdir),
+        )
+        worker = Worker(result, spec, preflight)
+        self._workers[worker_id] = worker
+        if self._limit is None:
+            self._limit = anyio.Semaphore(profile.workers.max_concurrent_workers)
+        self._group.start_soon(self._run, worker)
+        return worker
+
+    def _workdir(self, cwd: str | None) -> Path:
+        if cwd is None:
+            return self.store.cwd
+        path = Path(cwd).expanduser()
+        if not path.is_absolute():
+            raise AetherError(f"cwd must be an absolute path, not '{cwd}'.")
+        if not path.exists():
+            raise AetherError(f"cwd '{cwd}' does not exist.")
+        if not path.is_dir():
+            raise AetherError(f"cwd '{cwd}' is not a directory.")
+        return path.resolve()
+
+    async def _run(self, worker: Worker) -> None:
+        assert self._limit is not None
+        outcome: RunOutcome | None = None
+        with worker.scope:
+            async with self._limit:
+                worker.result.status = "running"
+                worker.result.started_at = _now()
+                worker.notify()
+                outcome = await run_worker(
+                    worker.spec,
+                    self._environ,
+                    on_progress=lambda s: self._progress(worker, s),
+                    on_started=_pid_setter(worker),
+                )
+        self._finish(worker, outcome)
+
+    def _progress(self, worker: Worker, summary: StreamSummary) -> None:
+        worker.turns, worker.last_tool = summary.turns, summary.last_tool
+        worker.notify()
+
+    def _finish(self, worker: Worker, outcome: RunOutcome | None) -> None:
+        result = worker.result
+        secrets = self._secrets(worker)
+        result.finished_at = _now()
+        if outcome is None:
+            result.status = "cancelled"
+            result.error = "Cancelled before it finished; the worker and its process group were killed."
+        else:
+            self._judge(worker, outcome, secrets)
+        _redact_file(Path(result.transcript_path or ""), secrets)
+        self._log(result)
+        worker.done.set()
+        worker.notify()
+
+    def _judge(self, worker: Worker, outcome: RunOutcome, secrets: list[str]) -> None:
+        result, summary = worker.result, outcome.summary
+        verdict = proof.judge(result.model, summary, worker.preflight)
+        result.models_reported = summary.models_reported()
+        result.routing_verified = verdict.verified
+        result.routing_evidence = verdict.evidence
+        result.duration_s = round(outcome.duration_s, 3)
+        result.num_turns = summary.num_turns if summary.num_turns is not None else summary.turns
+        result.usage = summary.usage
+        result.cost_usd = summary.cost_usd
+        result.session_id = summary.session_id
+        result.output = _cap(redact(summary.result_text, secrets), result.transcript_path)
+        failure = _failure(worker, outcome)
+        if outcome.timed_out:
+            result.status = "timed_out"
+        elif failure:
+            result.status = "failed"
+        else:
+            result.status = "succeeded"
+        problems = [
+            p for p in (failure, None if verdict.verified else f"Routing not verified: {verdict.problem}.") if p
+        ]
+        result.error = redact(" ".join(problems), secrets) or None
+
+    def _secrets(self, worker: Worker) -> list[str]:
+        token = worker.spec.settings.auth_token
+        values = [token.get_secret_value()] if token else []
+        values += [self._environ[k] for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN") if self._environ.get(k)]
+        return [v for v in values if len(v) >= 4]
+
+    def _log(self, result: WorkerResult) -> None:
+        """One JSON line per finished worker, appended in one write so concurrent servers do not interleave."""
+        entry = {
+            "worker_id": result.worker_id,
+            "caste": result.caste,
+            "model": result.model,
+            "model_source": result.model_source,
+            "status": result.status,
+            "routing_verified": result.routing_verified,
+            "models_reported": result.models_reported,
+            "duration_s": result.duration_s,
+            "usage": result.usage,
+            "cost_usd": result.cost_usd,
+            "started_at": result.started_at,
+            "finished_at": result.finished_at,
+            "cwd": result.cwd,
+            "transcript_path": result.transcript_path,
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        line = (json.dumps(entry) + "\n").encode()
+        fd = os.open(self.state_dir / "spawn-log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    # --- looking and stopping --------------------------------------------------
+
+    def get(self, worker_id: str) -> Worker:
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            known = ", ".join(list(self._workers)[-10:]) or "none yet"
+            raise AetherError(f"No worker '{worker_id}' in this server. Recent workers: {known}.")
+        return worker
+
+    def list(self) -> list[WorkerLine]:
+        """This colony's workers, newest first."""
+        return [
+            WorkerLine(
+                worker_id=w.result.worker_id,
+                caste=w.result.caste,
+                model=w.result.model,
+                status=w.result.status,
+                routing_verified=w.result.routing_verified,
+                duration_s=w.result.duration_s,
+            )
+            for w in reversed(self._workers.values())
+        ]
+
+    def cancel(self, worker_id: str) -> Worker:
+        worker = self.get(worker_id)
+        worker.scope.cancel()
+        return worker
+
+    def kill_all_now(self) -> None:
+        """From a signal handler: SIGKILL every running worker's group, no waiting."""
+        for worker in self._workers.values():
+            if worker.pid is not None and not worker.done.is_set():
+                kill_group_now(worker.pid)
+
+    async def close(self) -> None:
+        """Cancel every worker and wait until each is dead and logged."""
+        for worker in self._workers.values():
+            worker.scope.cancel()
+        with anyio.CancelScope(shield=True):
+            for worker in list(self._workers.values()):
+                await worker.done.wait()
+
+
+def normalize_id(caste: str) -> str:
+    return caste.lower().replace("_", "-")
+
+
+def _pid_setter(worker: Worker) -> Callable[[int], None]:
+    def remember(pid: int) -> None:
+        worker.pid = pid
+
+    return remember
+
+
+def _failure(worker: Worker, outcome: RunOutcome) -> str | None:
+    """What went wrong, in words that say what to do; None when the worker did its job."""
+    summary, settings = outcome.summary, worker.spec.settings
+    if outcome.timed_out:
+        return (
+            f"The worker ran past its timeout of {settings.timeout_s:g} s and was killed with its process group. "
+            f"Give it longer with timeout_s (or workers.castes.{worker.result.caste}.timeout_s in the profile)."
+        )
+    if summary.is_error or (summary.result_seen and summary.subtype not in (None, "success")):
+        status = summary.error_status
+        detail = (summary.result_text or summary.subtype or "error").strip()[:500]
+        if status in (401, 403):
+            return f"The backend rejected the worker's credentials (HTTP {status}): {detail}. Check the token."
+        if status == 400 and "model" in detail.lower():
+            return f"The backend refused the model '{worker.result.model}' (HTTP 400): {detail}."
+        if status is not None and status >= 500:
+            return f"The backend failed (HTTP {status}): {detail}. It may be overloaded; try again later."
+        return f"The worker reported an error ({summary.subtype}): {detail}"
+    if outcome.exit_code != 0:
+        tail = outcome.stderr_tail.strip().splitlines()[-3:]
+        return f"The Claude Code CLI exited with status {outcome.exit_code}: {' | '.join(tail) or 'no message'}"
+    if not summary.result_seen:
+        return "The worker's stream ended without a result line; see the transcript."
+    return None
+
+
+def redact(text: str | None, secrets: list[str]) -> str | None:
+    if text is None:
+        return None
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_file(path: Path, secrets: list[str]) -> None:
+    """Rewrite a transcript without any secret that a tool or the model printed into it."""
+    if not secrets or not path.is_file():
+        return
+    data = path.read_text(encoding="utf-8", errors="replace")
+    cleaned = redact(data, secrets)
+    if cleaned != data and cleaned is not None:
+        path.write_text(cleaned, encoding="utf-8")
+
+
+def _cap(text: str | None, transcript: str | None) -> str | None:
+    if text is None or len(text) <= OUTPUT_CAP:
+        return text
+    return text[:OUTPUT_CAP] + f"\n[... {len(text) - OUTPUT_CAP} more characters in {transcript}]"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
