@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# LiteLLM lives in its own environment: it is large and pins its own versions
+# of libraries that the server shares. Only the integration tests use it.
+LITELLM_VENV := .venv-litellm
+LITELLM      := $(LITELLM_VENV)/bin/litellm
+LITELLM_SPEC := litellm[proxy]==1.108.7
 
-.PHONY: setup demo test lint pytest clean
+.PHONY: setup litellm demo test lint pytest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +18,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+$(LITELLM):
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet '$(LITELLM_SPEC)'
+
+litellm: $(LITELLM)
 
 demo: setup
 	$(BIN)/aether-mcp demo
@@ -24,8 +35,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-pytest: setup
+pytest: setup litellm
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", parents=[common], help="show routing through a real MCP session (no API key)")
     demo.set_defaults(run=_demo)
 
+    spawn = commands.add_parser("spawn", parents=[common], help="run one worker of a caste on its model")
+    spawn.add_argument("caste")
+    spawn.add_argument("task", help="what the worker should do ('-' reads it from stdin)")
+    spawn.add_argument("--model", help="a model for this worker instead of the caste's")
+    spawn.add_argument("--cwd", help="the directory the worker works in (default: here)")
+    spawn.add_argument("--timeout", type=float, dest="timeout_s", help="seconds before the worker is killed")
+    spawn.add_argument("--json", action="store_true", help="print the result as JSON")
+    spawn.set_defaults(run=_spawn)
+
     castes = commands.add_parser("caste-models", parents=[common], help="show and change which model each caste uses")
     verbs = castes.add_subparsers(title="verbs", metavar="VERB", required=True)
     listing = verbs.add_parser("list", parents=[common], help="the routing table")
@@ -92,6 +101,42 @@ def _demo(store: ProfileStore, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo()
+
+
+def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
+    import anyio
+
+    from .colony import Colony, WorkerResult
+
+    task = sys.stdin.read() if args.task == "-" else args.task
+    cwd = str(Path(args.cwd).resolve()) if args.cwd else None
+
+    async def run() -> WorkerResult:
+        async with Colony(store) as colony:
+            worker = await colony.spawn(args.caste, task, cwd=cwd, model=args.model, timeout_s=args.timeout_s)
+            await worker.done.wait()
+            return worker.result
+
+    result = anyio.run(run)
+    if args.json:
+        _print_json(result)
+    else:
+        _print_worker(result)
+    return 0 if result.status == "succeeded" else 1
+
+
+def _print_worker(result: Any) -> None:
+    took = f" in {result.duration_s:.2f} s" if result.duration_s is not None else ""
+    print(f"worker {result.worker_id}: {result.status}{took}")
+    print(f"model: {result.model or '(CLI default)'} ({result.model_source})")
+    print(f"routing_verified: {str(result.routing_verified).lower()}")
+    for line in result.routing_evidence:
+        print(f"  - {line}")
+    if result.error:
+        print(f"error: {result.error}")
+    print(f"transcript: {result.transcript_path}")
+    if result.output:
+        print(f"output:\n{result.output}")
 
 
 def _list(store: ProfileStore, args: argparse.Namespace) -> int:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from types import FrameType
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -102,13 +105,16 @@ class Colony:
         self._checker = checker or ProxyChecker()
         self._workers: dict[str, Worker] = {}
         self._limit: anyio.Semaphore | None = None
+        self._previous_sigterm: Any = None
         self.state_dir = store.cwd / ".aether"
 
     async def __aenter__(self) -> Colony:
         self._group = await anyio.create_task_group().__aenter__()
+        self._previous_sigterm = _on_sigterm(self.kill_all_now)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        _restore_sigterm(self._previous_sigterm)
         await self.close()
         assert self._group is not None
         await self._group.__aexit__(None, None, None)
@@ -323,6 +329,26 @@ class Colony:
         with anyio.CancelScope(shield=True):
             for worker in list(self._workers.values()):
                 await worker.done.wait()
+
+
+def _on_sigterm(kill_all: Callable[[], None]) -> Any:
+    """SIGTERM ends the process before any cleanup runs, and the workers live in
+    process groups of their own: kill those groups first, then die as asked."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        kill_all()
+        signal.signal(signal.SIGTERM, previous)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return previous
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
 
 
 def normalize_id(caste: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -44,15 +45,19 @@ class ModelList:
 
 def fetch_models(endpoint: str, token: str | None, timeout_s: float = TIMEOUT_S) -> ModelList:
     """`GET <endpoint>/v1/models`; raises ProxyError when the proxy is down or rejects the token."""
+    if not endpoint.startswith(("http://", "https://")):
+        raise ProxyError(f"proxy.endpoint must be an http:// or https:// URL, not '{endpoint}'.")
     url = endpoint.rstrip("/") + "/v1/models"
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (an http(s) URL from the profile)
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (scheme checked above)
             status, body = response.status, response.read(4 * 1024 * 1024)
     except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
+        said = _error_message(exc)
+        if exc.code in (401, 403) or _AUTH_WORDS.search(said) or (token is None and exc.code >= 400):
+            quoted = f": {said}" if said else ""
             raise ProxyError(
-                f"The proxy at {endpoint} rejected the workers' token (HTTP {exc.code}). Set proxy.auth_token "
+                f"The proxy at {endpoint} rejected the workers' token (HTTP {exc.code}{quoted}). Set proxy.auth_token "
                 "in the profile (or the variable it names, such as LITELLM_AUTH_TOKEN) to a key the proxy accepts."
             ) from None
         return ModelList(endpoint, None, exc.code, f"GET /v1/models answered HTTP {exc.code}")
@@ -68,6 +73,23 @@ def fetch_models(endpoint: str, token: str | None, timeout_s: float = TIMEOUT_S)
     except (json.JSONDecodeError, AttributeError, TypeError):
         return ModelList(endpoint, None, status, "GET /v1/models answered, but not with a model list")
     return ModelList(endpoint, names or None, status, f"GET /v1/models lists {len(names)} model(s)")
+
+
+# LiteLLM refuses a key it cannot look up with HTTP 400 "No connected db" (no
+# database) rather than 401, so the words matter as much as the status.
+_AUTH_WORDS = re.compile(r"auth|api.?key|no_db_connection|no connected db|invalid.*(key|token)", re.IGNORECASE)
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    """The proxy's own words about a refusal, short and on one line."""
+    try:
+        body = json.loads(exc.read(65536) or b"{}")
+    except (json.JSONDecodeError, OSError):
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return " ".join(str(error.get(k) or "") for k in ("type", "message")).strip()[:300]
+    return ""
 
 
 class ProxyChecker:

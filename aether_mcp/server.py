@@ -9,12 +9,8 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-import os
-import signal
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from types import FrameType
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import wraps
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -93,8 +89,7 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
         where = store.location
         log.info("aether-mcp serving profile %s (%s)", where.path, where.rule)
         async with Colony(store) as colony:
-            with _kill_workers_on_sigterm(colony):
-                yield colony
+            yield colony
 
     server: MCPServer[Any] = MCPServer("aether", instructions=INSTRUCTIONS, lifespan=lifespan)
 
@@ -174,7 +169,7 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
             open_world_hint=True,
         ),
     )
-    async def spawn_worker(
+    async def spawn_worker(  # noqa: PLR0917 (the tool's parameters are its contract)
         caste: CasteName,
         task: Annotated[str, Field(description="What the worker should do, in full: it sees nothing else.")],
         ctx: Context[Any],
@@ -262,25 +257,6 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
         with anyio.move_on_after(10):
             await worker.done.wait()
         return worker.result
-
-
-@contextmanager
-def _kill_workers_on_sigterm(colony: Colony) -> Iterator[None]:
-    """SIGTERM would end the server before its lifespan cleans up: kill the workers' groups first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        colony.kill_all_now()
-        signal.signal(signal.SIGTERM, previous)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def serve(

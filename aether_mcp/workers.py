@@ -9,6 +9,7 @@ killed with everything it started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import importlib.util
 import json
@@ -381,7 +382,5 @@ def kill_group_now(pgid: int) -> None:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -1,0 +1,223 @@
+"""One worker's pieces: the command, the environment, the stream, the proof, the caste settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aether_mcp import proof
+from aether_mcp.castes import settings_for
+from aether_mcp.profiles import parse_profile
+from aether_mcp.workers import (
+    ClaudeCli,
+    CliNotFoundError,
+    StreamSummary,
+    WorkerSpec,
+    build_command,
+    build_env,
+    find_cli,
+)
+
+PROFILE = """\
+worker_models: {builder: kimi-k2.5, scout: glm-5, chronicler: glm-5, oracle: glm-5}
+proxy: {endpoint: "http://127.0.0.1:4000", auth_token: sk-secret-token}
+workers:
+  env_passthrough: [HTTPS_PROXY]
+  defaults: {max_turns: 7}
+  castes:
+    oracle: {endpoint: "http://127.0.0.1:5000", auth_token: sk-other-token, timeout_s: 30}
+"""
+
+
+def spec_for(caste: str, model: str | None = "kimi-k2.5", profile_text: str = PROFILE) -> WorkerSpec:
+    profile = parse_profile(profile_text, "p.yaml", {})
+    return WorkerSpec(
+        worker_id="w-1",
+        caste=caste,
+        task="do it",
+        model=model,
+        cwd=Path("/tmp"),
+        settings=settings_for(profile, caste),
+        cli=ClaudeCli("/usr/bin/claude", "claude on PATH"),
+        timeout_s=60,
+        transcript_path=Path("/tmp/t.jsonl"),
+        env_passthrough=profile.workers.env_passthrough,
+    )
+
+
+PARENT_ENV = {
+    "PATH": "/usr/bin",
+    "HOME": "/home/u",
+    "LC_ALL": "C.UTF-8",
+    "ANTHROPIC_API_KEY": "sk-parent-key",
+    "ANTHROPIC_MODEL": "parent-model",
+    "AWS_SECRET_ACCESS_KEY": "nope",
+    "HTTPS_PROXY": "http://corp:3128",
+}
+
+
+def test_environment_is_built_from_an_allowlist() -> None:
+    env = build_env(spec_for("builder"), PARENT_ENV)
+    assert env == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/u",
+        "LC_ALL": "C.UTF-8",
+        "HTTPS_PROXY": "http://corp:3128",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:4000",
+        "ANTHROPIC_AUTH_TOKEN": "sk-secret-token",
+        "CLAUDE_CODE_MAX_RETRIES": "2",
+        "API_TIMEOUT_MS": "120000",
+        "ANTHROPIC_MODEL": "kimi-k2.5",
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": "kimi-k2.5",
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": "kimi-k2.5",
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": "kimi-k2.5",
+        "ANTHROPIC_SMALL_FAST_MODEL": "kimi-k2.5",
+        "CLAUDE_CODE_SUBAGENT_MODEL": "kimi-k2.5",
+    }
+
+
+def test_a_caste_with_its_own_endpoint_uses_its_own_token() -> None:
+    env = build_env(spec_for("oracle", "glm-5"), PARENT_ENV)
+    assert (env["ANTHROPIC_BASE_URL"], env["ANTHROPIC_AUTH_TOKEN"]) == ("http://127.0.0.1:5000", "sk-other-token")
+    assert spec_for("oracle").settings.timeout_s == 30
+
+
+def test_without_a_proxy_the_cli_keeps_its_own_backend() -> None:
+    env = build_env(spec_for("builder", "sonnet", "worker_models: {builder: sonnet}\n"), PARENT_ENV)
+    assert "ANTHROPIC_BASE_URL" not in env and "ANTHROPIC_API_KEY" not in env
+    assert env["ANTHROPIC_MODEL"] == "sonnet"
+    assert "ANTHROPIC_DEFAULT_HAIKU_MODEL" not in env
+
+
+def test_the_command_carries_model_and_settings_but_no_secret() -> None:
+    command = build_command(spec_for("scout", "glm-5"))
+    assert command[:5] == ["/usr/bin/claude", "-p", "--output-format", "stream-json", "--verbose"]
+    assert command[command.index("--model") + 1] == "glm-5"
+    assert command[command.index("--permission-mode") + 1] == "dontAsk"
+    assert command[command.index("--max-turns") + 1] == "7"
+    assert "Edit" in command[command.index("--disallowedTools") + 1].split(",")
+    assert "--strict-mcp-config" in command
+    assert json.loads(command[command.index("--mcp-config") + 1]) == {"mcpServers": {}}
+    assert "do it" not in command  # the task goes on stdin
+    assert not any("sk-secret-token" in part for part in command)
+
+
+@pytest.mark.parametrize(
+    ("caste", "mode", "may_edit", "may_bash"),
+    [
+        ("builder", "acceptEdits", True, True),
+        ("watcher", "dontAsk", False, True),
+        ("scout", "dontAsk", False, False),
+        ("colonizer", "dontAsk", False, False),
+        ("oracle", "dontAsk", False, False),
+        ("architect", "dontAsk", False, False),
+        ("route_setter", "dontAsk", False, False),
+        ("archaeologist", "dontAsk", False, False),
+        ("some_new_caste", "dontAsk", False, False),
+    ],
+)
+def test_shipped_settings_follow_least_privilege(caste: str, mode: str, may_edit: bool, may_bash: bool) -> None:
+    profile = parse_profile(f"worker_models: {{{caste}: m}}\n", "p.yaml", {})
+    settings = settings_for(profile, caste)
+    assert settings.permission_mode == mode
+    assert ("Edit" in settings.allowed_tools) is may_edit
+    assert ("Edit" in settings.disallowed_tools) is not may_edit
+    assert ("Bash" in settings.allowed_tools) is may_bash
+    assert "Agent" in settings.disallowed_tools
+
+
+def test_chronicler_may_edit_documentation_only() -> None:
+    settings = settings_for(parse_profile("worker_models: {chronicler: m}\n", "p.yaml", {}), "chronicler")
+    assert "Edit(**/*.md)" in settings.allowed_tools and "Edit" not in settings.allowed_tools
+    assert settings.permission_mode == "dontAsk"
+
+
+def test_cli_choice_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "claude"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    profile = parse_profile(f"worker_models: {{a: b}}\nworkers: {{claude_cli: {fake}}}\n", "p.yaml", {})
+    assert find_cli(profile, {"AETHER_CLAUDE_CLI": str(fake)}).rule == "AETHER_CLAUDE_CLI"
+    assert find_cli(profile, {}).rule == "profile workers.claude_cli"
+    bare = parse_profile("worker_models: {a: b}\n", "p.yaml", {})
+    assert find_cli(bare, {"PATH": str(tmp_path)}) == ClaudeCli(str(fake), "claude on PATH")
+    assert find_cli(bare, {"PATH": "/nonexistent"}).rule == "claude-agent-sdk bundle"
+    monkeypatch.setattr("aether_mcp.workers._bundled_cli", lambda: None)
+    with pytest.raises(CliNotFoundError, match="No Claude Code CLI found"):
+        find_cli(bare, {"PATH": "/nonexistent"})
+    with pytest.raises(CliNotFoundError, match="AETHER_CLAUDE_CLI"):
+        find_cli(bare, {"AETHER_CLAUDE_CLI": "/no/such/claude"})
+
+
+def stream(*events: dict) -> StreamSummary:
+    summary = StreamSummary()
+    for event in events:
+        summary.feed(json.dumps(event))
+    return summary
+
+
+INIT = {"type": "system", "subtype": "init", "model": "kimi-k2.5", "session_id": "s1"}
+RESULT = {
+    "type": "result",
+    "subtype": "success",
+    "is_error": False,
+    "result": "done",
+    "num_turns": 2,
+    "total_cost_usd": 0.01,
+    "usage": {"input_tokens": 10, "output_tokens": 3, "service_tier": "standard"},
+    "modelUsage": {"kimi-k2.5": {}},
+    "session_id": "s1",
+}
+
+
+def answer(model: str, tool: str | None = None) -> dict:
+    content = [{"type": "tool_use", "name": tool, "input": {}}] if tool else [{"type": "text", "text": "hi"}]
+    return {"type": "assistant", "message": {"model": model, "content": content}, "parent_tool_use_id": None}
+
+
+def test_stream_summary_reads_every_model_named() -> None:
+    summary = stream(INIT, answer("kimi-k2.5", tool="Read"), answer("kimi-k2.5"), RESULT)
+    summary.feed("not json at all")
+    assert summary.models_reported() == ["kimi-k2.5"]
+    assert (summary.turns, summary.last_tool, summary.num_turns, summary.result_text) == (2, "Read", 2, "done")
+    assert summary.usage == {"input_tokens": 10, "output_tokens": 3}
+    assert summary.malformed_lines == 1
+
+
+def test_proof_verifies_only_what_the_backend_answered() -> None:
+    verdict = proof.judge("kimi-k2.5", stream(INIT, answer("kimi-k2.5"), RESULT), (True, "preflight ok"))
+    assert verdict.verified and verdict.evidence[-1] == "routing verified"
+    # init and modelUsage alone only repeat the request
+    unanswered = proof.judge("kimi-k2.5", stream(INIT, RESULT), (True, "preflight ok"))
+    assert not unanswered.verified and "never answered" in (unanswered.problem or "")
+
+
+def test_proof_catches_a_backend_that_answers_as_another_model() -> None:
+    verdict = proof.judge("kimi-k2.5", stream(INIT, answer("glm-5"), RESULT), (True, "preflight ok"))
+    assert not verdict.verified
+    assert verdict.problem == "asked for kimi-k2.5, but the stream names glm-5"
+    assert "backend answered as glm-5" in verdict.evidence
+
+
+def test_proof_needs_a_confirmed_preflight_when_there_is_a_proxy() -> None:
+    verdict = proof.judge("kimi-k2.5", stream(INIT, answer("kimi-k2.5"), RESULT), (False, "cannot tell"))
+    assert not verdict.verified and verdict.problem == "the proxy did not confirm that it routes the model"
+
+
+@pytest.mark.parametrize(
+    ("assigned", "reported", "same"),
+    [
+        ("sonnet", "claude-sonnet-4-5-20250929", True),
+        ("opus", "claude-opus-4-1-20250805", True),
+        ("haiku", "claude-3-5-haiku-20241022", True),
+        ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929", True),
+        ("sonnet", "claude-opus-4-1", False),
+        ("glm-5", "glm-5-turbo", False),
+        ("kimi-k2.5", "kimi-k2.5", True),
+    ],
+)
+def test_aliases_and_dated_ids(assigned: str, reported: str, same: bool) -> None:
+    assert (proof.same_model(assigned, reported) is not None) is same
