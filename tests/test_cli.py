@@ -135,3 +135,40 @@ def test_no_command_prints_help_and_fails(cli_env: dict[str, str]) -> None:
     result = run(env=cli_env)
     assert result.returncode == 2
     assert "caste-models" in result.stderr
+
+
+def test_spawn_prints_the_model_and_the_proof(colony_profile: Path, cli_env: dict[str, str]) -> None:
+    result = run("spawn", "builder", "say hi", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("worker builder-") and ": succeeded in " in lines[0]
+    assert lines[1:3] == ["model: kimi-k2.5 (profile)", "routing_verified: true"]
+    assert lines[-2:] == ["output:", "served-by kimi-k2.5"]
+
+
+def test_spawn_exits_non_zero_when_the_worker_fails(colony_profile: Path, cli_env: dict[str, str], backend) -> None:
+    backend.fail_status = 500
+    result = run("spawn", "builder", "say hi", "--json", env=cli_env)
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["status"] == "failed" and data["routing_verified"] is False
+    assert "500" in data["error"]
+
+
+def test_spawn_refusal_is_an_error_line(colony_profile: Path, cli_env: dict[str, str]) -> None:
+    result = run("spawn", "builder", "say hi", "--model", "gpt-9", env=cli_env)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("Error: The proxy at http://127.0.0.1:")
+    assert "does not route model 'gpt-9'" in result.stderr
+
+
+def test_demo_proves_three_castes_on_three_models(cli_env: dict[str, str]) -> None:
+    result = run("demo", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("builder", "scout", "watcher"))]
+    assert [row[:4] for row in rows] == [
+        ["builder", "kimi-k2.5", "kimi-k2.5", "yes"],
+        ["scout", "glm-5", "glm-5", "yes"],
+        ["watcher", "minimax-2.5", "minimax-2.5", "yes"],
+    ]
+    assert result.stdout.endswith("Every caste ran on its own model.\n")
