@@ -218,13 +218,14 @@ def _answer(backend: LocalBackend, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _default_text(served: str, body: dict[str, Any]) -> str:
-    """`served-by <model>`, followed by any tool results the last message carried."""
-    results = []
-    messages = body.get("messages") or []
-    last = messages[-1] if messages else {}
-    for block in last.get("content") or [] if isinstance(last.get("content"), list) else []:
-        if isinstance(block, dict) and block.get("type") == "tool_result":
-            results.append(_text_of(block.get("content")))
+    """`served-by <model>`, followed by every tool result in the conversation (a scripted parent reports them)."""
+    results = [
+        _text_of(block.get("content"))
+        for message in body.get("messages") or []
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for block in message["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
     return f"served-by {served}" + "".join(f"\n\ntool result:\n{r}" for r in results)
 
 

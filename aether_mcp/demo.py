@@ -1,89 +1,159 @@
-"""`aether-mcp demo`: three castes on three models, proven, with no API key and no network.
+"""`aether-mcp demo`: a parent Claude Code session routes three castes to three models, proven.
 
-The project's local backend stands where the LiteLLM proxy would, a temporary
-profile puts three castes on three models, and a real MCP session over stdio
-asks `aether-mcp serve` to spawn one real Claude Code worker per caste. The
-table compares what each caste was assigned with what the backend saw.
+No API key, no LiteLLM, no network: the project's local backend stands where
+the proxy would and plays the parent's part from a script (one
+`mcp__aether__spawn_worker` call per caste). The parent is the real Claude
+Code CLI with aether-mcp registered from the shipped `mcp.json`, exactly as a
+user's project would have it; the workers are real Claude Code processes. The
+table compares each caste's model with the model the backend saw it ask for.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import anyio
+from .backend import LocalBackend, Turn
+from .errors import AetherError
+from .profiles import parse_profile
+from .workers import find_cli
 
-from .backend import LocalBackend
-
-DEMO_TOKEN = "sk-aether-demo"  # the local backend checks it, as a proxy would
+DEMO_TOKEN = "sk-aether-demo"  # noqa: S105 (a throwaway the local backend checks, as a proxy would)
+PARENT_MODEL = "parent-model"
 CASTES = {"builder": "kimi-k2.5", "scout": "glm-5", "watcher": "minimax-2.5"}
+TOOL = "mcp__aether__spawn_worker"
+
+
+@dataclass
+class ParentRun:
+    """What the parent session printed, and the spawn_worker results it received."""
+
+    exit_code: int
+    final_text: str
+    tool_results: list[dict[str, Any]]
+    stderr: str
+
+
+def shipped_mcp_json() -> str:
+    return (resources.files("aether_mcp") / "mcp.json").read_text()
+
+
+def prepare_project(project: Path, home: Path, endpoint: str, castes: dict[str, str]) -> None:
+    """A project registered as the README says (the shipped mcp.json as .mcp.json), trusted in a fresh HOME."""
+    lines = ["worker_models:"] + [f"  {caste}: {model}" for caste, model in castes.items()]
+    lines += ["proxy:", f"  endpoint: {endpoint}", f"  auth_token: {DEMO_TOKEN}"]
+    (project / "model-profiles.yaml").write_text("\n".join(lines) + "\n")
+    (project / ".mcp.json").write_text(shipped_mcp_json())
+    (project / ".claude").mkdir(exist_ok=True)
+    (project / ".claude" / "settings.local.json").write_text(json.dumps({"enableAllProjectMcpServers": True}))
+    (home / ".claude.json").write_text(json.dumps({"projects": {str(project): {"hasTrustDialogAccepted": True}}}))
+
+
+def parent_script(castes: dict[str, str]) -> dict[str, list[Turn]]:
+    """The parent model's turns: one spawn_worker call per caste, then (by default) a text answer."""
+    calls = [Turn(tool=TOOL, tool_input={"caste": c, "task": f"Say hello as the {c}."}) for c in castes]
+    return {PARENT_MODEL: calls}
+
+
+def run_parent(cli: str, project: Path, home: Path, endpoint: str, timeout_s: float = 300) -> ParentRun:
+    """Run `claude -p` as the parent session, with the settings a scripted parent needs."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TERM", "TMPDIR", "USER", "SHELL")}
+    env.update(
+        {
+            # aether-mcp must be on PATH, as it is for a user who installed it
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "HOME": str(home),
+            "ANTHROPIC_BASE_URL": endpoint,
+            "ANTHROPIC_AUTH_TOKEN": DEMO_TOKEN,
+            "ENABLE_TOOL_SEARCH": "false",  # else MCP tools hide behind ToolSearch
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+        }
+    )
+    command = [cli, "-p", "--model", PARENT_MODEL, "--output-format", "stream-json", "--verbose"]
+    command += ["--allowedTools", TOOL]
+    done = subprocess.run(
+        command,
+        input="Spawn one worker per caste.",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project,
+        timeout=timeout_s,
+        check=False,
+    )
+    final, results = "", []
+    for line in done.stdout.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("type") == "result":
+            final = str(event.get("result") or "")
+        elif event.get("type") == "user":
+            results += _spawn_results(event)
+    return ParentRun(done.returncode, final, results, done.stderr[-2000:])
+
+
+def _spawn_results(event: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for block in event.get("message", {}).get("content") or []:
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            content = block.get("content")
+            text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content or [])
+            try:
+                found.append(json.loads(text))
+            except json.JSONDecodeError:
+                found.append({"error": text})
+    return found
 
 
 def run_demo() -> int:
-    return anyio.run(_demo)
+    with tempfile.TemporaryDirectory(prefix="aether-demo-") as folder:
+        project, home = Path(folder) / "project", Path(folder) / "home"
+        project.mkdir()
+        home.mkdir()
+        scripts = parent_script(CASTES)
+        with LocalBackend(token=DEMO_TOKEN, models=list(CASTES.values()), scripts=scripts) as backend:
+            prepare_project(project, home, backend.url, CASTES)
+            profile = parse_profile((project / "model-profiles.yaml").read_text(), "demo profile")
+            try:
+                cli = find_cli(profile, os.environ)
+            except AetherError as exc:
+                print(f"Error: {exc}", file=sys.stderr)
+                return 1
+            print(f"Local Anthropic-compatible backend on {backend.url}, standing in for the proxy.")
+            print(f"Parent session: {cli.path} -p --model {PARENT_MODEL}, with aether-mcp from the shipped mcp.json.")
+            print("Its model calls mcp__aether__spawn_worker once per caste...\n")
+            run = run_parent(cli.path, project, home, backend.url)
+            asked = backend.models_asked()
+    if run.exit_code != 0 or len(run.tool_results) != len(CASTES):
+        print(f"Error: the parent session failed (exit {run.exit_code}): {run.stderr.strip()[-500:]}", file=sys.stderr)
+        return 1
+    _print_table(run.tool_results, asked)
+    verified = all(r.get("routing_verified") and r.get("status") == "succeeded" for r in run.tool_results)
+    parent_ok = PARENT_MODEL in asked
+    print(f"\nThe parent session itself asked for {PARENT_MODEL}: {'yes' if parent_ok else 'NO'}.")
+    ok = verified and parent_ok
+    print("Every caste ran on its own model." if ok else "Routing was NOT verified for every caste.")
+    return 0 if ok else 1
 
 
-async def _demo() -> int:
-    from mcp import Client, StdioServerParameters
-
-    with tempfile.TemporaryDirectory(prefix="aether-demo-") as folder, LocalBackend(
-        token=DEMO_TOKEN, models=list(CASTES.values())
-    ) as backend:
-        profile = Path(folder) / "model-profiles.yaml"
-        profile.write_text(_profile_text(backend.url))
-        params = StdioServerParameters(
-            command=sys.executable,
-            args=["-m", "aether_mcp", "serve", "--profiles", str(profile), "--log-level", "WARNING"],
-            cwd=folder,
-            env=_server_env(Path(folder)),
-        )
-        print(f"Local Anthropic-compatible backend on {backend.url}, standing in for the proxy.")
-        async with Client(params) as client:
-            print("MCP session over stdio to `aether-mcp serve`; spawning one worker per caste...\n")
-            rows = []
-            for caste in CASTES:
-                seen_before = len(backend.models_asked())
-                result = await _call(client, "spawn_worker", {"caste": caste, "task": f"Say hello as the {caste}."})
-                seen = sorted(set(backend.models_asked()[seen_before:]))
-                rows.append((caste, result, ", ".join(seen) or "(nothing)"))
-        _print_table(rows)
-    verified = all(r["routing_verified"] and r["status"] == "succeeded" for _, r, _ in rows)
-    print("\nEvery caste ran on its own model." if verified else "\nRouting was NOT verified for every caste.")
-    return 0 if verified else 1
-
-
-def _profile_text(endpoint: str) -> str:
-    lines = ["worker_models:"] + [f"  {caste}: {model}" for caste, model in CASTES.items()]
-    lines += ["proxy:", f"  endpoint: {endpoint}", f"  auth_token: {DEMO_TOKEN}"]
-    return "\n".join(lines) + "\n"
-
-
-def _server_env(folder: Path) -> dict[str, str]:
-    """The server's environment, with a HOME of its own so the workers touch nothing of the user's."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TERM", "TMPDIR", "USER", "SHELL")}
-    env["HOME"] = str(folder / "home")
-    (folder / "home").mkdir()
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-async def _call(client: Any, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    if result.is_error or result.structured_content is None:
-        raise SystemExit(f"Error: {tool} failed: {result.content[0].text if result.content else 'no answer'}")
-    content: dict[str, Any] = result.structured_content
-    return content
-
-
-def _print_table(rows: list[tuple[str, dict[str, Any], str]]) -> None:
+def _print_table(results: list[dict[str, Any]], asked: list[str]) -> None:
     table = [("CASTE", "ASSIGNED", "BACKEND SAW", "VERIFIED", "TIME")]
-    for caste, result, seen in rows:
+    for result in results:
+        model = result.get("model") or "(CLI default)"
+        seen = model if model in asked else "(not seen)"
         took = f"{result['duration_s']:.2f} s" if result.get("duration_s") is not None else "-"
-        verified = "yes" if result["routing_verified"] else "NO"
-        table.append((caste, result["model"] or "(CLI default)", seen, verified, took))
+        verified = "yes" if result.get("routing_verified") else "NO"
+        table.append((str(result.get("caste", "?")), model, seen, verified, took))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
