@@ -9,7 +9,11 @@ LITELLM_VENV := .venv-litellm
 LITELLM      := $(LITELLM_VENV)/bin/litellm
 LITELLM_SPEC := litellm[proxy]==1.108.7
 
-.PHONY: setup litellm demo test lint pytest clean
+# The MCP Inspector CLI, a second real MCP client for the registration tests.
+INSPECTOR      := .npm-tools/node_modules/.bin/mcp-inspector
+INSPECTOR_SPEC := @modelcontextprotocol/inspector@0.15.0
+
+.PHONY: setup litellm inspector demo test lint pytest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +29,11 @@ $(LITELLM):
 
 litellm: $(LITELLM)
 
+$(INSPECTOR):
+	npm install --silent --no-audit --no-fund --prefix .npm-tools '$(INSPECTOR_SPEC)'
+
+inspector: $(INSPECTOR)
+
 demo: setup
 	$(BIN)/aether-mcp demo
 
@@ -35,8 +44,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-pytest: setup litellm
+pytest: setup litellm inspector
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) $(LITELLM_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) .npm-tools .pytest_cache .mypy_cache .ruff_cache

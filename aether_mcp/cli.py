@@ -64,6 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     spawn.add_argument("--json", action="store_true", help="print the result as JSON")
     spawn.set_defaults(run=_spawn)
 
+    doctor = commands.add_parser(
+        "doctor", parents=[common], help="check that routing works, with a fix for each failure"
+    )
+    doctor.add_argument("caste", nargs="?", help="check one caste only")
+    doctor.add_argument(
+        "--live", action="store_true", help="also spawn a one-turn worker per model (costs a few tokens)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(run=_doctor)
+
+    workers = commands.add_parser("workers", parents=[common], help="recent workers from the spawn log, newest first")
+    workers.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    workers.add_argument("--json", action="store_true", help="print JSON lines' fields as a JSON list")
+    workers.set_defaults(run=_workers)
+
     castes = commands.add_parser("caste-models", parents=[common], help="show and change which model each caste uses")
     verbs = castes.add_subparsers(title="verbs", metavar="VERB", required=True)
     listing = verbs.add_parser("list", parents=[common], help="the routing table")
@@ -137,6 +152,63 @@ def _print_worker(result: Any) -> None:
     print(f"transcript: {result.transcript_path}")
     if result.output:
         print(f"output:\n{result.output}")
+
+
+def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
+    import os
+
+    from .doctor import check_routing, live_checks
+
+    report = check_routing(store, os.environ, args.caste)
+    if args.live and report.healthy:
+        import anyio
+
+        report.checks += anyio.run(live_checks, store, os.environ)
+        report.healthy = all(c.verdict != "fail" for c in report.checks)
+    if args.json:
+        _print_json(report)
+        return 0 if report.healthy else 1
+    width = max(len(c.name) for c in report.checks)
+    for check in report.checks:
+        print(f"{check.name.ljust(width)}  {check.verdict.upper():4}  {check.detail}")
+        if check.fix and check.verdict == "fail":
+            print(f"{' ' * width}        fix: {check.fix}")
+    print("\nRouting is healthy." if report.healthy else "\nRouting is NOT healthy: fix the failures above.")
+    if not args.live:
+        print("(aether-mcp doctor --live also spawns one one-turn worker per model; it costs a few tokens.)")
+    return 0 if report.healthy else 1
+
+
+def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
+    from .spawn_log import read_spawn_log
+
+    entries = read_spawn_log(store.cwd / ".aether" / "spawn-log.jsonl", args.limit)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    if not entries:
+        print(f"No workers logged yet in {store.cwd / '.aether' / 'spawn-log.jsonl'}.")
+        return 0
+    rows = [("WHEN", "CASTE", "MODEL", "VERIFIED", "STATUS", "TIME", "TOKENS", "COST")]
+    for e in entries:
+        usage = e.get("usage") or {}
+        tokens = sum(v for k, v in usage.items() if k.endswith("tokens") and isinstance(v, int))
+        rows.append(
+            (
+                str(e.get("finished_at") or e.get("started_at") or "-").replace("+00:00", "Z"),
+                str(e.get("caste")),
+                str(e.get("model") or "(CLI default)"),
+                "yes" if e.get("routing_verified") else "NO",
+                str(e.get("status")),
+                f"{e['duration_s']:.1f} s" if isinstance(e.get("duration_s"), int | float) else "-",
+                f"{tokens:,}" if tokens else "-",
+                f"${e['cost_usd']:.4f}" if isinstance(e.get("cost_usd"), int | float) else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
 
 
 def _list(store: ProfileStore, args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ every worker it started is killed with its whole process group.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -27,6 +26,7 @@ from .castes import settings_for
 from .errors import AetherError
 from .profiles import Source, check_model_name, resolve
 from .proxy import ProxyChecker
+from .spawn_log import append_entry
 from .store import ProfileStore
 from .workers import RunOutcome, StreamSummary, WorkerSpec, find_cli, kill_group_now, run_worker
 
@@ -263,7 +263,7 @@ class Colony:
         return [v for v in values if len(v) >= 4]
 
     def _log(self, result: WorkerResult) -> None:
-        """One JSON line per finished worker, appended in one write so concurrent servers do not interleave."""
+        """One JSON line per finished worker: what ran, on which model, and whether that was proven."""
         entry = {
             "worker_id": result.worker_id,
             "caste": result.caste,
@@ -280,13 +280,7 @@ class Colony:
             "cwd": result.cwd,
             "transcript_path": result.transcript_path,
         }
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(entry) + "\n").encode()
-        fd = os.open(self.state_dir / "spawn-log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        append_entry(self.state_dir / "spawn-log.jsonl", entry)
 
     # --- looking and stopping --------------------------------------------------
 

@@ -27,6 +27,18 @@ class ProxyError(AetherError):
     """The proxy cannot serve a worker: down, refusing the token, or not routing the model."""
 
 
+class ProxyUnreachable(ProxyError):
+    """Nothing answers at the endpoint."""
+
+
+class TokenRejected(ProxyError):
+    """The proxy answers, but not to the workers' token."""
+
+
+class ModelNotRouted(ProxyError):
+    """The proxy lists its models, and this one is not among them."""
+
+
 @dataclass(frozen=True)
 class ModelList:
     """What `GET /v1/models` said: the routed names, or why there are none."""
@@ -56,14 +68,14 @@ def fetch_models(endpoint: str, token: str | None, timeout_s: float = TIMEOUT_S)
         said = _error_message(exc)
         if exc.code in (401, 403) or _AUTH_WORDS.search(said) or (token is None and exc.code >= 400):
             quoted = f": {said}" if said else ""
-            raise ProxyError(
+            raise TokenRejected(
                 f"The proxy at {endpoint} rejected the workers' token (HTTP {exc.code}{quoted}). Set proxy.auth_token "
                 "in the profile (or the variable it names, such as LITELLM_AUTH_TOKEN) to a key the proxy accepts."
             ) from None
         return ModelList(endpoint, None, exc.code, f"GET /v1/models answered HTTP {exc.code}")
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ProxyError(
+        raise ProxyUnreachable(
             f"The proxy at {endpoint} is not reachable ({reason}). Start it (for LiteLLM: "
             "`litellm --config config.yaml --port 4000`) or correct proxy.endpoint in the profile."
         ) from None
@@ -121,7 +133,7 @@ class ProxyChecker:
             return False, f"preflight: proxy {endpoint} is up and takes the token, but cannot tell: {listing.detail}"
         if not routed:
             names = ", ".join(listing.models or ())
-            raise ProxyError(
+            raise ModelNotRouted(
                 f"The proxy at {endpoint} does not route model '{model}'. It routes: {names}. "
                 "Add the model to the proxy's model_list, or put the caste on a routed model with set_caste_model."
             )

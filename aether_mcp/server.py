@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,8 +21,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from . import api
+from . import api, doctor
 from .colony import Colony, WorkerLine, WorkerResult
+from .doctor import RoutingReport
 from .errors import AetherError
 from .store import ProfileStore, ResetResult, SetResult
 
@@ -149,8 +151,65 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
         """Remove a caste's user override so it runs on the profile's own model again."""
         return store.reset_override(caste)
 
+    @_tool(
+        server,
+        ToolAnnotations(title="Is routing healthy?", read_only_hint=True, idempotent_hint=True, open_world_hint=True),
+    )
+    async def check_routing(
+        caste: Annotated[str | None, Field(description="Check one caste only; omit it to check every caste.")] = None,
+    ) -> RoutingReport:
+        """Check that workers can be routed: the profile, the Claude Code CLI, the proxy (reachable, takes the
+        token) and each caste's model (routed by the proxy). Each failed check says how to fix it.
+
+        Call this before spawning a colony, or when a spawn was refused."""
+        return await anyio.to_thread.run_sync(doctor.check_routing, store, os.environ, caste)
+
     _add_worker_tools(server)
+    _add_prompts(server, store)
     return server
+
+
+def _add_prompts(server: MCPServer[Any], store: ProfileStore) -> None:
+    @server.prompt(name="colony", title="Turn a goal into a colony of workers")
+    def colony(goal: str) -> str:
+        """Plan which castes a goal needs and spawn them, each on its own model."""
+        table = _routing_lines(store)
+        return (
+            f"Goal: {goal}\n\n"
+            "Run this goal as an Aether colony. The castes and the models they run on:\n"
+            f"{table}\n\n"
+            "1. Decide which castes the goal needs (scout or colonizer to learn the ground, route_setter or "
+            "architect to plan, builder to change code, watcher to test and review, chronicler for docs).\n"
+            "2. Write each worker's task in full: it sees nothing of this conversation, only its task.\n"
+            "3. Start workers with the mcp__aether__spawn_worker tool, not the Task tool. Workers that do not "
+            "depend on each other run side by side: spawn them with wait=false, then collect each with "
+            "mcp__aether__get_worker (wait_s=600). Spawn a worker that needs another's result only after it.\n"
+            "4. For every result, check routing_verified; if it is false, say so and show routing_evidence.\n"
+            "5. Finish with what each worker found or changed, and a table of caste, model, verified."
+        )
+
+    @server.prompt(name="routing", title="Show the routing table")
+    def routing() -> str:
+        """Show which model each caste uses, and how to change it."""
+        return (
+            "Show the user this routing table of Aether castes and their models:\n"
+            f"{_routing_lines(store)}\n\n"
+            "Then explain briefly: set_caste_model moves a caste to another model (a user override in the "
+            "profile), reset_caste_model undoes it, and check_routing tells whether the proxy routes each model. "
+            "Offer to run check_routing."
+        )
+
+
+def _routing_lines(store: ProfileStore) -> str:
+    try:
+        table = api.get_caste_models(store)
+    except AetherError as exc:
+        return f"(the profile cannot be read: {exc})"
+    lines = [
+        f"- {c.caste}: {c.model or '(CLI default)'} ({c.source}{', override' if c.override else ''})"
+        for c in table.castes
+    ]
+    return "\n".join(lines) + f"\n(profile: {table.path})"
 
 
 def _colony(ctx: Context[Any]) -> Colony:

@@ -1,0 +1,175 @@
+"""Is routing healthy? The checks behind `aether-mcp doctor` and the `check_routing` tool.
+
+Each check is a row with a verdict and, when it fails, the fix. A proxy that
+answers `/health` but refuses the workers' token fails here, which is the
+mistake the seed made silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .castes import settings_for
+from .errors import AetherError
+from .profiles import Profile, resolve
+from .proxy import ModelList, ProxyChecker, ProxyError, TokenRejected
+from .store import ProfileStore
+from .workers import find_cli
+
+Verdict = Literal["ok", "fail", "note"]
+
+
+class Check(BaseModel):
+    name: str = Field(description="What was checked.")
+    verdict: Verdict = Field(description="ok, fail, or note (worth knowing, not a failure).")
+    detail: str = Field(description="What the check found.")
+    fix: str | None = Field(default=None, description="What to do about a failure.")
+
+
+class RoutingReport(BaseModel):
+    healthy: bool = Field(description="True when no check failed.")
+    checks: list[Check]
+
+
+def check_routing(
+    store: ProfileStore, environ: Mapping[str, str], caste: str | None = None, checker: ProxyChecker | None = None
+) -> RoutingReport:
+    """Profile, CLI, proxy, token, and each caste's route; stops early only when the profile is unusable."""
+    checks: list[Check] = []
+    where = store.location
+    try:
+        profile, _ = store.load()
+    except AetherError as exc:
+        checks.append(Check(name="profile", verdict="fail", detail=str(exc), fix="Fix or replace the profile file."))
+        return RoutingReport(healthy=False, checks=checks)
+    checks.append(Check(name="profile", verdict="ok", detail=f"{where.path} (chosen by {where.rule})"))
+    checks.append(_cli_check(profile, environ))
+    castes = [profile.find_caste(caste)] if caste else profile.castes()
+    checks += _route_checks(profile, castes, checker or ProxyChecker(ttl_s=0))
+    return RoutingReport(healthy=all(c.verdict != "fail" for c in checks), checks=checks)
+
+
+def _cli_check(profile: Profile, environ: Mapping[str, str]) -> Check:
+    try:
+        cli = find_cli(profile, environ)
+    except AetherError as exc:
+        return Check(
+            name="claude cli", verdict="fail", detail=str(exc), fix="Install Claude Code or set AETHER_CLAUDE_CLI."
+        )
+    version = cli.version()
+    if version is None:
+        return Check(
+            name="claude cli",
+            verdict="fail",
+            detail=f"{cli.path} ({cli.rule}) did not answer --version",
+            fix="Reinstall Claude Code or point AETHER_CLAUDE_CLI at a working CLI.",
+        )
+    return Check(name="claude cli", verdict="ok", detail=f"{cli.path} ({cli.rule}), {version}")
+
+
+def _route_checks(profile: Profile, castes: list[str], checker: ProxyChecker) -> list[Check]:
+    """Per endpoint: reachable, token accepted; per caste: its model routed."""
+    checks: list[Check] = []
+    listings: dict[str, ModelList | None] = {}
+    for name in castes:
+        settings = settings_for(profile, name)
+        model = resolve(profile, name).model
+        endpoint = settings.endpoint
+        if endpoint is None:
+            checks.append(
+                Check(
+                    name=f"route {name}",
+                    verdict="note",
+                    detail=f"{model or '(CLI default)'}: no proxy, so the worker uses the Claude Code CLI's own "
+                    "backend and login",
+                )
+            )
+            continue
+        if endpoint not in listings:
+            token = settings.auth_token.get_secret_value() if settings.auth_token else None
+            listings[endpoint] = _probe(endpoint, token, checker, checks)
+        listing = listings[endpoint]
+        if listing is not None:
+            checks.append(_route(name, model, listing))
+    return checks
+
+
+def _probe(endpoint: str, token: str | None, checker: ProxyChecker, checks: list[Check]) -> ModelList | None:
+    """Two rows: does the proxy answer, and does it take the workers' token."""
+    reachable, accepts = f"proxy reachable ({endpoint})", f"proxy accepts the token ({endpoint})"
+    try:
+        listing = checker.models(endpoint, token)
+    except TokenRejected as exc:
+        checks.append(Check(name=reachable, verdict="ok", detail="it answers"))
+        checks.append(
+            Check(name=accepts, verdict="fail", detail=str(exc), fix="Set proxy.auth_token to a key it accepts.")
+        )
+        return None
+    except ProxyError as exc:
+        checks.append(
+            Check(name=reachable, verdict="fail", detail=str(exc), fix="Start the proxy or fix proxy.endpoint.")
+        )
+        return None
+    checks.append(Check(name=reachable, verdict="ok", detail="it answers"))
+    checks.append(Check(name=accepts, verdict="ok", detail=listing.detail))
+    return listing
+
+
+def _route(caste: str, model: str | None, listing: ModelList) -> Check:
+    name = f"route {caste}"
+    if model is None:
+        return Check(
+            name=name,
+            verdict="fail",
+            detail="no model: the worker would ask the proxy for the CLI's own default model",
+            fix=f"Give the caste a model: aether-mcp caste-models set {caste}=MODEL",
+        )
+    routed = listing.routes(model)
+    if routed is None:
+        return Check(name=name, verdict="note", detail=f"{model}: the proxy cannot tell ({listing.detail})")
+    if routed:
+        return Check(name=name, verdict="ok", detail=f"{model} is routed")
+    return Check(
+        name=name,
+        verdict="fail",
+        detail=f"{model} is not routed; the proxy routes {', '.join(listing.models or ())}",
+        fix=f"Add {model} to the proxy's model_list, or: aether-mcp caste-models set {caste}=ROUTED_MODEL",
+    )
+
+
+async def live_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[Check]:
+    """Spawn one one-turn worker per distinct model and check that its routing is verified."""
+    from .colony import Colony  # the worker engine loads only for a live check
+
+    profile, _ = store.load()
+    first_caste: dict[str | None, str] = {}
+    for name in profile.castes():
+        first_caste.setdefault(resolve(profile, name).model, name)
+    checks = []
+    async with Colony(store, environ) as colony:
+        for model, caste in first_caste.items():
+            name = f"live {model or '(CLI default)'} (as {caste})"
+            try:
+                worker = await colony.spawn(caste, "Reply with the single word: ok", timeout_s=120)
+            except AetherError as exc:
+                checks.append(Check(name=name, verdict="fail", detail=str(exc)))
+                continue
+            await worker.done.wait()
+            result = worker.result
+            if result.routing_verified:
+                checks.append(
+                    Check(name=name, verdict="ok", detail=f"verified: {'; '.join(result.routing_evidence[-2:])}")
+                )
+            else:
+                checks.append(
+                    Check(
+                        name=name,
+                        verdict="fail",
+                        detail=result.error or result.status,
+                        fix=f"See {result.transcript_path}",
+                    )
+                )
+    return checks

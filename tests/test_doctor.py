@@ -1,0 +1,166 @@
+"""`aether-mcp doctor`, the check_routing tool, the prompts, and the spawn log command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import TOKEN, write_profile
+from mcp import Client
+
+from aether_mcp.backend import LocalBackend
+from aether_mcp.server import build_server
+from aether_mcp.store import ProfileStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def doctor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["aether-mcp", "doctor", *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def verdicts(output: str) -> dict[str, str]:
+    return {c["name"]: c["verdict"] for c in json.loads(output)["checks"]}
+
+
+def test_a_healthy_setup(colony_profile: Path, backend: LocalBackend, cli_env: dict[str, str]) -> None:
+    result = doctor("--json", env=cli_env)
+    assert result.returncode == 0, result.stdout
+    proxy = backend.url
+    assert verdicts(result.stdout) == {
+        "profile": "ok",
+        "claude cli": "ok",
+        f"proxy reachable ({proxy})": "ok",
+        f"proxy accepts the token ({proxy})": "ok",
+        "route builder": "ok",
+        "route scout": "ok",
+        "route watcher": "ok",
+    }
+    text = doctor(env=cli_env).stdout
+    assert "Routing is healthy." in text and "costs a few tokens" in text
+
+
+def test_a_proxy_that_looks_healthy_but_refuses_the_token_fails(
+    isolated: Path, backend: LocalBackend, cli_env: dict[str, str]
+) -> None:
+    write_profile(isolated / "model-profiles.yaml", backend.url)
+    env = {**cli_env, "AETHER_TEST_TOKEN": "sk-stale-token"}
+    result = doctor("--json", env=env)
+    assert result.returncode == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks[f"proxy reachable ({backend.url})"]["verdict"] == "ok"
+    refused = checks[f"proxy accepts the token ({backend.url})"]
+    assert refused["verdict"] == "fail" and "HTTP 401" in refused["detail"] and refused["fix"]
+    assert "sk-stale-token" not in result.stdout
+
+
+def test_a_down_proxy_and_an_unrouted_model_fail_with_a_fix(isolated: Path, cli_env: dict[str, str]) -> None:
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as partial:
+        write_profile(isolated / "model-profiles.yaml", partial.url)
+        result = doctor(env=cli_env)
+    assert result.returncode == 1
+    assert "route scout" in result.stdout and "glm-5 is not routed; the proxy routes kimi-k2.5" in result.stdout
+    assert (
+        "fix: Add glm-5 to the proxy's model_list, or: aether-mcp caste-models set scout=ROUTED_MODEL" in result.stdout
+    )
+    down = doctor("--json", env=cli_env)  # the backend has stopped
+    assert down.returncode == 1
+    assert verdicts(down.stdout)[f"proxy reachable ({partial.url})"] == "fail"
+
+
+def test_without_a_proxy_each_caste_gets_a_note(isolated: Path, cli_env: dict[str, str]) -> None:
+    (isolated / "model-profiles.yaml").write_text("worker_models: {builder: sonnet, scout: haiku}\n")
+    result = doctor("--json", env=cli_env)
+    assert result.returncode == 0
+    checks = json.loads(result.stdout)["checks"]
+    assert [c["verdict"] for c in checks[2:]] == ["note", "note"]
+    assert "the Claude Code CLI's own backend and login" in checks[2]["detail"]
+
+
+def test_a_broken_profile_fails_the_first_check(isolated: Path, cli_env: dict[str, str]) -> None:
+    (isolated / "model-profiles.yaml").write_text("worker_models: [\n")
+    result = doctor("--json", env=cli_env)
+    assert result.returncode == 1
+    assert verdicts(result.stdout) == {"profile": "fail"}
+
+
+def test_live_spawns_one_worker_per_model(colony_profile: Path, backend: LocalBackend, cli_env: dict[str, str]) -> None:
+    result = doctor("--live", "--json", env=cli_env)
+    assert result.returncode == 0, result.stdout
+    live = {k: v for k, v in verdicts(result.stdout).items() if k.startswith("live")}
+    assert live == {
+        "live kimi-k2.5 (as builder)": "ok",
+        "live glm-5 (as scout)": "ok",
+        "live minimax-2.5 (as watcher)": "ok",
+    }
+    assert sorted(backend.models_asked()) == ["glm-5", "kimi-k2.5", "minimax-2.5"]
+
+
+async def test_check_routing_tool(colony_profile: Path, backend: LocalBackend) -> None:
+    async with Client(build_server(ProfileStore())) as client:
+        report = (await client.call_tool("check_routing", {"caste": "scout"})).structured_content
+        assert report is not None and report["healthy"] is True
+        assert [c["name"] for c in report["checks"]][-1] == "route scout"
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert tools["check_routing"].annotations.read_only_hint is True
+    assert TOKEN not in json.dumps(report)
+
+
+async def test_prompts_are_listed_and_carry_the_routing_table(colony_profile: Path) -> None:
+    async with Client(build_server(ProfileStore())) as client:
+        prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+        assert sorted(prompts) == ["colony", "routing"]
+        assert [a.name for a in prompts["colony"].arguments or []] == ["goal"]
+        colony = await client.get_prompt("colony", {"goal": "add a cache to the API"})
+        text = colony.messages[0].content.text  # type: ignore[union-attr]
+        assert text.startswith("Goal: add a cache to the API")
+        assert "- builder: kimi-k2.5 (profile)" in text and "mcp__aether__spawn_worker" in text and "wait=false" in text
+        routing = await client.get_prompt("routing", {})
+        assert "- watcher: minimax-2.5 (profile)" in routing.messages[0].content.text  # type: ignore[union-attr]
+
+
+def test_workers_lists_the_spawn_log_newest_first(isolated: Path, cli_env: dict[str, str]) -> None:
+    log = isolated / ".aether" / "spawn-log.jsonl"
+    log.parent.mkdir()
+    entries = [
+        {
+            "caste": "scout",
+            "model": "glm-5",
+            "status": "succeeded",
+            "routing_verified": True,
+            "duration_s": 1.25,
+            "usage": {"input_tokens": 1000, "output_tokens": 20},
+            "cost_usd": 0.01,
+            "finished_at": "2026-11-24T10:00:00+00:00",
+        },
+        {
+            "caste": "builder",
+            "model": "kimi-k2.5",
+            "status": "failed",
+            "routing_verified": False,
+            "duration_s": 3.5,
+            "usage": None,
+            "cost_usd": None,
+            "finished_at": "2026-11-24T11:00:00+00:00",
+        },
+    ]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries) + "not json\n")
+    result = subprocess.run(["aether-mcp", "workers"], capture_output=True, text=True, env=cli_env, check=False)
+    assert result.stdout.splitlines() == [
+        "WHEN                  CASTE    MODEL      VERIFIED  STATUS     TIME   TOKENS  COST",
+        "2026-11-24T11:00:00Z  builder  kimi-k2.5  NO        failed     3.5 s  -       -",
+        "2026-11-24T10:00:00Z  scout    glm-5      yes       succeeded  1.2 s  1,020   $0.0100",
+    ]
+    limited = subprocess.run(
+        ["aether-mcp", "workers", "--json", "--limit", "1"], capture_output=True, text=True, env=cli_env, check=False
+    )
+    assert [e["caste"] for e in json.loads(limited.stdout)] == ["builder"]
