@@ -129,7 +129,7 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
     async def run() -> WorkerResult:
         async with Colony(store) as colony:
             worker = await colony.spawn(args.caste, task, cwd=cwd, model=args.model, timeout_s=args.timeout_s)
-            await worker.done.wait()
+            await _show_progress(worker)
             return worker.result
 
     result = anyio.run(run)
@@ -138,6 +138,30 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
     else:
         _print_worker(result)
     return 0 if result.status == "succeeded" else 1
+
+
+async def _show_progress(worker: Any) -> None:
+    """Live on a terminal (turn, tool in use, elapsed), one plain line per turn when stderr is piped."""
+    import time
+
+    import anyio
+
+    live = sys.stderr.isatty()
+    started, shown = time.monotonic(), -1
+    while not worker.done.is_set():
+        news = worker.changed
+        with anyio.move_on_after(0.2 if live else None):
+            await news.wait()
+        tool = f", using {worker.last_tool}" if worker.last_tool else ""
+        line = f"{worker.result.worker_id} ({worker.result.model}): {worker.result.status}, turn {worker.turns}{tool}"
+        line += f", {time.monotonic() - started:.1f} s"
+        if live:
+            print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+        elif worker.turns != shown and worker.turns:
+            print(line, file=sys.stderr, flush=True)
+            shown = worker.turns
+    if live:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def _print_worker(result: Any) -> None:

@@ -172,3 +172,32 @@ def test_demo_proves_three_castes_on_three_models(cli_env: dict[str, str]) -> No
         ["watcher", "minimax-2.5", "minimax-2.5", "yes"],
     ]
     assert result.stdout.endswith("Every caste ran on its own model.\n")
+
+
+def test_spawn_progress_is_plain_lines_when_piped(colony_profile: Path, cli_env: dict[str, str], backend) -> None:
+    from aether_mcp.backend import Turn
+
+    backend.scripts["kimi-k2.5"] = __import__("collections").deque([Turn(tool="Glob", tool_input={"pattern": "*.md"})])
+    result = run("spawn", "builder", "look around", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split(": ", 1)[1].rsplit(", ", 1)[0] for line in lines] == [
+        "running, turn 1, using Glob",
+        "running, turn 2, using Glob",
+    ]
+    assert "\r" not in result.stderr
+
+
+def test_spawn_progress_is_live_on_a_terminal(colony_profile: Path, cli_env: dict[str, str], backend) -> None:
+    backend.delay_s = 0.6
+    shell = subprocess.run(
+        ["script", "-qec", "aether-mcp spawn builder hi", "/dev/null"],
+        capture_output=True,
+        env=cli_env,
+        timeout=60,
+        check=False,
+    )
+    screen = shell.stdout.decode()  # bytes: text mode would turn each \r into \n
+    assert shell.returncode == 0
+    assert screen.count("\r\x1b[K") > 2 and "running, turn 0" in screen
+    assert "routing_verified: true" in screen
