@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import api
+from . import api, text
 from .errors import AetherError
 from .profiles import CasteModel
 from .store import ProfileStore
@@ -229,9 +229,7 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
                 f"${e['cost_usd']:.4f}" if isinstance(e.get("cost_usd"), int | float) else "-",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(text.table(rows))
     return 0
 
 
@@ -240,11 +238,7 @@ def _list(store: ProfileStore, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(table)
         return 0
-    rows = [_row(entry) for entry in table.castes]
-    header = ("CASTE", "MODEL", "SOURCE", "PROVIDER", "CONTEXT")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(text.table([("CASTE", "MODEL", "SOURCE", "PROVIDER", "CONTEXT")] + [_row(entry) for entry in table.castes]))
     print(f"\nProfile: {table.path} ({table.rule})")
     if any(entry.override for entry in table.castes):
         print("* user override (aether-mcp caste-models reset CASTE removes it)")

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import text
 from .backend import LocalBackend, Turn
 from .errors import AetherError
 from .profiles import parse_profile
@@ -154,6 +155,4 @@ def _print_table(results: list[dict[str, Any]], asked: list[str]) -> None:
         took = f"{result['duration_s']:.2f} s" if result.get("duration_s") is not None else "-"
         verified = "yes" if result.get("routing_verified") else "NO"
         table.append((str(result.get("caste", "?")), model, seen, verified, took))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(text.table(table))
