@@ -28,7 +28,7 @@ from .profiles import Source, check_model_name, resolve
 from .proxy import ProxyChecker
 from .spawn_log import append_entry
 from .store import ProfileStore
-from .workers import RunOutcome, StreamSummary, WorkerSpec, find_cli, kill_group_now, run_worker
+from .workers import RunOutcome, StreamSummary, WorkerSpec, find_cli, finish_process, kill_group_now, run_worker
 
 Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
 OUTPUT_CAP = 20_000
@@ -212,7 +212,11 @@ class Colony:
                     on_progress=lambda s: self._progress(worker, s),
                     on_started=_pid_setter(worker),
                 )
-        self._finish(worker, outcome)
+                self._finish(worker, outcome)  # the result is out as soon as the stream gives it
+                with anyio.CancelScope(shield=True):
+                    await finish_process(outcome.process)
+        if outcome is None:  # cancelled before the worker answered
+            self._finish(worker, None)
 
     def _progress(self, worker: Worker, summary: StreamSummary) -> None:
         worker.turns, worker.last_tool = summary.turns, summary.last_tool
@@ -374,11 +378,11 @@ def _failure(worker: Worker, outcome: RunOutcome) -> str | None:
         if status is not None and status >= 500:
             return f"The backend failed (HTTP {status}): {detail}. It may be overloaded; try again later."
         return f"The worker reported an error ({summary.subtype}): {detail}"
-    if outcome.exit_code != 0:
-        tail = outcome.stderr_tail.strip().splitlines()[-3:]
-        return f"The Claude Code CLI exited with status {outcome.exit_code}: {' | '.join(tail) or 'no message'}"
     if not summary.result_seen:
-        return "The worker's stream ended without a result line; see the transcript."
+        tail = " | ".join(outcome.stderr_tail.strip().splitlines()[-3:]) or "no message"
+        if outcome.exit_code:
+            return f"The Claude Code CLI exited with status {outcome.exit_code}: {tail}"
+        return f"The worker's stream ended without a result line ({tail}); see the transcript."
     return None
 
 

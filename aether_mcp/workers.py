@@ -255,11 +255,14 @@ def _text(value: Any) -> str | None:
 
 @dataclass
 class RunOutcome:
+    """How a worker's run went. `process` may still be exiting: end it with `finish_process`."""
+
     exit_code: int | None
     timed_out: bool
     summary: StreamSummary
     stderr_tail: str
     duration_s: float
+    process: asyncio.subprocess.Process
 
 
 ProgressFn = Callable[[StreamSummary], None]
@@ -282,17 +285,11 @@ def _die_with_parent() -> Callable[[], None] | None:
 _PRE_EXEC = _die_with_parent()
 
 
-async def run_worker(
-    spec: WorkerSpec,
-    environ: Mapping[str, str],
-    on_progress: ProgressFn | None = None,
-    on_started: Callable[[int], None] | None = None,
-) -> RunOutcome:
-    """Start the worker, feed it its task, follow its stream; kill its whole group on timeout or cancel."""
-    started = time.monotonic()
-    spec.transcript_path.parent.mkdir(parents=True, exist_ok=True)
-    process = await asyncio.create_subprocess_exec(
-        *build_command(spec),
+async def start_process(spec: WorkerSpec, environ: Mapping[str, str], warm: bool = False) -> asyncio.subprocess.Process:
+    """Start the CLI for `spec`. A warm process waits for its task as a stream-json message on stdin."""
+    command = build_command(spec) + (["--input-format", "stream-json"] if warm else [])
+    return await asyncio.create_subprocess_exec(
+        *command,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -302,6 +299,23 @@ async def run_worker(
         preexec_fn=_PRE_EXEC,
         limit=MAX_LINE,
     )
+
+
+async def run_worker(
+    spec: WorkerSpec,
+    environ: Mapping[str, str],
+    on_progress: ProgressFn | None = None,
+    on_started: Callable[[int], None] | None = None,
+    warm_process: asyncio.subprocess.Process | None = None,
+) -> RunOutcome:
+    """Feed the worker its task and follow its stream until the result line.
+
+    Returns as soon as the result is known; the caller then ends the process
+    with `finish_process`. On timeout, cancel or error the whole process
+    group is killed here."""
+    started = time.monotonic()
+    spec.transcript_path.parent.mkdir(parents=True, exist_ok=True)
+    process = warm_process or await start_process(spec, environ)
     if on_started:
         on_started(process.pid)
     summary = StreamSummary()
@@ -309,25 +323,41 @@ async def run_worker(
     try:
         with anyio.move_on_after(spec.timeout_s) as deadline:
             async with anyio.create_task_group() as group:
-                group.start_soon(_feed_task, process, spec.task)
-                group.start_soon(_follow, process, spec.transcript_path, summary, on_progress)
+                group.start_soon(_feed_task, process, spec.task, warm_process is not None)
                 group.start_soon(_drain, process, stderr)
-            await process.wait()
-    finally:
+                await _follow(process, spec.transcript_path, summary, on_progress)
+                group.cancel_scope.cancel()
+        if deadline.cancelled_caught:
+            with anyio.CancelScope(shield=True):
+                await kill_group(process)
+        elif not summary.result_seen:  # the stream ended early: let the CLI exit and say why
+            await finish_process(process)
+    except BaseException:
         # Shielded: a cancelled request must still end the worker it started.
         with anyio.CancelScope(shield=True):
             await kill_group(process)
+        raise
     return RunOutcome(
         exit_code=process.returncode,
         timed_out=deadline.cancelled_caught,
         summary=summary,
         stderr_tail=stderr[-STDERR_TAIL:].decode("utf-8", "replace"),
         duration_s=time.monotonic() - started,
+        process=process,
     )
 
 
-async def _feed_task(process: asyncio.subprocess.Process, task: str) -> None:
+async def finish_process(process: asyncio.subprocess.Process, grace_s: float = 2.0) -> None:
+    """Give a worker that has answered a moment to exit by itself (it saves its session), then end its group."""
+    with anyio.move_on_after(grace_s):
+        await process.wait()
+    await kill_group(process)
+
+
+async def _feed_task(process: asyncio.subprocess.Process, task: str, as_message: bool) -> None:
     assert process.stdin is not None
+    if as_message:  # a warm worker reads stream-json
+        task = json.dumps({"type": "user", "message": {"role": "user", "content": task}}) + "\n"
     try:
         process.stdin.write(task.encode())
         await process.stdin.drain()
@@ -354,6 +384,8 @@ async def _follow(
             out.flush()
             if summary.feed(line.decode("utf-8", "replace")) and on_progress:
                 on_progress(summary)
+            if summary.result_seen:
+                return
 
 
 async def _drain(process: asyncio.subprocess.Process, into: bytearray) -> None:

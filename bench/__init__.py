@@ -1,0 +1,1 @@
+"""aether-mcp's benchmark suite: `python -m bench` (see docs/benchmarks.md)."""
