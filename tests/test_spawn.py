@@ -286,3 +286,18 @@ async def test_stdio_server_sigterm_kills_running_workers(colony_profile: Path, 
             break
         await anyio.sleep(0.1)
     assert claude_processes(marker) == []
+
+
+async def test_cancelling_the_request_kills_the_worker(colony_profile: Path, backend: LocalBackend) -> None:
+    backend.delay_s = 30
+    marker = str(colony_profile.parent.parent)
+    async with Client(build_server(ProfileStore())) as client:
+        with anyio.move_on_after(3):
+            await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi"})
+        for _ in range(50):
+            listed = structured(await client.call_tool("list_workers", {}))["workers"]
+            if listed and listed[0]["status"] == "cancelled":
+                break
+            await anyio.sleep(0.1)
+        assert [w["status"] for w in listed] == ["cancelled"]
+        assert claude_processes(marker) == []
