@@ -7,6 +7,7 @@ every worker it started is killed with its whole process group.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -24,11 +25,14 @@ from pydantic import BaseModel, Field
 from . import proof
 from .castes import settings_for
 from .errors import AetherError
-from .profiles import Source, check_model_name, resolve
+from .profiles import Profile, Source, check_model_name, resolve
 from .proxy import ProxyChecker
 from .spawn_log import append_entry
 from .store import ProfileStore
+from .warm import WarmPool
 from .workers import RunOutcome, StreamSummary, WorkerSpec, find_cli, finish_process, kill_group_now, run_worker
+
+log = logging.getLogger("aether_mcp")
 
 Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
 OUTPUT_CAP = 20_000
@@ -58,6 +62,7 @@ class WorkerResult(BaseModel):
     cli: str | None = Field(
         default=None, description="The Claude Code CLI that ran the worker, and which rule chose it."
     )
+    warm: bool = Field(default=False, description="True when a pre-started (warm) Claude Code process took the task.")
     cwd: str
     started_at: str | None = None
     finished_at: str | None = None
@@ -106,17 +111,22 @@ class Colony:
         self._workers: dict[str, Worker] = {}
         self._limit: anyio.Semaphore | None = None
         self._previous_sigterm: Any = None
+        self._warm = WarmPool(self._environ)
+        self._warm_counts: dict[str, int] = {}
         self.state_dir = store.cwd / ".aether"
 
     async def __aenter__(self) -> Colony:
         self._group = await anyio.create_task_group().__aenter__()
         self._previous_sigterm = _on_sigterm(self.kill_all_now)
+        await self._prestart_warm_workers()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         _restore_sigterm(self._previous_sigterm)
         await self.close()
+        await self._warm.close()
         assert self._group is not None
+        self._group.cancel_scope.cancel()  # idle reapers and refills; workers are already done
         await self._group.__aexit__(None, None, None)
         self._group = None
 
@@ -135,7 +145,38 @@ class Colony:
             raise AetherError("The colony is closed; no more workers can start.")
         if not task.strip():
             raise AetherError("The task is empty: say what the worker should do.")
+        if timeout_s is not None and timeout_s <= 0:
+            raise AetherError(f"timeout_s must be positive, not {timeout_s}.")
         profile, _ = self.store.load()
+        spec, source = self._spec(profile, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
+        preflight = None
+        if spec.settings.endpoint:
+            token = spec.settings.auth_token.get_secret_value() if spec.settings.auth_token else None
+            preflight = await anyio.to_thread.run_sync(
+                self._checker.preflight, spec.settings.endpoint, token, spec.model
+            )
+        result = WorkerResult(
+            worker_id=spec.worker_id,
+            caste=spec.caste,
+            model=spec.model,
+            model_source=source,
+            status="queued",
+            transcript_path=str(spec.transcript_path),
+            cli=f"{spec.cli.path} ({spec.cli.rule})",
+            cwd=str(spec.cwd),
+        )
+        worker = Worker(result, spec, preflight)
+        self._workers[spec.worker_id] = worker
+        if self._limit is None:
+            self._limit = anyio.Semaphore(profile.workers.max_concurrent_workers)
+        self._warm_counts = _warm_counts(profile)
+        self._group.start_soon(self._run, worker)
+        return worker
+
+    def _spec(
+        self, profile: Profile, caste: str, task: str, *, cwd: str | None, model: str | None, timeout_s: float | None
+    ) -> tuple[WorkerSpec, Source]:
+        """The worker a spawn asks for: its model (and why), settings, CLI and directory."""
         entry = resolve(profile, caste, task)
         chosen: str | None = entry.model
         source: Source = entry.source
@@ -143,48 +184,37 @@ class Colony:
             chosen, source = check_model_name(model), "explicit"
         settings = settings_for(profile, entry.caste)
         if timeout_s is not None:
-            if timeout_s <= 0:
-                raise AetherError(f"timeout_s must be positive, not {timeout_s}.")
             settings = settings.model_copy(update={"timeout_s": timeout_s})
-        workdir = self._workdir(cwd)
-        cli = find_cli(profile, self._environ)
-        preflight = None
-        if settings.endpoint:
-            token = settings.auth_token.get_secret_value() if settings.auth_token else None
-            preflight = await anyio.to_thread.run_sync(self._checker.preflight, settings.endpoint, token, chosen)
-
         worker_id = f"{normalize_id(entry.caste)}-{uuid.uuid4().hex[:8]}"
-        transcript = self.state_dir / "workers" / f"{worker_id}.jsonl"
         spec = WorkerSpec(
             worker_id=worker_id,
             caste=entry.caste,
             task=task,
             model=chosen,
-            cwd=workdir,
+            cwd=self._workdir(cwd),
             settings=settings,
-            cli=cli,
+            cli=find_cli(profile, self._environ),
             timeout_s=settings.timeout_s,
-            transcript_path=transcript,
+            transcript_path=self.state_dir / "workers" / f"{worker_id}.jsonl",
             max_retries=profile.workers.max_retries,
             api_timeout_ms=profile.workers.api_timeout_ms,
             env_passthrough=profile.workers.env_passthrough,
         )
-        result = WorkerResult(
-            worker_id=worker_id,
-            caste=entry.caste,
-            model=chosen,
-            model_source=source,
-            status="queued",
-            transcript_path=str(transcript),
-            cli=f"{cli.path} ({cli.rule})",
-            cwd=str(workdir),
-        )
-        worker = Worker(result, spec, preflight)
-        self._workers[worker_id] = worker
-        if self._limit is None:
-            self._limit = anyio.Semaphore(profile.workers.max_concurrent_workers)
-        self._group.start_soon(self._run, worker)
-        return worker
+        return spec, source
+
+    async def _prestart_warm_workers(self) -> None:
+        """Fill the warm pool for each caste the profile asks for, so even the first spawn is warm."""
+        try:
+            profile, _ = self.store.load()
+            self._warm.idle_s = profile.workers.warm_idle_s
+            self._warm_counts = _warm_counts(profile)
+            specs = [self._spec(profile, c, "", cwd=None, model=None, timeout_s=None)[0] for c in self._warm_counts]
+        except AetherError as exc:  # a spawn will report the same problem when it happens
+            log.warning("no warm workers: %s", exc)
+            return
+        assert self._group is not None
+        for spec in specs:
+            self._group.start_soon(self._warm.fill, self._group, spec, self._warm_counts[spec.caste])
 
     def _workdir(self, cwd: str | None) -> Path:
         if cwd is None:
@@ -206,17 +236,30 @@ class Colony:
                 worker.result.status = "running"
                 worker.result.started_at = _now()
                 worker.notify()
+                warm = self._warm.take(worker.spec)
+                worker.result.warm = warm is not None
+                self._refill(worker, taken=warm is not None)
                 outcome = await run_worker(
                     worker.spec,
                     self._environ,
                     on_progress=lambda s: self._progress(worker, s),
                     on_started=_pid_setter(worker),
+                    warm_process=warm,
                 )
                 self._finish(worker, outcome)  # the result is out as soon as the stream gives it
                 with anyio.CancelScope(shield=True):
                     await finish_process(outcome.process)
         if outcome is None:  # cancelled before the worker answered
             self._finish(worker, None)
+
+    def _refill(self, worker: Worker, taken: bool) -> None:
+        """Keep the caste's warm workers topped up: behind a take, or when its default worker found none.
+
+        A spawn with its own model or directory is not the caste's usual worker: nothing is pre-started for it."""
+        count = self._warm_counts.get(worker.spec.caste, 0)
+        usual = worker.result.model_source != "explicit" and worker.spec.cwd == self.store.cwd
+        if count and (taken or usual) and self._group is not None:
+            self._group.start_soon(self._warm.fill, self._group, worker.spec, count)
 
     def _progress(self, worker: Worker, summary: StreamSummary) -> None:
         worker.turns, worker.last_tool = summary.turns, summary.last_tool
@@ -316,6 +359,7 @@ class Colony:
 
     def kill_all_now(self) -> None:
         """From a signal handler: SIGKILL every running worker's group, no waiting."""
+        self._warm.kill_all_now()
         for worker in self._workers.values():
             if worker.pid is not None and not worker.done.is_set():
                 kill_group_now(worker.pid)
@@ -347,6 +391,15 @@ def _on_sigterm(kill_all: Callable[[], None]) -> Any:
 def _restore_sigterm(previous: Any) -> None:
     if previous is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, previous)
+
+
+def _warm_counts(profile: Profile) -> dict[str, int]:
+    """Warm workers wanted per caste, keyed by the caste's name as the profile spells it."""
+    counts = {}
+    for name, count in profile.workers.warm_workers.items():
+        if count:
+            counts[profile.find_caste(name)] = count
+    return counts
 
 
 def normalize_id(caste: str) -> str:

@@ -301,3 +301,49 @@ async def test_cancelling_the_request_kills_the_worker(colony_profile: Path, bac
             await anyio.sleep(0.1)
         assert [w["status"] for w in listed] == ["cancelled"]
         assert claude_processes(marker) == []
+
+
+# --- warm workers --------------------------------------------------------------
+
+
+async def wait_for(predicate: Any, seconds: float = 10) -> bool:
+    for _ in range(int(seconds * 10)):
+        if predicate():
+            return True
+        await anyio.sleep(0.1)
+    return bool(predicate())
+
+
+async def test_warm_workers_take_only_the_tasks_they_match(isolated: Path, backend: LocalBackend) -> None:
+    from aether_mcp.colony import Colony
+
+    write_profile(isolated / "model-profiles.yaml", backend.url, "workers: {warm_workers: {builder: 1}}\n")
+    marker = str(isolated.parent)
+    async with Colony(ProfileStore()) as colony:
+        assert await wait_for(lambda: len(claude_processes(marker)) == 1)  # pre-started, waiting for a task
+        assert backend.models_asked() == []  # a warm worker sends nothing before its task
+        results = []
+        for args in ({}, {"model": "glm-5"}, {"cwd": str(isolated.parent)}, {}):
+            worker = await colony.spawn("builder", "say hi", **args)
+            await worker.done.wait()
+            results.append(worker.result)
+            assert await wait_for(lambda: len(claude_processes(marker)) == 1)  # refilled behind the take
+    assert [(r.warm, r.status, r.routing_verified) for r in results] == [
+        (True, "succeeded", True),
+        (False, "succeeded", True),  # another model: a cold worker
+        (False, "succeeded", True),  # another cwd: a cold worker
+        (True, "succeeded", True),
+    ]
+    assert backend.models_asked() == ["kimi-k2.5", "glm-5", "kimi-k2.5", "kimi-k2.5"]
+    assert await wait_for(lambda: claude_processes(marker) == [])  # the pool dies with the colony
+
+
+async def test_idle_warm_workers_are_reaped(isolated: Path, backend: LocalBackend) -> None:
+    from aether_mcp.colony import Colony
+
+    extra = "workers: {warm_workers: {scout: 2}, warm_idle_s: 1}\n"
+    write_profile(isolated / "model-profiles.yaml", backend.url, extra)
+    marker = str(isolated.parent)
+    async with Colony(ProfileStore()):
+        assert await wait_for(lambda: len(claude_processes(marker)) == 2)
+        assert await wait_for(lambda: claude_processes(marker) == [], seconds=8)
