@@ -1,0 +1,440 @@
+"""The benchmark suite: every figure a ratio against a baseline measured in the same run, interleaved.
+
+    python -m bench                 # full run, writes docs/benchmarks.md
+    python -m bench --quick         # tiny counts, prints only (a smoke test, not a result)
+
+Everything runs on loopback: the workers are the real Claude Code CLI talking
+to the project's local backend, the servers are started over real stdio pipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+from aether_mcp.backend import LocalBackend
+from aether_mcp.castes import settings_for
+from aether_mcp.profiles import parse_profile
+from aether_mcp.workers import WorkerSpec, build_command, build_env, find_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = Path(__file__).resolve().parent / "hello_server.py"
+TOKEN = "sk-bench-token"
+MODELS = ["kimi-k2.5", "glm-5", "minimax-2.5"]
+
+
+@dataclass
+class Row:
+    figure: str
+    baseline: str
+    measured: str
+    ratio: float | None
+    target: str
+    met: bool | None
+    note: str = ""
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+def spread(values: list[float], unit: float = 1000, suffix: str = "ms") -> str:
+    """Median with the interquartile range: stable enough on a noisy 2-core machine to compare."""
+    if len(values) < 4:
+        return f"{median(values) * unit:.1f} {suffix} (n={len(values)})"
+    q = statistics.quantiles(values, n=4)
+    return f"{median(values) * unit:.1f} {suffix} (IQR {q[0] * unit:.1f}-{q[2] * unit:.1f}, n={len(values)})"
+
+
+async def interleaved(
+    a: Callable[[], Awaitable[float]], b: Callable[[], Awaitable[float]], n: int
+) -> tuple[list[float], list[float]]:
+    """A B, B A, A B, ...: both sides see the same drift in machine load."""
+    xs, ys = [], []
+    for i in range(n):
+        if i % 2 == 0:
+            xs.append(await a())
+            ys.append(await b())
+        else:
+            ys.append(await b())
+            xs.append(await a())
+    return xs, ys
+
+
+class Bench:
+    def __init__(self, quick: bool, folder: Path) -> None:
+        self.quick = quick
+        self.folder = folder
+        self.home = folder / "home"
+        self.home.mkdir()
+        self.env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TMPDIR", "USER", "SHELL")}
+        self.env["HOME"] = str(self.home)
+        self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}"
+        self.rows: list[Row] = []
+
+    def n(self, full: int, quick: int = 2) -> int:
+        return quick if self.quick else full
+
+    def profile(self, endpoint: str, castes: int = 3, extra: str = "") -> Path:
+        path = self.folder / f"profile-{castes}-{abs(hash(extra))}.yaml"
+        lines = ["worker_models:"] + [f"  caste{i}: {MODELS[i % 3]}" for i in range(castes - 3)]
+        lines += ["  builder: kimi-k2.5", "  scout: glm-5", "  watcher: minimax-2.5"]
+        lines += ["proxy:", f"  endpoint: {endpoint}", f"  auth_token: {TOKEN}", extra]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def aether(self, profile: Path) -> StdioServerParameters:
+        args = ["-m", "aether_mcp", "serve", "--profiles", str(profile), "--log-level", "WARNING"]
+        return StdioServerParameters(command=sys.executable, args=args, cwd=str(self.folder), env=self.env)
+
+    def hello(self) -> StdioServerParameters:
+        return StdioServerParameters(command=sys.executable, args=[str(HELLO)], cwd=str(self.folder), env=self.env)
+
+    # --- figures -----------------------------------------------------------------
+
+    async def cold_start(self, profile: Path) -> None:
+        async def start(params: StdioServerParameters) -> float:
+            began = time.perf_counter()
+            async with Client(params) as client:
+                await client.list_tools()
+                took = time.perf_counter() - began
+            return took
+
+        ours, base = await interleaved(lambda: start(self.aether(profile)), lambda: start(self.hello()), self.n(20))
+        ratio = median(ours) / median(base)
+        self.rows.append(
+            Row(
+                "cold start: spawn to a finished tools/list (stdio)",
+                spread(base),
+                spread(ours),
+                ratio,
+                "<= 1.10x",
+                ratio <= 1.10,
+            )
+        )
+
+    async def round_trips(self, profile: Path) -> None:
+        async with Client(self.aether(profile)) as ours, Client(self.hello()) as base:
+
+            async def get() -> float:
+                began = time.perf_counter()
+                await ours.call_tool("get_caste_model", {"caste": "scout"})
+                return time.perf_counter() - began
+
+            async def noop() -> float:
+                began = time.perf_counter()
+                await base.call_tool("noop", {})
+                return time.perf_counter() - began
+
+            counter = iter(range(10**6))
+
+            async def set_() -> float:
+                began = time.perf_counter()
+                await ours.call_tool("set_caste_model", {"caste": "watcher", "model": MODELS[next(counter) % 3]})
+                return time.perf_counter() - began
+
+            await interleaved(get, noop, 20)  # warm-up
+            gets, noops = await interleaved(get, noop, self.n(300, 20))
+            sets, gets2 = await interleaved(set_, get, self.n(100, 10))
+        ratio = median(gets) / median(noops)
+        ratio99 = p99(gets) / p99(noops)
+        self.rows.append(
+            Row(
+                "get_caste_model round trip, p50 (p99)",
+                f"{spread(noops)}; p99 {p99(noops) * 1000:.1f} ms",
+                f"{spread(gets)}; p99 {p99(gets) * 1000:.1f} ms",
+                ratio,
+                "p50 <= 1.25x",
+                ratio <= 1.25,
+                f"p99 ratio {ratio99:.2f}x",
+            )
+        )
+        ratio = median(sets) / median(gets2)
+        self.rows.append(
+            Row(
+                "set_caste_model round trip (lock, write, fsync)", spread(gets2), spread(sets), ratio, "< 5x", ratio < 5
+            )
+        )
+
+    async def caste_scaling(self, endpoint: str) -> None:
+        results = {}
+        for size in (10, 100, 1000):
+            async with Client(self.aether(self.profile(endpoint, castes=size))) as client:
+
+                async def get(client: Any = client) -> float:
+                    began = time.perf_counter()
+                    await client.call_tool("get_caste_model", {"caste": "watcher"})
+                    return time.perf_counter() - began
+
+                for _ in range(10):
+                    await get()
+                results[size] = [await get() for _ in range(self.n(100, 10))]
+        for size in (100, 1000):
+            ratio = median(results[size]) / median(results[10])
+            self.rows.append(
+                Row(
+                    f"get_caste_model with {size:,} castes",
+                    f"10 castes: {spread(results[10])}",
+                    spread(results[size]),
+                    ratio,
+                    "grows far slower than the profile",
+                    ratio < size / 10 / 4,
+                )
+            )
+
+    def direct_command(self, profile_path: Path, caste: str) -> tuple[list[str], dict[str, str]]:
+        """The command and environment spawn_worker builds, for running the CLI directly."""
+        profile = parse_profile(profile_path.read_text(), profile_path, {})
+        spec = WorkerSpec(
+            worker_id="direct",
+            caste=caste,
+            task="say hi",
+            model=profile.worker_models[caste],
+            cwd=self.folder,
+            settings=settings_for(profile, caste),
+            cli=find_cli(profile, os.environ),
+            timeout_s=120,
+            transcript_path=self.folder / "direct.jsonl",
+        )
+        return build_command(spec), build_env(spec, self.env)
+
+    async def run_direct(self, command: list[str], env: dict[str, str]) -> float:
+        began = time.perf_counter()
+        await anyio.run_process(command, input=b"say hi", env=env, cwd=self.folder, check=True)
+        return time.perf_counter() - began
+
+    async def spawns(self, endpoint: str) -> None:
+        profile = self.profile(endpoint)
+        command, env = self.direct_command(profile, "builder")
+        async with Client(self.aether(profile)) as client:
+
+            async def spawn() -> float:
+                began = time.perf_counter()
+                result = await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"})
+                assert result.structured_content and result.structured_content["routing_verified"], result
+                return time.perf_counter() - began
+
+            await interleaved(spawn, lambda: self.run_direct(command, env), 2)
+            ours, base = await interleaved(spawn, lambda: self.run_direct(command, env), self.n(12, 2))
+        ratio = median(ours) / median(base)
+        self.rows.append(
+            Row(
+                "spawn_worker(wait=True), one-turn worker",
+                f"direct CLI: {spread(base)}",
+                spread(ours),
+                ratio,
+                "<= 1.10x",
+                ratio <= 1.10,
+            )
+        )
+
+    async def warm_spawns(self, endpoint: str) -> None:
+        profile = self.profile(endpoint, extra="workers: {warm_workers: {builder: 1}}")
+        command, env = self.direct_command(profile, "builder")
+        async with Client(self.aether(profile)) as client:
+
+            async def spawn() -> float:
+                await anyio.sleep(1.0)  # let the pool refill behind the last take, as between real spawns
+                began = time.perf_counter()
+                result = await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"})
+                took = time.perf_counter() - began
+                assert result.structured_content and result.structured_content["warm"], "the worker was not warm"
+                return took
+
+            ours, base = await interleaved(spawn, lambda: self.run_direct(command, env), self.n(12, 2))
+        ratio = median(ours) / median(base)
+        self.rows.append(
+            Row(
+                "spawn_worker with a warm worker",
+                f"direct CLI: {spread(base)}",
+                spread(ours),
+                ratio,
+                "<= 0.35x",
+                ratio <= 0.35,
+            )
+        )
+
+    async def colony(self, endpoint: str, backend: LocalBackend) -> None:
+        profile = self.profile(endpoint, extra="workers: {max_concurrent_workers: 8}")
+        command, env = self.direct_command(profile, "builder")
+
+        async def eight_spawned(client: Any) -> float:
+            began = time.perf_counter()
+            ids = []
+            for _ in range(8):
+                result = await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi", "wait": False})
+                ids.append(result.structured_content["worker_id"])
+            for worker_id in ids:
+                done = await client.call_tool("get_worker", {"worker_id": worker_id, "wait_s": 120})
+                assert done.structured_content["status"] == "succeeded", done
+            return time.perf_counter() - began
+
+        async def eight_direct() -> float:
+            began = time.perf_counter()
+            async with anyio.create_task_group() as group:
+                for _ in range(8):
+                    group.start_soon(self.run_direct, command, env)
+            return time.perf_counter() - began
+
+        async with Client(self.aether(profile)) as client:
+            ours, base = await interleaved(lambda: eight_spawned(client), eight_direct, self.n(6, 1))
+        ratio = median(ours) / median(base)
+        self.rows.append(
+            Row(
+                "8 background workers at once, wall time to all done",
+                f"8 direct CLI runs: {spread(base)}",
+                spread(ours),
+                ratio,
+                "<= 1.15x",
+                ratio <= 1.15,
+            )
+        )
+
+    async def memory(self, endpoint: str, backend: LocalBackend) -> None:
+        profile = self.profile(endpoint, extra="workers: {max_concurrent_workers: 8}")
+        samples: dict[str, list[float]] = {"hello": [], "idle": [], "busy": []}
+        for _ in range(self.n(3, 1)):
+            async with Client(self.hello()) as client:
+                await client.list_tools()
+                samples["hello"].append(rss_of_child("hello_server.py"))
+            async with Client(self.aether(profile)) as client:
+                await client.list_tools()
+                await client.call_tool("get_caste_model", {})
+                samples["idle"].append(rss_of_child("aether_mcp"))
+                backend.delay_s = 2.0
+                ids = []
+                for _ in range(8):
+                    result = await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi", "wait": False})
+                    ids.append(result.structured_content["worker_id"])
+                await anyio.sleep(1.0)
+                samples["busy"].append(rss_of_child("aether_mcp"))
+                for worker_id in ids:
+                    await client.call_tool("get_worker", {"worker_id": worker_id, "wait_s": 60})
+                backend.delay_s = 0.0
+        base = median(samples["hello"])
+        for key, label in (("idle", "server RSS, idle"), ("busy", "server RSS, tracking 8 running workers")):
+            ratio = median(samples[key]) / base
+            self.rows.append(
+                Row(
+                    label,
+                    f"hello server idle: {base:.1f} MiB",
+                    f"{median(samples[key]):.1f} MiB",
+                    ratio,
+                    "<= 1.3x",
+                    ratio <= 1.3,
+                )
+            )
+
+
+def rss_of_child(marker: str) -> float:
+    """VmRSS in MiB of our child process whose command line mentions `marker`."""
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            status = (proc / "status").read_text()
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if ppid == me and marker in cmdline:
+            kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            return kib / 1024
+    raise RuntimeError(f"no child process running {marker}")
+
+
+async def run_all(quick: bool) -> tuple[list[Row], float]:
+    began = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory(prefix="aether-bench-") as name,
+        LocalBackend(token=TOKEN, models=MODELS) as backend,
+    ):
+        bench = Bench(quick, Path(name))
+        profile = bench.profile(backend.url)
+        for step, call in (
+            ("cold start", bench.cold_start(profile)),
+            ("round trips", bench.round_trips(profile)),
+            ("caste scaling", bench.caste_scaling(backend.url)),
+            ("spawn", bench.spawns(backend.url)),
+            ("warm spawn", bench.warm_spawns(backend.url)),
+            ("8 workers", bench.colony(backend.url, backend)),
+            ("memory", bench.memory(backend.url, backend)),
+        ):
+            print(f"... {step}", file=sys.stderr, flush=True)
+            await call
+    return bench.rows, time.perf_counter() - began
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    memory = (
+        int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
+        / 1024**2
+    )
+    cli = find_cli(parse_profile("{}", "none"), os.environ)
+    from importlib.metadata import version
+
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}, mcp {version('mcp')}, Claude Code {cli.version()}"
+    )
+
+
+def markdown(rows: list[Row], took: float, command: str) -> str:
+    lines = [
+        "| figure | baseline (same run) | aether-mcp | ratio | target | met |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[row.met]
+        note = f" ({row.note})" if row.note else ""
+        lines.append(f"| {row.figure} | {row.baseline} | {row.measured}{note} | {ratio} | {row.target} | {met} |")
+    return "\n".join(lines) + f"\n\nCommand: `{command}` ({took:.0f} s)  \nMachine: {machine()}\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke test whose figures mean nothing")
+    parser.add_argument("--output", type=Path, help="write the results table to this Markdown file")
+    args = parser.parse_args()
+    rows, took = anyio.run(run_all, args.quick)
+    table = markdown(rows, took, "python -m bench" + (" --quick" if args.quick else ""))
+    print(table)
+    if args.output:
+        args.output.write_text(table)
+    return 0
