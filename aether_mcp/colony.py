@@ -118,7 +118,7 @@ class Colony:
     async def __aenter__(self) -> Colony:
         self._group = await anyio.create_task_group().__aenter__()
         self._previous_sigterm = _on_sigterm(self.kill_all_now)
-        await self._prestart_warm_workers()
+        self._group.start_soon(self._prestart_warm_workers)  # in the background: serving starts at once
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -238,7 +238,6 @@ class Colony:
                 worker.notify()
                 warm = self._warm.take(worker.spec)
                 worker.result.warm = warm is not None
-                self._refill(worker, taken=warm is not None)
                 outcome = await run_worker(
                     worker.spec,
                     self._environ,
@@ -247,13 +246,15 @@ class Colony:
                     warm_process=warm,
                 )
                 self._finish(worker, outcome)  # the result is out as soon as the stream gives it
+                # Refill only now: a CLI starting beside a running worker takes the CPU it needs.
+                self._refill(worker, taken=worker.result.warm)
                 with anyio.CancelScope(shield=True):
                     await finish_process(outcome.process)
         if outcome is None:  # cancelled before the worker answered
             self._finish(worker, None)
 
     def _refill(self, worker: Worker, taken: bool) -> None:
-        """Keep the caste's warm workers topped up: behind a take, or when its default worker found none.
+        """Keep the caste's warm workers topped up: after a take, or when its default worker found none.
 
         A spawn with its own model or directory is not the caste's usual worker: nothing is pre-started for it."""
         count = self._warm_counts.get(worker.spec.caste, 0)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import InvalidModelError, ProfileError, UnknownCasteError
+
+if TYPE_CHECKING:
+    import yaml
 
 # Claude Code's own model aliases: the names model_slots maps.
 SLOT_NAMES = ("opus", "sonnet", "haiku", "inherit")
@@ -240,24 +243,35 @@ def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
     return _ENV_REF.sub(substitute, value)
 
 
-class _StrictLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
-    """A safe loader that refuses duplicate keys instead of keeping the last one."""
+@cache
+def _strict_loader() -> type[Any]:
+    """A safe loader that refuses duplicate keys instead of keeping the last one.
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
-        return mapping
+    Built on first use: YAML is needed to read a profile, not to start the server."""
+    import yaml
+
+    base = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
+
+    class StrictLoader(base):  # type: ignore[misc,valid-type]
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+            return mapping
+
+    return StrictLoader
 
 
 def parse_yaml(text: str, path: Path | str) -> tuple[dict[str, Any], yaml.Node | None]:
     """Parse the profile text into plain data and its node tree (for line numbers)."""
+    import yaml
+
     try:
-        loader = _StrictLoader(text)
+        loader = _strict_loader()(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
@@ -309,6 +323,8 @@ def _describe(error: Any, root: yaml.Node | None) -> str:
 
 def _line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
     """The 1-based line of the node at `loc`, following the path as far as it goes."""
+    import yaml
+
     line = None
     for part in loc:
         if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):

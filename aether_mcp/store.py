@@ -18,7 +18,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from . import yaml_edit
 from .errors import ProfileError, UnknownCasteError
 from .profiles import Profile, check_model_name, check_new_caste_name, parse_profile, resolve
 
@@ -109,6 +108,8 @@ class ProfileStore:
 
     def set_override(self, caste: str, model: str, create: bool = False) -> SetResult:
         """Store `model` for `caste` in user_overrides; the caste's own entry stays."""
+        from .yaml_edit import set_override  # writers only
+
         check_model_name(model)
         target, created = self._writable()
         with self._locked(target):
@@ -121,7 +122,7 @@ class ProfileStore:
                     raise
                 name = check_new_caste_name(caste)
             previous = resolve(profile, name).model if name in profile.castes() else None
-            _write_atomic(target, yaml_edit.set_override(text, name, model))
+            _write_atomic(target, set_override(text, name, model))
         warnings = []
         if created:
             warnings.append(f"Created {target} from the packaged default profile.")
@@ -134,6 +135,8 @@ class ProfileStore:
 
     def reset_override(self, caste: str) -> ResetResult:
         """Remove the caste's user_overrides entry, so its profile model applies again."""
+        from .yaml_edit import remove_override  # writers only
+
         where = self.location
         if where.packaged:  # the packaged file has no overrides to remove, and is never written
             profile, _ = self.load()
@@ -145,7 +148,7 @@ class ProfileStore:
             name = profile.find_caste(caste)
             had = name in (profile.user_overrides or {})
             if had:
-                edited = yaml_edit.remove_override(text, name)
+                edited = remove_override(text, name)
                 _write_atomic(where.path, edited)
                 profile = parse_profile(edited, where.path, self._environ)
         return ResetResult(caste=name, model=resolve(profile, name).model, had_override=had, path=str(where.path))

@@ -10,10 +10,10 @@ to the project's local backend, the servers are started over real stdio pipes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +32,7 @@ from aether_mcp.workers import WorkerSpec, build_command, build_env, find_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = Path(__file__).resolve().parent / "hello_server.py"
-TOKEN = "sk-bench-token"
+TOKEN = "sk-bench-token"  # noqa: S105 (the local backend's throwaway)
 MODELS = ["kimi-k2.5", "glm-5", "minimax-2.5"]
 
 
@@ -247,12 +247,32 @@ class Bench:
         )
 
     async def warm_spawns(self, endpoint: str) -> None:
+        """A warm spawn against a cold direct run; and the floor: the same warm CLI driven with no server at all."""
         profile = self.profile(endpoint, extra="workers: {warm_workers: {builder: 1}}")
         command, env = self.direct_command(profile, "builder")
+        settle = 3.0  # a warm CLI keeps initialising for a few seconds after it starts (see docs/benchmarks.md)
+
+        async def warm_direct() -> float:
+            process = await anyio.open_process([*command, "--input-format", "stream-json"], env=env, cwd=self.folder)
+            await anyio.sleep(settle)
+            began = time.perf_counter()
+            assert process.stdin is not None and process.stdout is not None
+            message = {"type": "user", "message": {"role": "user", "content": "say hi"}}
+            await process.stdin.send((json.dumps(message) + "\n").encode())
+            await process.stdin.aclose()
+            seen = b""
+            async for chunk in process.stdout:
+                seen += chunk
+                if b'"type":"result"' in seen:
+                    break
+            took = time.perf_counter() - began
+            await process.wait()
+            return took
+
         async with Client(self.aether(profile)) as client:
 
             async def spawn() -> float:
-                await anyio.sleep(1.0)  # let the pool refill behind the last take, as between real spawns
+                await anyio.sleep(settle)  # the pool refills after each take, as between a colony's spawns
                 began = time.perf_counter()
                 result = await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"})
                 took = time.perf_counter() - began
@@ -260,6 +280,7 @@ class Bench:
                 return took
 
             ours, base = await interleaved(spawn, lambda: self.run_direct(command, env), self.n(12, 2))
+        floor, cold = await interleaved(warm_direct, lambda: self.run_direct(command, env), self.n(8, 2))
         ratio = median(ours) / median(base)
         self.rows.append(
             Row(
@@ -269,6 +290,17 @@ class Bench:
                 ratio,
                 "<= 0.35x",
                 ratio <= 0.35,
+            )
+        )
+        ratio = median(floor) / median(cold)
+        self.rows.append(
+            Row(
+                "floor: the same warm CLI fed directly, no server",
+                f"direct CLI: {spread(cold)}",
+                spread(floor),
+                ratio,
+                "(reference)",
+                None,
             )
         )
 
@@ -362,7 +394,7 @@ def rss_of_child(marker: str) -> float:
     raise RuntimeError(f"no child process running {marker}")
 
 
-async def run_all(quick: bool) -> tuple[list[Row], float]:
+async def run_all(quick: bool, only: list[str] | None) -> tuple[list[Row], float]:
     began = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="aether-bench-") as name,
@@ -370,17 +402,20 @@ async def run_all(quick: bool) -> tuple[list[Row], float]:
     ):
         bench = Bench(quick, Path(name))
         profile = bench.profile(backend.url)
-        for step, call in (
-            ("cold start", bench.cold_start(profile)),
-            ("round trips", bench.round_trips(profile)),
-            ("caste scaling", bench.caste_scaling(backend.url)),
-            ("spawn", bench.spawns(backend.url)),
-            ("warm spawn", bench.warm_spawns(backend.url)),
-            ("8 workers", bench.colony(backend.url, backend)),
-            ("memory", bench.memory(backend.url, backend)),
-        ):
+        steps: dict[str, Callable[[], Awaitable[None]]] = {
+            "cold_start": lambda: bench.cold_start(profile),
+            "round_trips": lambda: bench.round_trips(profile),
+            "caste_scaling": lambda: bench.caste_scaling(backend.url),
+            "spawn": lambda: bench.spawns(backend.url),
+            "warm_spawn": lambda: bench.warm_spawns(backend.url),
+            "colony": lambda: bench.colony(backend.url, backend),
+            "memory": lambda: bench.memory(backend.url, backend),
+        }
+        for step, call in steps.items():
+            if only and step not in only:
+                continue
             print(f"... {step}", file=sys.stderr, flush=True)
-            await call
+            await call()
     return bench.rows, time.perf_counter() - began
 
 
@@ -431,8 +466,14 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke test whose figures mean nothing")
     parser.add_argument("--output", type=Path, help="write the results table to this Markdown file")
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="run only this figure (repeatable): cold_start, round_trips, "
+        "caste_scaling, spawn, warm_spawn, colony, memory",
+    )
     args = parser.parse_args()
-    rows, took = anyio.run(run_all, args.quick)
+    rows, took = anyio.run(run_all, args.quick, args.only)
     table = markdown(rows, took, "python -m bench" + (" --quick" if args.quick else ""))
     print(table)
     if args.output:
