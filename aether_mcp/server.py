@@ -101,7 +101,7 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
             title="Which model a caste uses", read_only_hint=True, idempotent_hint=True, open_world_hint=False
         ),
     )
-    def get_caste_model(
+    async def get_caste_model(
         caste: Annotated[str | None, Field(description="The caste to look up; omit it to list every caste.")] = None,
         task: Annotated[
             str | None,
@@ -112,6 +112,8 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
 
         Omit `caste` to get the whole routing table. Use this before spawning
         workers, or when the user asks which model a caste uses."""
+        # In the event loop, not a worker thread: a look-up is a stat() and a few dict reads (the file is
+        # parsed only after it changed), and this call comes on every turn of the parent.
         return api.get_caste_models(store, caste, task)
 
     @_tool(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, types
 
 from aether_mcp.backend import LocalBackend
 from aether_mcp.castes import settings_for
@@ -151,8 +151,20 @@ class Bench:
                 await ours.call_tool("set_caste_model", {"caste": "watcher", "model": MODELS[next(counter) % 3]})
                 return time.perf_counter() - began
 
+            async def wire(client: Client, name: str, arguments: dict[str, Any]) -> float:
+                """tools/call straight over the session: no client-side output-schema validation."""
+                request = types.CallToolRequest(params=types.CallToolRequestParams(name=name, arguments=arguments))
+                began = time.perf_counter()
+                await client.session.send_request(request, types.CallToolResult)
+                return time.perf_counter() - began
+
             await interleaved(get, noop, 20)  # warm-up
             gets, noops = await interleaved(get, noop, self.n(300, 20))
+            wire_gets, wire_noops = await interleaved(
+                lambda: wire(ours, "get_caste_model", {"caste": "scout"}),
+                lambda: wire(base, "noop", {}),
+                self.n(300, 20),
+            )
             sets, gets2 = await interleaved(set_, get, self.n(100, 10))
         ratio = median(gets) / median(noops)
         ratio99 = p99(gets) / p99(noops)
@@ -165,6 +177,17 @@ class Bench:
                 "p50 <= 1.25x",
                 ratio <= 1.25,
                 f"p99 ratio {ratio99:.2f}x",
+            )
+        )
+        ratio = median(wire_gets) / median(wire_noops)
+        self.rows.append(
+            Row(
+                "get_caste_model on the wire, p50 (without the client's output validation)",
+                spread(wire_noops),
+                spread(wire_gets),
+                ratio,
+                "(reference)",
+                None,
             )
         )
         ratio = median(sets) / median(gets2)
