@@ -13,44 +13,45 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from .profiles import CasteSettings, Profile, normalize_caste
+from .profiles import Profile, normalize_caste
 
 READ_TOOLS = ["Read", "Glob", "Grep", "WebSearch", "WebFetch"]
 EDIT_TOOLS = ["Edit", "Write", "NotebookEdit"]
 # Workers are leaves: they must not start agents or colonies of their own.
 NO_NESTING = ["Agent", "Task"]
 
-_READ_ONLY = CasteSettings(
-    permission_mode="dontAsk", allowed_tools=READ_TOOLS, disallowed_tools=[*EDIT_TOOLS, "Bash", *NO_NESTING]
-)
+_READ_ONLY: dict[str, Any] = {
+    "permission_mode": "dontAsk",
+    "allowed_tools": READ_TOOLS,
+    "disallowed_tools": [*EDIT_TOOLS, "Bash", *NO_NESTING],
+}
 
-SHIPPED: dict[str, CasteSettings] = {
-    "builder": CasteSettings(
-        permission_mode="acceptEdits", allowed_tools=[*READ_TOOLS, *EDIT_TOOLS, "Bash"], disallowed_tools=NO_NESTING
-    ),
-    "watcher": CasteSettings(
-        permission_mode="dontAsk", allowed_tools=[*READ_TOOLS, "Bash"], disallowed_tools=[*EDIT_TOOLS, *NO_NESTING]
-    ),
-    "chaos": CasteSettings(
-        permission_mode="dontAsk", allowed_tools=[*READ_TOOLS, "Bash"], disallowed_tools=[*EDIT_TOOLS, *NO_NESTING]
-    ),
-    "chronicler": CasteSettings(
-        permission_mode="dontAsk",
-        allowed_tools=[*READ_TOOLS, "Edit(**/*.md)", "Write(**/*.md)", "Edit(docs/**)", "Write(docs/**)"],
-        disallowed_tools=["Bash", "NotebookEdit", *NO_NESTING],
-    ),
-    "archaeologist": _READ_ONLY.model_copy(
-        update={
-            "allowed_tools": [
-                *READ_TOOLS,
-                "Bash(git log:*)",
-                "Bash(git show:*)",
-                "Bash(git blame:*)",
-                "Bash(git diff:*)",
-            ],
-            "disallowed_tools": [*EDIT_TOOLS, *NO_NESTING],
-        }
-    ),
+SHIPPED: dict[str, dict[str, Any]] = {
+    "builder": {
+        "permission_mode": "acceptEdits",
+        "allowed_tools": [*READ_TOOLS, *EDIT_TOOLS, "Bash"],
+        "disallowed_tools": NO_NESTING,
+    },
+    "watcher": {
+        "permission_mode": "dontAsk",
+        "allowed_tools": [*READ_TOOLS, "Bash"],
+        "disallowed_tools": [*EDIT_TOOLS, *NO_NESTING],
+    },
+    "chaos": {
+        "permission_mode": "dontAsk",
+        "allowed_tools": [*READ_TOOLS, "Bash"],
+        "disallowed_tools": [*EDIT_TOOLS, *NO_NESTING],
+    },
+    "chronicler": {
+        "permission_mode": "dontAsk",
+        "allowed_tools": [*READ_TOOLS, "Edit(**/*.md)", "Write(**/*.md)", "Edit(docs/**)", "Write(docs/**)"],
+        "disallowed_tools": ["Bash", "NotebookEdit", *NO_NESTING],
+    },
+    "archaeologist": {
+        **_READ_ONLY,
+        "allowed_tools": [*READ_TOOLS, "Bash(git log:*)", "Bash(git show:*)", "Bash(git blame:*)", "Bash(git diff:*)"],
+        "disallowed_tools": [*EDIT_TOOLS, *NO_NESTING],
+    },
 }
 
 ROLES = {
@@ -91,9 +92,9 @@ class WorkerSettings(BaseModel):
 def settings_for(profile: Profile, caste: str) -> WorkerSettings:
     """Shipped settings for the caste, then the profile's defaults, then its entry for the caste."""
     key = normalize_caste(caste)
-    layers = [SHIPPED.get(key, _READ_ONLY), profile.workers.defaults]
+    merged: dict[str, Any] = dict(SHIPPED.get(key, _READ_ONLY))
+    layers = [profile.workers.defaults]
     layers += [s for name, s in profile.workers.castes.items() if normalize_caste(name) == key]
-    merged: dict[str, Any] = {}
     for layer in layers:
         merged.update(layer.model_dump(exclude_none=True))
     proxy = profile.proxy

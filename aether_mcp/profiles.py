@@ -36,7 +36,8 @@ Source = Literal["override", "profile", "slot", "task", "default", "explicit", "
 class _Section(BaseModel):
     """A known section: unknown keys are typos, and typos are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: validators are built when a profile is first read, not while the server starts.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ModelMetadata(_Section):
@@ -97,7 +98,7 @@ class WorkersSection(_Section):
 class Profile(BaseModel):
     """A parsed profile. Unknown top-level sections are allowed and ignored."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     version: str | None = None
     profile: str | None = None
