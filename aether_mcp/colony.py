@@ -36,6 +36,7 @@ log = logging.getLogger("aether_mcp")
 
 Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
 OUTPUT_CAP = 20_000
+PRESTART_DELAY_S = 1.0
 REDACTED = "[redacted]"
 
 
@@ -203,7 +204,10 @@ class Colony:
         return spec, source
 
     async def _prestart_warm_workers(self) -> None:
-        """Fill the warm pool for each caste the profile asks for, so even the first spawn is warm."""
+        """Fill the warm pool for each caste the profile asks for, so even the first spawn is warm.
+
+        It waits a moment first: reading the profile and starting CLIs would slow the session's first requests."""
+        await anyio.sleep(PRESTART_DELAY_S)
         try:
             profile, _ = self.store.load()
             self._warm.idle_s = profile.workers.warm_idle_s
@@ -246,10 +250,11 @@ class Colony:
                     warm_process=warm,
                 )
                 self._finish(worker, outcome)  # the result is out as soon as the stream gives it
-                # Refill only now: a CLI starting beside a running worker takes the CPU it needs.
-                self._refill(worker, taken=worker.result.warm)
                 with anyio.CancelScope(shield=True):
                     await finish_process(outcome.process)
+                # Refill only now: a CLI starting beside a running worker, or before its answer is
+                # sent, takes the CPU and the event loop they need.
+                self._refill(worker, taken=worker.result.warm)
         if outcome is None:  # cancelled before the worker answered
             self._finish(worker, None)
 

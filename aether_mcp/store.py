@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .errors import ProfileError, UnknownCasteError
-from .profiles import Profile, check_model_name, check_new_caste_name, parse_profile, resolve
+from .profiles import MAX_PROFILE_BYTES, Profile, check_model_name, check_new_caste_name, parse_profile, resolve
 
 ENV_VAR = "AETHER_MODEL_PROFILES"
 FILE_NAME = "model-profiles.yaml"
@@ -194,6 +194,9 @@ class _FileLock:
 
 def _read(path: Path) -> str:
     try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{path} is {size:,} bytes; a profile may be at most {MAX_PROFILE_BYTES:,}.")
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ProfileError(f"Profile not found: {path}.") from None
@@ -204,7 +207,12 @@ def _read(path: Path) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file beside `path`, fsync, then rename over it: readers see old or new, never half."""
+    """Write to a temp file beside `path`, fsync, then rename over it: readers see old or new, never half.
+
+    Callers hold the profile's lock, so any temp file already there was left by a writer that was killed
+    mid-write: it is removed."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
