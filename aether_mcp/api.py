@@ -23,7 +23,7 @@ class CasteModels(BaseModel):
 
 def get_caste_models(store: ProfileStore, caste: str | None = None, task: str | None = None) -> CasteModels:
     profile, where = store.load()
-    names = [profile.find_caste(caste)] if caste else profile.castes()
+    names = [profile.find_caste(caste)] if caste is not None else profile.castes()
     return CasteModels(
         castes=[resolve(profile, name, task) for name in names],
         path=str(where.path),

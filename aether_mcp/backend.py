@@ -66,6 +66,8 @@ class LocalBackend:
         self.close_mid_stream = close_mid_stream
         self.delay_s = delay_s
         self.requests: list[Recorded] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most Messages requests served at once: a check on concurrency limits
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
@@ -99,6 +101,15 @@ class LocalBackend:
     def record(self, entry: Recorded) -> None:
         with self._lock:
             self.requests.append(entry)
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def next_turn(self, model: str) -> Turn | None:
         with self._lock:
@@ -145,6 +156,13 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
                 return self._error(404, "not_found_error", f"no route {self.path}")
             if "count_tokens" in self.path:
                 return self._json(200, {"input_tokens": _tokens(body)})
+            backend.enter()
+            try:
+                self._messages(body)
+            finally:
+                backend.leave()
+
+        def _messages(self, body: dict[str, Any]) -> None:
             if backend.delay_s:
                 time.sleep(backend.delay_s)
             if backend.fail_status:

@@ -47,7 +47,7 @@ def check_routing(
         return RoutingReport(healthy=False, checks=checks)
     checks.append(Check(name="profile", verdict="ok", detail=f"{where.path} (chosen by {where.rule})"))
     checks.append(_cli_check(profile, environ))
-    castes = [profile.find_caste(caste)] if caste else profile.castes()
+    castes = [profile.find_caste(caste)] if caste is not None else profile.castes()
     checks += _route_checks(profile, castes, checker or ProxyChecker(ttl_s=0))
     return RoutingReport(healthy=all(c.verdict != "fail" for c in checks), checks=checks)
 

@@ -25,9 +25,13 @@ if TYPE_CHECKING:
 # Claude Code's own model aliases: the names model_slots maps.
 SLOT_NAMES = ("opus", "sonnet", "haiku", "inherit")
 MAX_MODEL_NAME = 200
-# Printable, no whitespace: a model name travels into a command line argument,
-# an environment variable and a YAML file, and must stay one token in all three.
-_MODEL_NAME = re.compile(r"[^\s\x00-\x1f\x7f]+")
+# A model name travels into a command-line argument, an environment variable,
+# a YAML file and the proxy's routing table: letters, digits and the few marks
+# provider names use (anthropic/claude-sonnet-4-5, gpt-4o:latest,
+# claude-3-5-sonnet@20240620), starting with a letter or digit. Nothing a shell,
+# YAML or a terminal would read as syntax.
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*"
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _CASTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 Source = Literal["override", "profile", "slot", "task", "default", "explicit", "cli_default"]
@@ -156,14 +160,13 @@ def normalize_caste(name: str) -> str:
 
 def check_model_name(model: str) -> str:
     """Refuse names that could not be stored or passed on as one safe token."""
-    if not model or not _MODEL_NAME.fullmatch(model):
-        raise InvalidModelError(
-            f"Invalid model name {model!r}: use the name the proxy knows, with no spaces or control characters."
-        )
     if len(model) > MAX_MODEL_NAME:
         raise InvalidModelError(f"Invalid model name: {len(model)} characters, at most {MAX_MODEL_NAME} allowed.")
-    if model.startswith("-"):
-        raise InvalidModelError(f"Invalid model name {model!r}: it must not start with '-'.")
+    if not _MODEL_NAME.fullmatch(model):
+        raise InvalidModelError(
+            f"Invalid model name {model!r}: use the name the proxy knows: letters, digits and . _ : / @ + -, "
+            "starting with a letter or digit."
+        )
     return model
 
 

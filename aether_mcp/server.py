@@ -18,7 +18,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import api, doctor
@@ -52,6 +52,38 @@ to another model (stored as a user override in the profile), and
 reset_caste_model to return it to the profile's own model. spawn_worker starts
 a worker of a caste as its own Claude Code process on that caste's model and
 reports the evidence of which model served it (routing_verified)."""
+
+
+class _RejectUnknownArguments:
+    """Middleware: an argument the tool does not take is an error, not silently dropped.
+
+    A model that writes `modle` for `model`, or `timeout` for `timeout_s`, should hear so,
+    rather than get a worker with the caste's model or the default timeout."""
+
+    def __init__(self) -> None:
+        self.server: MCPServer[Any] | None = None
+        self._parameters: dict[str, list[str]] | None = None
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        params = ctx.params if isinstance(ctx.params, dict) else {}
+        if ctx.method == "tools/call" and params.get("name") in await self._known():
+            known = (await self._known())[params["name"]]
+            unknown = sorted(set(params.get("arguments") or {}) - set(known))
+            if unknown:
+                message = (
+                    f"{params['name']} takes no argument {', '.join(repr(u) for u in unknown)}; "
+                    f"its arguments are: {', '.join(known) or '(none)'}."
+                )
+                return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+        return await call_next(ctx)
+
+    async def _known(self) -> dict[str, list[str]]:
+        """Each tool's argument names, read once from the schemas the server publishes."""
+        if self._parameters is None:
+            assert self.server is not None
+            tools = await self.server.list_tools()
+            self._parameters = {t.name: list(t.input_schema.get("properties", {})) for t in tools}
+        return self._parameters
 
 
 def _tool(server: MCPServer[Any], annotations: ToolAnnotations) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -93,7 +125,9 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
         async with Colony(store) as colony:
             yield colony
 
-    server: MCPServer[Any] = MCPServer("aether", instructions=INSTRUCTIONS, lifespan=lifespan)
+    arguments = _RejectUnknownArguments()
+    server: MCPServer[Any] = MCPServer("aether", instructions=INSTRUCTIONS, lifespan=lifespan, middleware=[arguments])
+    arguments.server = server
 
     @_tool(
         server,

@@ -111,16 +111,12 @@ class ProfileStore:
         from .yaml_edit import set_override  # writers only
 
         check_model_name(model)
+        _caste_to_write(self.load()[0], caste, create)  # bad input is refused before anything is created or locked
         target, created = self._writable()
         with self._locked(target):
             text = _read(target)
             profile = parse_profile(text, target, self._environ)
-            try:
-                name = profile.find_caste(caste)
-            except UnknownCasteError:
-                if not create:
-                    raise
-                name = check_new_caste_name(caste)
+            name = _caste_to_write(profile, caste, create)
             previous = resolve(profile, name).model if name in profile.castes() else None
             _write_atomic(target, set_override(text, name, model))
         warnings = []
@@ -137,10 +133,9 @@ class ProfileStore:
         """Remove the caste's user_overrides entry, so its profile model applies again."""
         from .yaml_edit import remove_override  # writers only
 
-        where = self.location
-        if where.packaged:  # the packaged file has no overrides to remove, and is never written
-            profile, _ = self.load()
-            name = profile.find_caste(caste)
+        profile, where = self.load()
+        name = profile.find_caste(caste)
+        if name not in (profile.user_overrides or {}):  # nothing to remove: nothing is locked or written
             return ResetResult(caste=name, model=resolve(profile, name).model, had_override=False, path=str(where.path))
         with self._locked(where.path):
             text = _read(where.path)
@@ -168,6 +163,16 @@ class ProfileStore:
 
     def _locked(self, path: Path) -> _FileLock:
         return _FileLock(path, self._guard)
+
+
+def _caste_to_write(profile: Profile, caste: str, create: bool) -> str:
+    """The caste's name as the file spells it; a new, well-formed name only when `create` is set."""
+    try:
+        return profile.find_caste(caste)
+    except UnknownCasteError:
+        if not create:
+            raise
+        return check_new_caste_name(caste)
 
 
 class _FileLock:

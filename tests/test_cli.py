@@ -88,7 +88,8 @@ def test_set_warns_about_a_model_without_metadata(aether_profile: Path, cli_env:
         ),
         (
             ["caste-models", "set", "scout=two words"],
-            "Error: Invalid model name 'two words': use the name the proxy knows, with no spaces or control characters.\n",
+            "Error: Invalid model name 'two words': use the name the proxy knows: letters, digits and . _ : / @ + -, "
+            "starting with a letter or digit.\n",
         ),
         (
             ["caste-models", "set", "scout"],

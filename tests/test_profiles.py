@@ -184,12 +184,32 @@ def test_unknown_top_level_sections_are_kept() -> None:
     assert profile.model_extra == {"colony_settings": {"size": 3}}
 
 
-@pytest.mark.parametrize("bad", ["", "two words", "tab\there", "line\nbreak", "x" * 201, "-rf", "nul\x00"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "two words",
+        "tab\there",
+        "line\nbreak",
+        "x" * 201,
+        "-rf",
+        "nul\x00",
+        "a;rm",
+        "$(id)",
+        "`id`",
+        "模型",
+        "*x",
+        "a'b",
+    ],
+)
 def test_model_names_must_be_one_safe_token(bad: str) -> None:
     with pytest.raises(InvalidModelError):
         check_model_name(bad)
 
 
-@pytest.mark.parametrize("good", ["glm-5", "anthropic/claude-sonnet-4-5", "kimi-k2.5", "gpt-4o:latest", "x" * 200])
+@pytest.mark.parametrize(
+    "good",
+    ["glm-5", "anthropic/claude-sonnet-4-5", "kimi-k2.5", "gpt-4o:latest", "claude-3-5-sonnet@20240620", "x" * 200],
+)
 def test_model_names_accepted(good: str) -> None:
     assert check_model_name(good) == good
