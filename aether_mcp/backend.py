@@ -171,6 +171,14 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
             message = _answer(backend, body)
             if body.get("stream"):
                 self._stream(message)
+            elif backend.close_mid_stream:  # cut the body short too, so a non-streaming retry cannot recover
+                data = json.dumps(message).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.close_connection = True
             else:
                 self._json(200, message)
 

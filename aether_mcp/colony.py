@@ -436,7 +436,8 @@ def _failure(worker: Worker, outcome: RunOutcome) -> str | None:
             return f"The backend refused the model '{worker.result.model}' (HTTP 400): {detail}."
         if status is not None and status >= 500:
             return f"The backend failed (HTTP {status}): {detail}. It may be overloaded; try again later."
-        return f"The worker reported an error ({summary.subtype}): {detail}"
+        kind = f" ({summary.subtype})" if summary.subtype not in (None, "success") else ""
+        return f"The worker reported an error{kind}: {detail}"
     if not summary.result_seen:
         tail = " | ".join(outcome.stderr_tail.strip().splitlines()[-3:]) or "no message"
         if outcome.exit_code:

@@ -54,6 +54,10 @@ def judge(assigned: str | None, summary: StreamSummary, preflight: tuple[bool, s
         evidence.append(f"backend answered as {', '.join(summary.answered_models)}")
     else:
         problems.append("the backend never answered, so nothing shows which model served the worker")
+    if summary.synthetic_messages:
+        evidence.append(f"{summary.synthetic_messages} message(s) written by the CLI itself (an error, not an answer)")
+    if summary.malformed_lines:
+        evidence.append(f"{summary.malformed_lines} stream line(s) were not JSON and were skipped")
 
     reported = summary.models_reported()
     if assigned is None:

@@ -35,6 +35,8 @@ CLI_ENV_VAR = "AETHER_CLAUDE_CLI"
 # ANTHROPIC_API_KEY and quietly go around the proxy.
 ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TERM", "TMPDIR", "USER", "SHELL")
 MAX_LINE = 64 * 1024 * 1024
+# The model name Claude Code gives the assistant messages it writes itself (API errors).
+SYNTHETIC = "<synthetic>"
 STDERR_TAIL = 4096
 
 CliRule = Literal["AETHER_CLAUDE_CLI", "profile workers.claude_cli", "claude on PATH", "claude-agent-sdk bundle"]
@@ -185,6 +187,7 @@ class StreamSummary:
     session_id: str | None = None
     permission_denials: list[str] = field(default_factory=list)
     malformed_lines: int = 0
+    synthetic_messages: int = 0
 
     def feed(self, line: str) -> bool:
         """Take one line; True when it was a new assistant turn (worth a progress note)."""
@@ -208,6 +211,9 @@ class StreamSummary:
 
     def _assistant(self, message: dict[str, Any], nested: bool) -> bool:
         model = _text(message.get("model"))
+        if model == SYNTHETIC:  # the CLI's own error text, not an answer from any backend
+            self.synthetic_messages += 1
+            return False
         if model and model not in self.answered_models:
             self.answered_models.append(model)
         for block in message.get("content") or []:

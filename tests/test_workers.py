@@ -221,3 +221,13 @@ def test_proof_needs_a_confirmed_preflight_when_there_is_a_proxy() -> None:
 )
 def test_aliases_and_dated_ids(assigned: str, reported: str, same: bool) -> None:
     assert (proof.same_model(assigned, reported) is not None) is same
+
+
+def test_the_clis_own_error_messages_are_not_answers() -> None:
+    summary = stream(INIT, answer("<synthetic>"), RESULT)
+    summary.feed("{not json")
+    assert summary.answered_models == [] and summary.synthetic_messages == 1
+    verdict = proof.judge("kimi-k2.5", summary, None)
+    assert not verdict.verified
+    assert "1 message(s) written by the CLI itself (an error, not an answer)" in verdict.evidence
+    assert "1 stream line(s) were not JSON and were skipped" in verdict.evidence
