@@ -244,7 +244,10 @@ async def test_cancel_worker_kills_it(colony_profile: Path, backend: LocalBacken
         assert "No worker 'nobody-1'" in error_text(unknown)
 
 
-async def test_a_killed_server_takes_its_workers_with_it(colony_profile: Path, backend: LocalBackend) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+async def test_a_killed_server_takes_its_workers_with_it(
+    colony_profile: Path, backend: LocalBackend, sig: signal.Signals
+) -> None:
     backend.delay_s = 60
     marker = str(colony_profile.parent.parent)
     process = subprocess.Popen(
@@ -259,7 +262,7 @@ async def test_a_killed_server_takes_its_workers_with_it(colony_profile: Path, b
                 break
             await anyio.sleep(0.1)
         assert claude_processes(marker), "the worker never started"
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)  # SIGKILL leaves no cleanup: the kernel's parent-death signal ends the CLI
         process.wait(10)
     finally:
         process.kill()
