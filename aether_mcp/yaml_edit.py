@@ -141,16 +141,20 @@ def _scalar(value: str, flow: bool = False) -> str:
 
 def _verified(before: str, after: str, overrides: dict[str, Any]) -> str:
     """Refuse an edit that changed anything but the overrides, or did not make them right."""
-    old, _ = parse_yaml(before, "profile")
-    try:
-        new, _ = parse_yaml(after, "profile")
-    except ProfileError:
-        new = None
-    old.pop(SECTION, None)
-    got = new.pop(SECTION, None) or {} if new is not None else None
-    if new is None or old != new or got != overrides:
+    if not _only_overrides_differ(before, after, overrides):
         raise ProfileError(
             "the profile's layout is one aether-mcp cannot edit safely; the file was not changed. "
             f"Edit the '{SECTION}' section by hand."
         )
     return after
+
+
+def _only_overrides_differ(before: str, after: str, overrides: dict[str, Any]) -> bool:
+    old, _ = parse_yaml(before, "profile")
+    try:
+        new, _ = parse_yaml(after, "profile")
+    except ProfileError:  # the splice broke the YAML
+        return False
+    got = new.pop(SECTION, None) or {}
+    old.pop(SECTION, None)
+    return old == new and got == overrides
