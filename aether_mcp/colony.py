@@ -38,6 +38,22 @@ Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cance
 OUTPUT_CAP = 20_000
 PRESTART_DELAY_S = 1.0
 REDACTED = "[redacted]"
+LOG_FIELDS = {
+    "worker_id",
+    "caste",
+    "model",
+    "model_source",
+    "status",
+    "routing_verified",
+    "models_reported",
+    "duration_s",
+    "usage",
+    "cost_usd",
+    "started_at",
+    "finished_at",
+    "cwd",
+    "transcript_path",
+}
 
 
 class WorkerResult(BaseModel):
@@ -195,7 +211,6 @@ class Colony:
             cwd=self._workdir(cwd),
             settings=settings,
             cli=find_cli(profile, self._environ),
-            timeout_s=settings.timeout_s,
             transcript_path=self.state_dir / "workers" / f"{worker_id}.jsonl",
             max_retries=profile.workers.max_retries,
             api_timeout_ms=profile.workers.api_timeout_ms,
@@ -252,6 +267,7 @@ class Colony:
                 self._finish(worker, outcome)  # the result is out as soon as the stream gives it
                 with anyio.CancelScope(shield=True):
                     await finish_process(outcome.process)
+                worker.pid = None  # its group is gone: nothing left for kill_all_now to signal
                 # Refill only now: a CLI starting beside a running worker, or before its answer is
                 # sent, takes the CPU and the event loop they need.
                 self._refill(worker, taken=worker.result.warm)
@@ -317,22 +333,7 @@ class Colony:
 
     def _log(self, result: WorkerResult) -> None:
         """One JSON line per finished worker: what ran, on which model, and whether that was proven."""
-        entry = {
-            "worker_id": result.worker_id,
-            "caste": result.caste,
-            "model": result.model,
-            "model_source": result.model_source,
-            "status": result.status,
-            "routing_verified": result.routing_verified,
-            "models_reported": result.models_reported,
-            "duration_s": result.duration_s,
-            "usage": result.usage,
-            "cost_usd": result.cost_usd,
-            "started_at": result.started_at,
-            "finished_at": result.finished_at,
-            "cwd": result.cwd,
-            "transcript_path": result.transcript_path,
-        }
+        entry = result.model_dump(mode="json", include=LOG_FIELDS)
         append_entry(self.state_dir / "spawn-log.jsonl", entry)
 
     # --- looking and stopping --------------------------------------------------
@@ -364,10 +365,12 @@ class Colony:
         return worker
 
     def kill_all_now(self) -> None:
-        """From a signal handler: SIGKILL every running worker's group, no waiting."""
+        """From a signal handler: SIGKILL the group of every worker whose process still lives, no waiting.
+
+        That includes a worker that has answered and is still in its grace period to exit."""
         self._warm.kill_all_now()
         for worker in self._workers.values():
-            if worker.pid is not None and not worker.done.is_set():
+            if worker.pid is not None:
                 kill_group_now(worker.pid)
 
     async def close(self) -> None:

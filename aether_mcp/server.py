@@ -66,8 +66,8 @@ class _RejectUnknownArguments:
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         params = ctx.params if isinstance(ctx.params, dict) else {}
-        if ctx.method == "tools/call" and params.get("name") in await self._known():
-            known = (await self._known())[params["name"]]
+        known = (await self._known()).get(str(params.get("name"))) if ctx.method == "tools/call" else None
+        if known is not None:
             unknown = sorted(set(params.get("arguments") or {}) - set(known))
             if unknown:
                 message = (

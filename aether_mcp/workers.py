@@ -106,7 +106,6 @@ class WorkerSpec:
     cwd: Path
     settings: WorkerSettings
     cli: ClaudeCli
-    timeout_s: float
     transcript_path: Path
     max_retries: int = 2
     api_timeout_ms: int = 120_000
@@ -327,7 +326,7 @@ async def run_worker(
     summary = StreamSummary()
     stderr = bytearray()
     try:
-        with anyio.move_on_after(spec.timeout_s) as deadline:
+        with anyio.move_on_after(spec.settings.timeout_s) as deadline:
             async with anyio.create_task_group() as group:
                 group.start_soon(_feed_task, process, spec.task, warm_process is not None)
                 group.start_soon(_drain, process, stderr)

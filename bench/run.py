@@ -234,7 +234,6 @@ class Bench:
             cwd=self.folder,
             settings=settings_for(profile, caste),
             cli=find_cli(profile, os.environ),
-            timeout_s=120,
             transcript_path=self.folder / "direct.jsonl",
         )
         return build_command(spec), build_env(spec, self.env)

@@ -41,7 +41,6 @@ def spec_for(caste: str, model: str | None = "kimi-k2.5", profile_text: str = PR
         cwd=Path("/tmp"),
         settings=settings_for(profile, caste),
         cli=ClaudeCli("/usr/bin/claude", "claude on PATH"),
-        timeout_s=60,
         transcript_path=Path("/tmp/t.jsonl"),
         env_passthrough=profile.workers.env_passthrough,
     )
