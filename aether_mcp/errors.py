@@ -20,3 +20,17 @@ class UnknownCasteError(AetherError):
 
 class InvalidModelError(AetherError):
     """A model name that cannot be stored or passed on safely."""
+
+
+def sentences(*parts: str | None) -> str:
+    """Join sentences with one space, each ending in exactly one full stop.
+
+    A part may quote another program's message, which brings its own full stop
+    (or none): "Invalid API key." and "Check the token" give "Invalid API key. Check the token.",
+    never "key.. Check"."""
+    done = []
+    for part in parts:
+        text = (part or "").strip().rstrip(".").rstrip()
+        if text:
+            done.append(text if text.endswith(("!", "?")) else text + ".")
+    return " ".join(done)

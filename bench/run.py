@@ -10,7 +10,6 @@ to the project's local backend, the servers are started over real stdio pipes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,10 +24,11 @@ from typing import Any
 import anyio
 from mcp import Client, StdioServerParameters, types
 
-from aether_mcp.backend import LocalBackend
-from aether_mcp.castes import settings_for
-from aether_mcp.profiles import parse_profile
-from aether_mcp.workers import WorkerSpec, build_command, build_env, find_cli
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.testing.backend import LocalBackend
+from aether_mcp.workers.claude_cli import find_cli
+from aether_mcp.workers.spec import build_command, build_env, build_spec
+from aether_mcp.workers.stream import user_message
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = Path(__file__).resolve().parent / "hello_server.py"
@@ -226,16 +226,7 @@ class Bench:
     def direct_command(self, profile_path: Path, caste: str) -> tuple[list[str], dict[str, str]]:
         """The command and environment spawn_worker builds, for running the CLI directly."""
         profile = parse_profile(profile_path.read_text(), profile_path, {})
-        spec = WorkerSpec(
-            worker_id="direct",
-            caste=caste,
-            task="say hi",
-            model=profile.worker_models[caste],
-            cwd=self.folder,
-            settings=settings_for(profile, caste),
-            cli=find_cli(profile, os.environ),
-            transcript_path=self.folder / "direct.jsonl",
-        )
+        spec = build_spec(profile, caste, "say hi", home=self.folder, environ=os.environ)
         return build_command(spec), build_env(spec, self.env)
 
     async def run_direct(self, command: list[str], env: dict[str, str]) -> float:
@@ -279,8 +270,7 @@ class Bench:
             await anyio.sleep(settle)
             began = time.perf_counter()
             assert process.stdin is not None and process.stdout is not None
-            message = {"type": "user", "message": {"role": "user", "content": "say hi"}}
-            await process.stdin.send((json.dumps(message) + "\n").encode())
+            await process.stdin.send(user_message("say hi").encode())
             await process.stdin.aclose()
             seen = b""
             async for chunk in process.stdout:

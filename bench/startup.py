@@ -18,15 +18,15 @@ import json, time
 t0 = time.perf_counter()
 import mcp.server.mcpserver
 t1 = time.perf_counter()
-import aether_mcp.server
-from aether_mcp.store import ProfileStore
+import aether_mcp.adapters.server
+from aether_mcp.profile.store import ProfileStore
 t2 = time.perf_counter()
-aether_mcp.server.build_server(ProfileStore())
+aether_mcp.adapters.server.build_server(ProfileStore())
 t3 = time.perf_counter()
 import runpy
 runpy.run_path(HELLO)
 t4 = time.perf_counter()
-print(json.dumps({"import mcp": t1 - t0, "import aether_mcp.server": t2 - t1, "build aether server": t3 - t2,
+print(json.dumps({"import mcp": t1 - t0, "import aether_mcp.adapters.server": t2 - t1, "build aether server": t3 - t2,
                   "build hello server": t4 - t3}))
 """
 

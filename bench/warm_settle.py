@@ -7,7 +7,6 @@ the project's local backend. Prints the median of 5 runs for each wait.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -15,9 +14,10 @@ import sys
 import tempfile
 import time
 
-from aether_mcp.backend import LocalBackend
-from aether_mcp.profiles import parse_profile
-from aether_mcp.workers import find_cli
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.testing.backend import LocalBackend
+from aether_mcp.workers.claude_cli import find_cli
+from aether_mcp.workers.stream import user_message
 
 RUNS = 5
 TOKEN = "sk-bench-settle"  # noqa: S105 (the local backend's throwaway)
@@ -30,7 +30,7 @@ def main() -> int:
         env |= {"ANTHROPIC_AUTH_TOKEN": TOKEN, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
         command = [cli, "-p", "--model", "kimi-k2.5", "--output-format", "stream-json", "--verbose"]
         command += ["--strict-mcp-config", "--permission-mode", "dontAsk", "--input-format", "stream-json"]
-        message = json.dumps({"type": "user", "message": {"role": "user", "content": "say hi"}}) + "\n"
+        message = user_message("say hi")
         for wait in (1.0, 2.0, 4.0):
             times = []
             for _ in range(RUNS):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 
 DATA = Path(__file__).parent / "data"
@@ -50,7 +54,7 @@ TOKEN = "sk-aether-test-7c1d9e"  # distinctive, so a leak is easy to find
 @pytest.fixture
 def backend():
     """The project's local Anthropic-compatible endpoint, routing three models, with a token."""
-    from aether_mcp.backend import LocalBackend
+    from aether_mcp.testing.backend import LocalBackend
 
     with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5", "minimax-2.5"]) as server:
         yield server
@@ -76,20 +80,53 @@ def colony_profile(isolated: Path, backend) -> Path:
     return write_profile(isolated / "model-profiles.yaml", backend.url)
 
 
-def claude_processes(marker: str) -> list[int]:
-    """Live processes whose command line or environment mention `marker` and run a Claude CLI."""
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass(frozen=True)
+class LiveProcess:
+    pid: int
+    cmdline: bytes
+    environ: bytes
+
+
+def live_processes() -> list[LiveProcess]:
+    """Every process whose command line and environment this user can read."""
     found = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            environ = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"claude" in cmdline and marker.encode() in cmdline + environ:
-            found.append(int(proc.name))
+        if proc.name.isdigit():
+            try:
+                found.append(
+                    LiveProcess(int(proc.name), (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes())
+                )
+            except OSError:  # gone, or not ours to read
+                continue
     return found
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose environment carries `marker` (workers inherit HOME, and so do their children)."""
+    return [p.pid for p in live_processes() if marker.encode() in p.environ]
+
+
+def claude_processes(marker: str) -> list[int]:
+    """Live processes whose command line or environment mention `marker` and run a Claude CLI."""
+    return [p.pid for p in live_processes() if b"claude" in p.cmdline and marker.encode() in p.cmdline + p.environ]
+
+
+async def wait_for(predicate: Callable[[], object], seconds: float = 10, interval: float = 0.1) -> bool:
+    """Poll `predicate` (plain or async) until it holds or `seconds` pass; whether it held in the end."""
+
+    async def holds() -> bool:
+        answer = predicate()
+        return bool(await answer if inspect.isawaitable(answer) else answer)
+
+    with anyio.move_on_after(seconds):
+        while not await holds():
+            await anyio.sleep(interval)
+    return await holds()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -97,9 +134,5 @@ def no_worker_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory):
     """After the run, no Claude Code process that a test started is still alive."""
     base = str(tmp_path_factory.getbasetemp())
     yield
-    import time
-
-    deadline = time.monotonic() + 10
-    while claude_processes(base) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    anyio.run(wait_for, lambda: not claude_processes(base))
     assert claude_processes(base) == [], "Claude Code processes started by the tests are still running"

@@ -176,7 +176,7 @@ def test_demo_proves_three_castes_on_three_models(cli_env: dict[str, str]) -> No
 
 
 def test_spawn_progress_is_plain_lines_when_piped(colony_profile: Path, cli_env: dict[str, str], backend) -> None:
-    from aether_mcp.backend import Turn
+    from aether_mcp.testing.backend import Turn
 
     backend.scripts["kimi-k2.5"] = __import__("collections").deque([Turn(tool="Glob", tool_input={"pattern": "*.md"})])
     result = run("spawn", "builder", "look around", env=cli_env)

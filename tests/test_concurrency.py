@@ -19,9 +19,9 @@ import pytest
 from conftest import write_profile
 from mcp import Client, StdioServerParameters
 
-from aether_mcp import yaml_edit
-from aether_mcp.backend import LocalBackend
-from aether_mcp.profiles import parse_profile
+from aether_mcp.profile import yaml_edit
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.testing.backend import LocalBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -31,11 +31,6 @@ KILL_TRIALS = 100
 CONCURRENT_GETS = 200
 CONCURRENT_SPAWNS = 20
 SPAWN_LIMIT = 4
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def server(profile: Path, env: dict[str, str]) -> StdioServerParameters:
@@ -120,7 +115,7 @@ async def test_one_caste_hammered_from_four_processes_always_parses(
 
 WRITER = """
 import sys
-from aether_mcp.store import ProfileStore
+from aether_mcp.profile.store import ProfileStore
 store = ProfileStore(sys.argv[1])
 print("ready", flush=True)
 i = 0

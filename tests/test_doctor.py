@@ -10,16 +10,11 @@ import pytest
 from conftest import TOKEN, write_profile
 from mcp import Client
 
-from aether_mcp.backend import LocalBackend
-from aether_mcp.server import build_server
-from aether_mcp.store import ProfileStore
+from aether_mcp.adapters.server import build_server
+from aether_mcp.profile.store import ProfileStore
+from aether_mcp.testing.backend import LocalBackend
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def doctor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

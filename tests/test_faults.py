@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
+from conftest import processes_with, wait_for
 from mcp import Client
 
-from aether_mcp.backend import LocalBackend
-from aether_mcp.server import build_server
-from aether_mcp.store import ProfileStore
+from aether_mcp.adapters.server import build_server
+from aether_mcp.profile.store import ProfileStore
+from aether_mcp.testing.backend import LocalBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -40,24 +40,6 @@ FAKE_CLIS: dict[str, tuple[str, str, str]] = {
     ),
     "exits 0 without a result": (f"echo '{INIT}'; exit 0", "failed", "ended without a result line"),
 }
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def processes_with(marker: str) -> list[int]:
-    """Live processes whose environment carries `marker` (workers inherit HOME, and so do their children)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker.encode() in (proc / "environ").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
 
 
 def spawn_log(folder: Path) -> list[dict[str, Any]]:
@@ -88,16 +70,8 @@ async def test_a_misbehaving_cli(
             assert outcome["error"] is None
         assert not (await client.call_tool("list_workers", {})).is_error  # the server still answers
     assert took < 10
-    assert await gone(home)
+    assert await wait_for(lambda: not processes_with(home), seconds=5)
     assert [e["worker_id"] for e in spawn_log(colony_profile.parent)] == [outcome["worker_id"]]
-
-
-async def gone(marker: str) -> bool:
-    for _ in range(50):
-        if not processes_with(marker):
-            return True
-        await anyio.sleep(0.1)
-    return False
 
 
 BACKEND_FAULTS: dict[str, tuple[dict[str, Any], str]] = {
@@ -121,6 +95,6 @@ async def test_a_failing_backend(colony_profile: Path, backend: LocalBackend, na
         assert outcome["routing_verified"] is False
         assert outcome["error"] and words in outcome["error"]
         assert not (await client.call_tool("get_caste_model", {"caste": "scout"})).is_error
-    assert await gone(home)
+    assert await wait_for(lambda: not processes_with(home), seconds=5)
     log = spawn_log(colony_profile.parent)
     assert [(e["worker_id"], e["status"]) for e in log] == [(outcome["worker_id"], "failed")]

@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 
-from aether_mcp import yaml_edit
+from aether_mcp.adapters.server import build_server
 from aether_mcp.errors import ProfileError
-from aether_mcp.profiles import MODEL_NAME_PATTERN, parse_profile
-from aether_mcp.server import build_server
-from aether_mcp.store import ProfileStore
+from aether_mcp.profile import yaml_edit
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.profile.schema import MODEL_NAME_PATTERN
+from aether_mcp.profile.store import ProfileStore
 
 pytestmark = pytest.mark.anyio
 
@@ -87,11 +88,6 @@ TOOL_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("get_worker", {"worker_id": "x", "wait_s": -1}, "greater than or equal to 0"),
     ("get_worker", {"worker_id": "x", "wait_s": 1e9}, "less than or equal to 3600"),
 ]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

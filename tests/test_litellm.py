@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from aether_mcp.backend import LocalBackend
-from aether_mcp.server import build_server
-from aether_mcp.store import ProfileStore
+from aether_mcp.adapters.server import build_server
+from aether_mcp.profile.store import ProfileStore
+from aether_mcp.testing.backend import LocalBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 MASTER_KEY = "sk-litellm-master-5f2a"  # LiteLLM refuses to start without one, and it must start with sk-
@@ -85,11 +85,6 @@ def litellm_proxy(routed_backend: LocalBackend, tmp_path_factory: pytest.TempPat
         os.killpg(process.pid, 15)
         process.wait(20)
         log.close()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def profile_for(folder: Path, proxy: str, token: str = MASTER_KEY) -> Path:

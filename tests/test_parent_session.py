@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from aether_mcp.backend import LocalBackend
-from aether_mcp.demo import DEMO_TOKEN, PARENT_MODEL, parent_script, prepare_project, run_parent
-from aether_mcp.profiles import parse_profile
-from aether_mcp.workers import find_cli
+from aether_mcp.adapters.demo import DEMO_TOKEN, PARENT_MODEL, parent_script, prepare_project, run_parent
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.testing.backend import LocalBackend
+from aether_mcp.workers.claude_cli import find_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CASTES = {"builder": "kimi-k2.5", "scout": "glm-5"}

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from aether_mcp.errors import InvalidModelError, ProfileError, UnknownCasteError
-from aether_mcp.profiles import check_model_name, expand_env, parse_profile, resolve
+from aether_mcp.profile.parsing import expand_env, parse_profile
+from aether_mcp.profile.resolution import resolve
+from aether_mcp.profile.schema import check_model_name
 
 DATA = Path(__file__).parent / "data"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aether_mcp.profiles import parse_profile
-from aether_mcp.workers import find_cli
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.workers.claude_cli import find_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 INSPECTOR = ROOT / ".npm-tools" / "node_modules" / ".bin" / "mcp-inspector"

@@ -12,9 +12,10 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import live_processes
 from mcp import Client, StdioServerParameters
 
-from aether_mcp.backend import LocalBackend, Turn
+from aether_mcp.testing.backend import LocalBackend, Turn
 
 pytestmark = pytest.mark.anyio
 
@@ -23,24 +24,12 @@ PARENT_KEY = "sk-ant-PARENT-key-88c1"  # an API key in the server's own environm
 SECRETS = (TOKEN, PARENT_KEY)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def hits(text: str) -> list[str]:
     return [secret for secret in SECRETS if secret in text]
 
 
 def cmdline_hits() -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                found += hits((proc / "cmdline").read_bytes().decode(errors="replace"))
-            except OSError:
-                continue
-    return found
+    return [hit for process in live_processes() for hit in hits(process.cmdline.decode(errors="replace"))]
 
 
 @pytest.fixture
@@ -128,8 +117,8 @@ async def test_no_secret_anywhere(secret_setup: Any, tmp_path: Path) -> None:
 
 
 async def test_a_read_only_caste_cannot_write_a_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aether_mcp.colony import Colony
-    from aether_mcp.store import ProfileStore
+    from aether_mcp.profile.store import ProfileStore
+    from aether_mcp.workers.colony import Colony
 
     target = {caste: isolated / f"written-by-{caste}.txt" for caste in ("scout", "builder")}
     scripts = {

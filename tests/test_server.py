@@ -9,20 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from mcp import Client, StdioServerParameters
 
-from aether_mcp.profiles import parse_profile, resolve
-from aether_mcp.server import build_server
-from aether_mcp.store import ProfileStore, packaged_default
+from aether_mcp.adapters.server import build_server
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.profile.resolution import resolve
+from aether_mcp.profile.store import ProfileStore, packaged_default
 
 SNAPSHOT = Path(__file__).parent / "data" / "tools_list.json"
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def tools_snapshot(tools: list[Any]) -> list[dict[str, Any]]:
@@ -155,19 +152,18 @@ async def test_streamable_http_transport_on_loopback(aether_profile: Path, cli_e
     import socket
     import subprocess
 
-    import anyio
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     args = ["-m", "aether_mcp", "serve", "--transport", "streamable-http", "--port", str(port)]
     process = subprocess.Popen([sys.executable, *args], env=cli_env, stdin=subprocess.DEVNULL)
     try:
-        for _ in range(100):
+
+        def listening() -> bool:
             with socket.socket() as attempt:
-                if attempt.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            await anyio.sleep(0.1)
+                return attempt.connect_ex(("127.0.0.1", port)) == 0
+
+        assert await wait_for(listening)
         async with Client(f"http://127.0.0.1:{port}/mcp") as client:
             table = (await client.call_tool("get_caste_model", {"caste": "scout"})).structured_content
             assert table is not None and table["castes"][0]["model"] == "kimi-k2.5"

@@ -13,19 +13,14 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import TOKEN, claude_processes, write_profile
+from conftest import TOKEN, claude_processes, wait_for, write_profile
 from mcp import Client, StdioServerParameters
 
-from aether_mcp.backend import LocalBackend
-from aether_mcp.server import build_server
-from aether_mcp.store import ProfileStore
+from aether_mcp.adapters.server import build_server
+from aether_mcp.profile.store import ProfileStore
+from aether_mcp.testing.backend import LocalBackend
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def structured(result: Any) -> dict[str, Any]:
@@ -233,10 +228,7 @@ async def test_cancel_worker_kills_it(colony_profile: Path, backend: LocalBacken
     backend.delay_s = 30
     async with Client(build_server(ProfileStore())) as client:
         spawned = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi", "wait": False}))
-        for _ in range(100):
-            if backend.models_asked():
-                break
-            await anyio.sleep(0.1)
+        assert await wait_for(backend.models_asked)
         cancelled = structured(await client.call_tool("cancel_worker", {"worker_id": spawned["worker_id"]}))
         assert cancelled["status"] == "cancelled"
         assert claude_processes(str(colony_profile.parent.parent)) == []
@@ -257,20 +249,12 @@ async def test_a_killed_server_takes_its_workers_with_it(
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(150):
-            if claude_processes(marker) and backend.models_asked():
-                break
-            await anyio.sleep(0.1)
-        assert claude_processes(marker), "the worker never started"
+        assert await wait_for(lambda: claude_processes(marker) and backend.models_asked(), 15), "no worker started"
         process.send_signal(sig)  # SIGKILL leaves no cleanup: the kernel's parent-death signal ends the CLI
         process.wait(10)
     finally:
         process.kill()
-    for _ in range(50):
-        if not claude_processes(marker):
-            break
-        await anyio.sleep(0.1)
-    assert claude_processes(marker) == []
+    assert await wait_for(lambda: not claude_processes(marker), 5)
 
 
 async def test_stdio_server_sigterm_kills_running_workers(colony_profile: Path, backend: LocalBackend) -> None:
@@ -278,17 +262,10 @@ async def test_stdio_server_sigterm_kills_running_workers(colony_profile: Path, 
     marker = str(colony_profile.parent.parent)
     async with Client(stdio_server(colony_profile.parent)) as client:
         structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi", "wait": False}))
-        for _ in range(150):
-            if backend.models_asked():
-                break
-            await anyio.sleep(0.1)
+        assert await wait_for(backend.models_asked, 15)
         assert claude_processes(marker)
     # leaving the client closes stdin, then SIGTERM after 2 s: the workers must be gone either way
-    for _ in range(50):
-        if not claude_processes(marker):
-            break
-        await anyio.sleep(0.1)
-    assert claude_processes(marker) == []
+    assert await wait_for(lambda: not claude_processes(marker), 5)
 
 
 async def test_cancelling_the_request_kills_the_worker(colony_profile: Path, backend: LocalBackend) -> None:
@@ -297,28 +274,21 @@ async def test_cancelling_the_request_kills_the_worker(colony_profile: Path, bac
     async with Client(build_server(ProfileStore())) as client:
         with anyio.move_on_after(3):
             await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi"})
-        for _ in range(50):
-            listed = structured(await client.call_tool("list_workers", {}))["workers"]
-            if listed and listed[0]["status"] == "cancelled":
-                break
-            await anyio.sleep(0.1)
-        assert [w["status"] for w in listed] == ["cancelled"]
+        statuses: list[str] = []
+
+        async def cancelled() -> bool:
+            statuses[:] = [w["status"] for w in structured(await client.call_tool("list_workers", {}))["workers"]]
+            return statuses == ["cancelled"]
+
+        assert await wait_for(cancelled, 5), statuses
         assert claude_processes(marker) == []
 
 
 # --- warm workers --------------------------------------------------------------
 
 
-async def wait_for(predicate: Any, seconds: float = 10) -> bool:
-    for _ in range(int(seconds * 10)):
-        if predicate():
-            return True
-        await anyio.sleep(0.1)
-    return bool(predicate())
-
-
 async def test_warm_workers_take_only_the_tasks_they_match(isolated: Path, backend: LocalBackend) -> None:
-    from aether_mcp.colony import Colony
+    from aether_mcp.workers.colony import Colony
 
     write_profile(isolated / "model-profiles.yaml", backend.url, "workers: {warm_workers: {builder: 1}}\n")
     marker = str(isolated.parent)
@@ -342,7 +312,7 @@ async def test_warm_workers_take_only_the_tasks_they_match(isolated: Path, backe
 
 
 async def test_idle_warm_workers_are_reaped(isolated: Path, backend: LocalBackend) -> None:
-    from aether_mcp.colony import Colony
+    from aether_mcp.workers.colony import Colony
 
     extra = "workers: {warm_workers: {scout: 2}, warm_idle_s: 1}\n"
     write_profile(isolated / "model-profiles.yaml", backend.url, extra)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from aether_mcp import yaml_edit
 from aether_mcp.errors import InvalidModelError, ProfileError, UnknownCasteError
-from aether_mcp.store import ProfileStore, locate, packaged_default
+from aether_mcp.profile import yaml_edit
+from aether_mcp.profile.store import ProfileStore, locate, packaged_default
 
 DATA = Path(__file__).parent / "data"
 
@@ -161,7 +161,7 @@ def test_a_missing_explicit_profile_is_an_error(isolated: Path) -> None:
 
 
 def test_the_profile_is_reparsed_only_when_it_changes(aether_profile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import aether_mcp.store as store_module
+    import aether_mcp.profile.store as store_module
 
     parses = []
     real = store_module.parse_profile

@@ -7,18 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from aether_mcp import proof
-from aether_mcp.castes import settings_for
-from aether_mcp.profiles import parse_profile
-from aether_mcp.workers import (
-    ClaudeCli,
-    CliNotFoundError,
-    StreamSummary,
-    WorkerSpec,
-    build_command,
-    build_env,
-    find_cli,
-)
+from aether_mcp.profile.castes import settings_for
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.workers import proof
+from aether_mcp.workers.claude_cli import ClaudeCli, CliNotFoundError, find_cli
+from aether_mcp.workers.preflight import Preflight
+from aether_mcp.workers.spec import WorkerSpec, build_command, build_env
+from aether_mcp.workers.stream import StreamSummary
 
 PROFILE = """\
 worker_models: {builder: kimi-k2.5, scout: glm-5, chronicler: glm-5, oracle: glm-5}
@@ -38,6 +33,7 @@ def spec_for(caste: str, model: str | None = "kimi-k2.5", profile_text: str = PR
         caste=caste,
         task="do it",
         model=model,
+        model_source="profile",
         cwd=Path("/tmp"),
         settings=settings_for(profile, caste),
         cli=ClaudeCli("/usr/bin/claude", "claude on PATH"),
@@ -144,7 +140,7 @@ def test_cli_choice_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     bare = parse_profile("worker_models: {a: b}\n", "p.yaml", {})
     assert find_cli(bare, {"PATH": str(tmp_path)}) == ClaudeCli(str(fake), "claude on PATH")
     assert find_cli(bare, {"PATH": "/nonexistent"}).rule == "claude-agent-sdk bundle"
-    monkeypatch.setattr("aether_mcp.workers._bundled_cli", lambda: None)
+    monkeypatch.setattr("aether_mcp.workers.claude_cli._bundled_cli", lambda: None)
     with pytest.raises(CliNotFoundError, match="No Claude Code CLI found"):
         find_cli(bare, {"PATH": "/nonexistent"})
     with pytest.raises(CliNotFoundError, match="AETHER_CLAUDE_CLI"):
@@ -187,22 +183,22 @@ def test_stream_summary_reads_every_model_named() -> None:
 
 
 def test_proof_verifies_only_what_the_backend_answered() -> None:
-    verdict = proof.judge("kimi-k2.5", stream(INIT, answer("kimi-k2.5"), RESULT), (True, "preflight ok"))
+    verdict = proof.judge("kimi-k2.5", stream(INIT, answer("kimi-k2.5"), RESULT), Preflight(True, "preflight ok"))
     assert verdict.verified and verdict.evidence[-1] == "routing verified"
     # init and modelUsage alone only repeat the request
-    unanswered = proof.judge("kimi-k2.5", stream(INIT, RESULT), (True, "preflight ok"))
+    unanswered = proof.judge("kimi-k2.5", stream(INIT, RESULT), Preflight(True, "preflight ok"))
     assert not unanswered.verified and "never answered" in (unanswered.problem or "")
 
 
 def test_proof_catches_a_backend_that_answers_as_another_model() -> None:
-    verdict = proof.judge("kimi-k2.5", stream(INIT, answer("glm-5"), RESULT), (True, "preflight ok"))
+    verdict = proof.judge("kimi-k2.5", stream(INIT, answer("glm-5"), RESULT), Preflight(True, "preflight ok"))
     assert not verdict.verified
     assert verdict.problem == "asked for kimi-k2.5, but the stream names glm-5"
     assert "backend answered as glm-5" in verdict.evidence
 
 
 def test_proof_needs_a_confirmed_preflight_when_there_is_a_proxy() -> None:
-    verdict = proof.judge("kimi-k2.5", stream(INIT, answer("kimi-k2.5"), RESULT), (False, "cannot tell"))
+    verdict = proof.judge("kimi-k2.5", stream(INIT, answer("kimi-k2.5"), RESULT), Preflight(False, "cannot tell"))
     assert not verdict.verified and verdict.problem == "the proxy did not confirm that it routes the model"
 
 

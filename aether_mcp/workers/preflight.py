@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from .errors import AetherError
+from ..errors import AetherError
 
 TIMEOUT_S = 1.5
 CACHE_S = 30.0
@@ -104,12 +104,20 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What the proxy said before a spawn: whether it confirmed the route, in words for the evidence."""
+
+    confirmed: bool
+    evidence: str
+
+
 class ProxyChecker:
     """Preflight with a short cache, so a colony of spawns asks the proxy once."""
 
     def __init__(self, ttl_s: float = CACHE_S) -> None:
         self._ttl = ttl_s
-        self._cache: dict[tuple[str, str | None], tuple[float, ModelList]] = {}
+        self._cache: dict[tuple[str, str | None], tuple[float, ModelList]] = {}  # (endpoint, token): (when, list)
         self._lock = threading.Lock()
 
     def models(self, endpoint: str, token: str | None) -> ModelList:
@@ -123,18 +131,20 @@ class ProxyChecker:
             self._cache[key] = (time.monotonic(), listing)
         return listing
 
-    def preflight(self, endpoint: str, token: str | None, model: str | None) -> tuple[bool, str]:
-        """(confirmed, evidence) for a spawn; raises ProxyError when the spawn must not go on."""
+    def preflight(self, endpoint: str, token: str | None, model: str | None) -> Preflight:
+        """Whether the proxy routes `model` for a spawn; raises ProxyError when the spawn must not go on."""
         listing = self.models(endpoint, token)
         if model is None:
-            return False, f"preflight: proxy {endpoint} is up and takes the token; no model to check"
+            return Preflight(False, f"preflight: proxy {endpoint} is up and takes the token; no model to check")
         routed = listing.routes(model)
         if routed is None:
-            return False, f"preflight: proxy {endpoint} is up and takes the token, but cannot tell: {listing.detail}"
+            return Preflight(
+                False, f"preflight: proxy {endpoint} is up and takes the token, but cannot tell: {listing.detail}"
+            )
         if not routed:
             names = ", ".join(listing.models or ())
             raise ModelNotRouted(
                 f"The proxy at {endpoint} does not route model '{model}'. It routes: {names}. "
                 "Add the model to the proxy's model_list, or put the caste on a routed model with set_caste_model."
             )
-        return True, f"preflight: proxy {endpoint} routes '{model}' ({listing.detail})"
+        return Preflight(True, f"preflight: proxy {endpoint} routes '{model}' ({listing.detail})")

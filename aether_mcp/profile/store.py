@@ -1,4 +1,4 @@
-"""Where the profile lives, reading it once per change, and writing it safely.
+"""Where the profile lives, reading it once per change, and the three things done with it: look up, set, reset.
 
 Several Claude Code sessions may share one profile, so every write happens
 under a file lock, re-reads the file it is about to change, and replaces it
@@ -18,11 +18,16 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .errors import ProfileError, UnknownCasteError
-from .profiles import MAX_PROFILE_BYTES, Profile, check_model_name, check_new_caste_name, parse_profile, resolve
+from ..errors import ProfileError, UnknownCasteError
+from .parsing import MAX_PROFILE_BYTES, parse_profile
+from .resolution import CasteModel, resolve
+from .schema import Profile, check_model_name, check_new_caste_name
 
 ENV_VAR = "AETHER_MODEL_PROFILES"
 FILE_NAME = "model-profiles.yaml"
+# aether-mcp's own folder under the working directory: a profile copied from the
+# packaged default, the spawn log, the workers' transcripts.
+STATE_DIR = ".aether"
 Rule = Literal[
     "--profiles", "AETHER_MODEL_PROFILES", ".aether/model-profiles.yaml", "model-profiles.yaml", "packaged default"
 ]
@@ -48,7 +53,7 @@ def locate(explicit: Path | str | None, cwd: Path, environ: Mapping[str, str]) -
         return Location(_absolute(explicit, cwd), "--profiles")
     if environ.get(ENV_VAR):
         return Location(_absolute(environ[ENV_VAR], cwd), "AETHER_MODEL_PROFILES")
-    for candidate, rule in ((cwd / ".aether" / FILE_NAME, ".aether/model-profiles.yaml"), (cwd / FILE_NAME, FILE_NAME)):
+    for candidate, rule in ((cwd / STATE_DIR / FILE_NAME, ".aether/model-profiles.yaml"), (cwd / FILE_NAME, FILE_NAME)):
         if candidate.is_file():
             return Location(candidate, rule)  # type: ignore[arg-type]
     return Location(packaged_default(), "packaged default")
@@ -57,6 +62,15 @@ def locate(explicit: Path | str | None, cwd: Path, environ: Mapping[str, str]) -
 def _absolute(path: Path | str, cwd: Path) -> Path:
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else cwd / candidate
+
+
+class CasteModels(BaseModel):
+    castes: list[CasteModel] = Field(description="One entry per caste asked for, in profile order.")
+    path: str = Field(description="The profile file in use.")
+    rule: str = Field(description="Which rule chose that file (--profiles, AETHER_MODEL_PROFILES, ...).")
+    proxy_endpoint: str | None = Field(
+        description="The proxy workers talk to; null when they use the CLI's own backend."
+    )
 
 
 class SetResult(BaseModel):
@@ -75,6 +89,15 @@ class ResetResult(BaseModel):
     path: str = Field(description="The profile file.")
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    """A parsed profile and the stat of the file it came from: parsed again only when the file changes."""
+
+    path: Path
+    signature: tuple[int, int, int]  # mtime_ns, size, inode
+    profile: Profile
+
+
 class ProfileStore:
     """One profile file: cached reads keyed on the file's stat, locked atomic writes."""
 
@@ -84,12 +107,17 @@ class ProfileStore:
         self._explicit = explicit
         self.cwd = (cwd or Path.cwd()).resolve()
         self._environ = os.environ if environ is None else environ
-        self._cache: tuple[Path, tuple[int, int, int], Profile] | None = None
+        self._cache: _Parsed | None = None
         self._guard = threading.Lock()
 
     @property
     def location(self) -> Location:
         return locate(self._explicit, self.cwd, self._environ)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the spawn log and the workers' transcripts go."""
+        return self.cwd / STATE_DIR
 
     def load(self) -> tuple[Profile, Location]:
         """The current profile, re-parsed only when the file changed since the last read."""
@@ -100,11 +128,22 @@ class ProfileStore:
             raise ProfileError(f"Profile not found: {where.path} (chosen by {where.rule}).") from None
         signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         cached = self._cache
-        if cached is not None and cached[0] == where.path and cached[1] == signature:
-            return cached[2], where
+        if cached is not None and cached.path == where.path and cached.signature == signature:
+            return cached.profile, where
         profile = parse_profile(_read(where.path), where.path, self._environ)
-        self._cache = (where.path, signature, profile)
+        self._cache = _Parsed(where.path, signature, profile)
         return profile, where
+
+    def caste_models(self, caste: str | None = None, task: str | None = None) -> CasteModels:
+        """The routing table: one caste, or every caste, with the model each uses and why."""
+        profile, where = self.load()
+        names = [profile.find_caste(caste)] if caste is not None else profile.castes()
+        return CasteModels(
+            castes=[resolve(profile, name, task) for name in names],
+            path=str(where.path),
+            rule=where.rule,
+            proxy_endpoint=profile.proxy.endpoint if profile.proxy else None,
+        )
 
     def set_override(self, caste: str, model: str, create: bool = False) -> SetResult:
         """Store `model` for `caste` in user_overrides; the caste's own entry stays."""
@@ -153,7 +192,7 @@ class ProfileStore:
         where = self.location
         if not where.packaged:
             return where.path, False
-        target = self.cwd / ".aether" / FILE_NAME
+        target = self.state_dir / FILE_NAME
         target.parent.mkdir(parents=True, exist_ok=True)
         with self._locked(target):
             if target.exists():

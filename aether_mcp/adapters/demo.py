@@ -20,11 +20,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import text
-from .backend import LocalBackend, Turn
-from .errors import AetherError
-from .profiles import parse_profile
-from .workers import find_cli
+from ..errors import AetherError
+from ..profile.parsing import parse_profile
+from ..testing.backend import LocalBackend, Turn
+from ..workers.claude_cli import find_cli
+from .cli import table
 
 DEMO_TOKEN = "sk-aether-demo"  # noqa: S105 (a throwaway the local backend checks, as a proxy would)
 PARENT_MODEL = "parent-model"
@@ -148,11 +148,11 @@ def run_demo() -> int:
 
 
 def _print_table(results: list[dict[str, Any]], asked: list[str]) -> None:
-    table = [("CASTE", "ASSIGNED", "BACKEND SAW", "VERIFIED", "TIME")]
+    rows = [("CASTE", "ASSIGNED", "BACKEND SAW", "VERIFIED", "TIME")]
     for result in results:
         model = result.get("model") or "(CLI default)"
         seen = model if model in asked else "(not seen)"
         took = f"{result['duration_s']:.2f} s" if result.get("duration_s") is not None else "-"
         verified = "yes" if result.get("routing_verified") else "NO"
-        table.append((str(result.get("caste", "?")), model, seen, verified, took))
-    print(text.table(table))
+        rows.append((str(result.get("caste", "?")), model, seen, verified, took))
+    print(table(rows))

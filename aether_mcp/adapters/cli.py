@@ -11,10 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import api, text
-from .errors import AetherError
-from .profiles import CasteModel
-from .store import ProfileStore
+from ..errors import AetherError
+from ..profile.resolution import CasteModel
+from ..profile.store import ProfileStore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +120,8 @@ def _demo(store: ProfileStore, args: argparse.Namespace) -> int:
 def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
     import anyio
 
-    from .colony import Colony, WorkerResult
+    from ..workers.colony import Colony
+    from ..workers.result import WorkerResult
 
     task = sys.stdin.read() if args.task == "-" else args.task
     cwd = str(Path(args.cwd).resolve()) if args.cwd else None
@@ -204,14 +204,15 @@ def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .spawn_log import read_spawn_log
+    from ..workers.spawn_log import read_spawn_log
 
-    entries = read_spawn_log(store.cwd / ".aether" / "spawn-log.jsonl", args.limit)
+    log = store.state_dir / "spawn-log.jsonl"
+    entries = read_spawn_log(log, args.limit)
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
     if not entries:
-        print(f"No workers logged yet in {store.cwd / '.aether' / 'spawn-log.jsonl'}.")
+        print(f"No workers logged yet in {log}.")
         return 0
     rows = [("WHEN", "CASTE", "MODEL", "VERIFIED", "STATUS", "TIME", "TOKENS", "COST")]
     for e in entries:
@@ -229,18 +230,18 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
                 f"${e['cost_usd']:.4f}" if isinstance(e.get("cost_usd"), int | float) else "-",
             )
         )
-    print(text.table(rows))
+    print(table(rows))
     return 0
 
 
 def _list(store: ProfileStore, args: argparse.Namespace) -> int:
-    table = api.get_caste_models(store, task=args.task)
+    listing = store.caste_models(task=args.task)
     if args.json:
-        _print_json(table)
+        _print_json(listing)
         return 0
-    print(text.table([("CASTE", "MODEL", "SOURCE", "PROVIDER", "CONTEXT")] + [_row(entry) for entry in table.castes]))
-    print(f"\nProfile: {table.path} ({table.rule})")
-    if any(entry.override for entry in table.castes):
+    print(table([("CASTE", "MODEL", "SOURCE", "PROVIDER", "CONTEXT")] + [_row(entry) for entry in listing.castes]))
+    print(f"\nProfile: {listing.path} ({listing.rule})")
+    if any(entry.override for entry in listing.castes):
         print("* user override (aether-mcp caste-models reset CASTE removes it)")
     return 0
 
@@ -294,6 +295,14 @@ def _path(store: ProfileStore, args: argparse.Namespace) -> int:
     else:
         print(f"{where.path} ({where.rule})")
     return 0
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, no trailing blanks; the first row is the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def _print_json(value: BaseModel | dict[str, Any]) -> None:

@@ -12,12 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .castes import settings_for
-from .errors import AetherError
-from .profiles import Profile, resolve
-from .proxy import ModelList, ProxyChecker, ProxyError, TokenRejected
-from .store import ProfileStore
-from .workers import find_cli
+from ..errors import AetherError
+from ..profile.castes import settings_for
+from ..profile.resolution import resolve
+from ..profile.schema import Profile
+from ..profile.store import ProfileStore
+from ..workers.claude_cli import find_cli
+from ..workers.preflight import ModelList, ProxyChecker, ProxyError, TokenRejected
 
 Verdict = Literal["ok", "fail", "note"]
 
@@ -142,7 +143,7 @@ def _route(caste: str, model: str | None, listing: ModelList) -> Check:
 
 async def live_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[Check]:
     """Spawn one one-turn worker per distinct model and check that its routing is verified."""
-    from .colony import Colony  # the worker engine loads only for a live check
+    from ..workers.colony import Colony  # the worker engine loads only for a live check
 
     profile, _ = store.load()
     first_caste: dict[str | None, str] = {}

@@ -21,11 +21,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from . import api, doctor
-from .colony import Colony, WorkerLine, WorkerResult
+from ..errors import AetherError
+from ..profile.store import CasteModels, ProfileStore, ResetResult, SetResult
+from ..workers.colony import Colony
+from ..workers.result import WorkerLine, WorkerResult
+from . import doctor
 from .doctor import RoutingReport
-from .errors import AetherError
-from .store import ProfileStore, ResetResult, SetResult
 
 log = logging.getLogger("aether_mcp")
 
@@ -141,14 +142,14 @@ def build_server(store: ProfileStore) -> MCPServer[Any]:
             str | None,
             Field(description="Optional task description: used only for castes with no model of their own."),
         ] = None,
-    ) -> api.CasteModels:
+    ) -> CasteModels:
         """Show which model a caste's workers run on, and why (override, profile, slot, task or default).
 
         Omit `caste` to get the whole routing table. Use this before spawning
         workers, or when the user asks which model a caste uses."""
         # In the event loop, not a worker thread: a look-up is a stat() and a few dict reads (the file is
         # parsed only after it changed), and this call comes on every turn of the parent.
-        return api.get_caste_models(store, caste, task)
+        return store.caste_models(caste, task)
 
     @_tool(
         server,
@@ -238,7 +239,7 @@ def _add_prompts(server: MCPServer[Any], store: ProfileStore) -> None:
 
 def _routing_lines(store: ProfileStore) -> str:
     try:
-        table = api.get_caste_models(store)
+        table = store.caste_models()
     except AetherError as exc:
         return f"(the profile cannot be read: {exc})"
     lines = [

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 import anyio
 from anyio.abc import TaskGroup
 
-from .workers import WorkerSpec, build_command, build_env, kill_group, kill_group_now, start_process
+from .process import kill_group, kill_group_now, start_process
+from .spec import WorkerSpec, build_command, build_env
 
 Key = tuple[tuple[str, ...], str, tuple[tuple[str, str], ...]]
 

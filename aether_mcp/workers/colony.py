@@ -11,33 +11,31 @@ import logging
 import os
 import signal
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from pydantic import BaseModel, Field
 
-from . import proof
-from .castes import settings_for
-from .errors import AetherError
-from .profiles import Profile, Source, check_model_name, resolve
-from .proxy import ProxyChecker
+from ..errors import AetherError
+from ..profile.schema import Profile
+from ..profile.store import ProfileStore
+from .preflight import Preflight, ProxyChecker
+from .process import RunOutcome, finish_process, kill_group_now, run_worker
+from .proof import redact_file, settle, worker_secrets
+from .result import WorkerLine, WorkerResult
 from .spawn_log import append_entry
-from .store import ProfileStore
+from .spec import WorkerSpec, build_spec
+from .stream import StreamSummary
 from .warm import WarmPool
-from .workers import RunOutcome, StreamSummary, WorkerSpec, find_cli, finish_process, kill_group_now, run_worker
 
 log = logging.getLogger("aether_mcp")
 
-Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
-OUTPUT_CAP = 20_000
 PRESTART_DELAY_S = 1.0
-REDACTED = "[redacted]"
+# What the spawn log keeps of a result: enough to answer "which model did it use?", not the output.
 LOG_FIELDS = {
     "worker_id",
     "caste",
@@ -56,49 +54,10 @@ LOG_FIELDS = {
 }
 
 
-class WorkerResult(BaseModel):
-    """One worker: what it was asked, what ran it, and what its stream proves."""
-
-    worker_id: str = Field(description="Pass to get_worker or cancel_worker.")
-    caste: str
-    model: str | None = Field(description="The model the worker was started on (null: the CLI's own default).")
-    model_source: Source = Field(description="Why that model: override, profile, slot, task, default or explicit.")
-    status: Status
-    output: str | None = Field(default=None, description="The worker's final answer (capped; see transcript_path).")
-    models_reported: list[str] = Field(
-        default_factory=list, description="Every model the worker's own stream named (init, answers, modelUsage)."
-    )
-    routing_verified: bool = Field(default=False, description="True only when the evidence shows the assigned model.")
-    routing_evidence: list[str] = Field(default_factory=list, description="What was checked and what it showed.")
-    duration_s: float | None = None
-    num_turns: int | None = None
-    usage: dict[str, int] | None = None
-    cost_usd: float | None = None
-    session_id: str | None = None
-    transcript_path: str | None = None
-    cli: str | None = Field(
-        default=None, description="The Claude Code CLI that ran the worker, and which rule chose it."
-    )
-    warm: bool = Field(default=False, description="True when a pre-started (warm) Claude Code process took the task.")
-    cwd: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    error: str | None = Field(default=None, description="What went wrong and how to fix it; null on success.")
-
-
-class WorkerLine(BaseModel):
-    worker_id: str
-    caste: str
-    model: str | None
-    status: Status
-    routing_verified: bool
-    duration_s: float | None
-
-
 class Worker:
     """A worker's live state inside the colony."""
 
-    def __init__(self, result: WorkerResult, spec: WorkerSpec, preflight: tuple[bool, str] | None) -> None:
+    def __init__(self, result: WorkerResult, spec: WorkerSpec, preflight: Preflight | None) -> None:
         self.result = result
         self.spec = spec
         self.preflight = preflight
@@ -130,7 +89,7 @@ class Colony:
         self._previous_sigterm: Any = None
         self._warm = WarmPool(self._environ)
         self._warm_counts: dict[str, int] = {}
-        self.state_dir = store.cwd / ".aether"
+        self.state_dir = store.state_dir
 
     async def __aenter__(self) -> Colony:
         self._group = await anyio.create_task_group().__aenter__()
@@ -162,10 +121,8 @@ class Colony:
             raise AetherError("The colony is closed; no more workers can start.")
         if not task.strip():
             raise AetherError("The task is empty: say what the worker should do.")
-        if timeout_s is not None and timeout_s <= 0:
-            raise AetherError(f"timeout_s must be positive, not {timeout_s}.")
         profile, _ = self.store.load()
-        spec, source = self._spec(profile, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
+        spec = self._spec(profile, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
         preflight = None
         if spec.settings.endpoint:
             token = spec.settings.auth_token.get_secret_value() if spec.settings.auth_token else None
@@ -176,7 +133,7 @@ class Colony:
             worker_id=spec.worker_id,
             caste=spec.caste,
             model=spec.model,
-            model_source=source,
+            model_source=spec.model_source,
             status="queued",
             transcript_path=str(spec.transcript_path),
             cli=f"{spec.cli.path} ({spec.cli.rule})",
@@ -192,31 +149,17 @@ class Colony:
 
     def _spec(
         self, profile: Profile, caste: str, task: str, *, cwd: str | None, model: str | None, timeout_s: float | None
-    ) -> tuple[WorkerSpec, Source]:
-        """The worker a spawn asks for: its model (and why), settings, CLI and directory."""
-        entry = resolve(profile, caste, task)
-        chosen: str | None = entry.model
-        source: Source = entry.source
-        if model is not None:
-            chosen, source = check_model_name(model), "explicit"
-        settings = settings_for(profile, entry.caste)
-        if timeout_s is not None:
-            settings = settings.model_copy(update={"timeout_s": timeout_s})
-        worker_id = f"{normalize_id(entry.caste)}-{uuid.uuid4().hex[:8]}"
-        spec = WorkerSpec(
-            worker_id=worker_id,
-            caste=entry.caste,
-            task=task,
-            model=chosen,
-            cwd=self._workdir(cwd),
-            settings=settings,
-            cli=find_cli(profile, self._environ),
-            transcript_path=self.state_dir / "workers" / f"{worker_id}.jsonl",
-            max_retries=profile.workers.max_retries,
-            api_timeout_ms=profile.workers.api_timeout_ms,
-            env_passthrough=profile.workers.env_passthrough,
+    ) -> WorkerSpec:
+        return build_spec(
+            profile,
+            caste,
+            task,
+            home=self.store.cwd,
+            environ=self._environ,
+            cwd=cwd,
+            model=model,
+            timeout_s=timeout_s,
         )
-        return spec, source
 
     async def _prestart_warm_workers(self) -> None:
         """Fill the warm pool for each caste the profile asks for, so even the first spawn is warm.
@@ -227,25 +170,13 @@ class Colony:
             profile, _ = self.store.load()
             self._warm.idle_s = profile.workers.warm_idle_s
             self._warm_counts = _warm_counts(profile)
-            specs = [self._spec(profile, c, "", cwd=None, model=None, timeout_s=None)[0] for c in self._warm_counts]
+            specs = [self._spec(profile, c, "", cwd=None, model=None, timeout_s=None) for c in self._warm_counts]
         except AetherError as exc:  # a spawn will report the same problem when it happens
             log.warning("no warm workers: %s", exc)
             return
         assert self._group is not None
         for spec in specs:
             self._group.start_soon(self._warm.fill, self._group, spec, self._warm_counts[spec.caste])
-
-    def _workdir(self, cwd: str | None) -> Path:
-        if cwd is None:
-            return self.store.cwd
-        path = Path(cwd).expanduser()
-        if not path.is_absolute():
-            raise AetherError(f"cwd must be an absolute path, not '{cwd}'.")
-        if not path.exists():
-            raise AetherError(f"cwd '{cwd}' does not exist.")
-        if not path.is_dir():
-            raise AetherError(f"cwd '{cwd}' is not a directory.")
-        return path.resolve()
 
     async def _run(self, worker: Worker) -> None:
         assert self._limit is not None
@@ -289,47 +220,17 @@ class Colony:
 
     def _finish(self, worker: Worker, outcome: RunOutcome | None) -> None:
         result = worker.result
-        secrets = self._secrets(worker)
+        secrets = worker_secrets(worker.spec, self._environ)
         result.finished_at = _now()
         if outcome is None:
             result.status = "cancelled"
             result.error = "Cancelled before it finished; the worker and its process group were killed."
         else:
-            self._judge(worker, outcome, secrets)
-        _redact_file(Path(result.transcript_path or ""), secrets)
+            settle(result, worker.spec, outcome, worker.preflight, secrets)
+        redact_file(Path(result.transcript_path or ""), secrets)
         self._log(result)
         worker.done.set()
         worker.notify()
-
-    def _judge(self, worker: Worker, outcome: RunOutcome, secrets: list[str]) -> None:
-        result, summary = worker.result, outcome.summary
-        verdict = proof.judge(result.model, summary, worker.preflight)
-        result.models_reported = summary.models_reported()
-        result.routing_verified = verdict.verified
-        result.routing_evidence = verdict.evidence
-        result.duration_s = round(outcome.duration_s, 3)
-        result.num_turns = summary.num_turns if summary.num_turns is not None else summary.turns
-        result.usage = summary.usage
-        result.cost_usd = summary.cost_usd
-        result.session_id = summary.session_id
-        result.output = _cap(redact(summary.result_text, secrets), result.transcript_path)
-        failure = _failure(worker, outcome)
-        if outcome.timed_out:
-            result.status = "timed_out"
-        elif failure:
-            result.status = "failed"
-        else:
-            result.status = "succeeded"
-        problems = [
-            p for p in (failure, None if verdict.verified else f"Routing not verified: {verdict.problem}.") if p
-        ]
-        result.error = redact(" ".join(problems), secrets) or None
-
-    def _secrets(self, worker: Worker) -> list[str]:
-        token = worker.spec.settings.auth_token
-        values = [token.get_secret_value()] if token else []
-        values += [self._environ[k] for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN") if self._environ.get(k)]
-        return [v for v in values if len(v) >= 4]
 
     def _log(self, result: WorkerResult) -> None:
         """One JSON line per finished worker: what ran, on which model, and whether that was proven."""
@@ -411,66 +312,11 @@ def _warm_counts(profile: Profile) -> dict[str, int]:
     return counts
 
 
-def normalize_id(caste: str) -> str:
-    return caste.lower().replace("_", "-")
-
-
 def _pid_setter(worker: Worker) -> Callable[[int], None]:
     def remember(pid: int) -> None:
         worker.pid = pid
 
     return remember
-
-
-def _failure(worker: Worker, outcome: RunOutcome) -> str | None:
-    """What went wrong, in words that say what to do; None when the worker did its job."""
-    summary, settings = outcome.summary, worker.spec.settings
-    if outcome.timed_out:
-        return (
-            f"The worker ran past its timeout of {settings.timeout_s:g} s and was killed with its process group. "
-            f"Give it longer with timeout_s (or workers.castes.{worker.result.caste}.timeout_s in the profile)."
-        )
-    if summary.is_error or (summary.result_seen and summary.subtype not in (None, "success")):
-        status = summary.error_status
-        detail = (summary.result_text or summary.subtype or "error").strip()[:500]
-        if status in (401, 403):
-            return f"The backend rejected the worker's credentials (HTTP {status}): {detail}. Check the token."
-        if status == 400 and "model" in detail.lower():
-            return f"The backend refused the model '{worker.result.model}' (HTTP 400): {detail}."
-        if status is not None and status >= 500:
-            return f"The backend failed (HTTP {status}): {detail}. It may be overloaded; try again later."
-        kind = f" ({summary.subtype})" if summary.subtype not in (None, "success") else ""
-        return f"The worker reported an error{kind}: {detail}"
-    if not summary.result_seen:
-        tail = " | ".join(outcome.stderr_tail.strip().splitlines()[-3:]) or "no message"
-        if outcome.exit_code:
-            return f"The Claude Code CLI exited with status {outcome.exit_code}: {tail}"
-        return f"The worker's stream ended without a result line ({tail}); see the transcript."
-    return None
-
-
-def redact(text: str | None, secrets: list[str]) -> str | None:
-    if text is None:
-        return None
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def _redact_file(path: Path, secrets: list[str]) -> None:
-    """Rewrite a transcript without any secret that a tool or the model printed into it."""
-    if not secrets or not path.is_file():
-        return
-    data = path.read_text(encoding="utf-8", errors="replace")
-    cleaned = redact(data, secrets)
-    if cleaned != data and cleaned is not None:
-        path.write_text(cleaned, encoding="utf-8")
-
-
-def _cap(text: str | None, transcript: str | None) -> str | None:
-    if text is None or len(text) <= OUTPUT_CAP:
-        return text
-    return text[:OUTPUT_CAP] + f"\n[... {len(text) - OUTPUT_CAP} more characters in {transcript}]"
 
 
 def _now() -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from .profiles import Profile, normalize_caste
+from .schema import Profile, caste_key
 
 READ_TOOLS = ["Read", "Glob", "Grep", "WebSearch", "WebFetch"]
 EDIT_TOOLS = ["Edit", "Write", "NotebookEdit"]
@@ -91,10 +91,10 @@ class WorkerSettings(BaseModel):
 
 def settings_for(profile: Profile, caste: str) -> WorkerSettings:
     """Shipped settings for the caste, then the profile's defaults, then its entry for the caste."""
-    key = normalize_caste(caste)
+    key = caste_key(caste)
     merged: dict[str, Any] = dict(SHIPPED.get(key, _READ_ONLY))
     layers = [profile.workers.defaults]
-    layers += [s for name, s in profile.workers.castes.items() if normalize_caste(name) == key]
+    layers += [s for name, s in profile.workers.castes.items() if caste_key(name) == key]
     for layer in layers:
         merged.update(layer.model_dump(exclude_none=True))
     proxy = profile.proxy

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ProfileError
-from .profiles import parse_yaml
+from ..errors import ProfileError
+from .parsing import parse_yaml
 
 SECTION = "user_overrides"
 

@@ -1,0 +1,151 @@
+"""What a profile may hold: Aether's ``model-profiles.yaml`` sections, and the rules for names in them.
+
+The schema is Aether's own (1.0, and the later ``model_slots`` form). Known
+sections are validated strictly so a misspelt key is reported instead of
+silently ignored; unknown top-level sections are kept as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from ..errors import InvalidModelError, UnknownCasteError
+
+# Claude Code's own model aliases: the names model_slots maps.
+SLOT_NAMES = ("opus", "sonnet", "haiku", "inherit")
+MAX_MODEL_NAME = 200
+# A model name travels into a command-line argument, an environment variable,
+# a YAML file and the proxy's routing table: letters, digits and the few marks
+# provider names use (anthropic/claude-sonnet-4-5, gpt-4o:latest,
+# claude-3-5-sonnet@20240620), starting with a letter or digit. Nothing a shell,
+# YAML or a terminal would read as syntax.
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*"
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+_CASTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+class _Section(BaseModel):
+    """A known section: unknown keys are typos, and typos are errors."""
+
+    # defer_build: validators are built when a profile is first read, not while the server starts.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+class ModelMetadata(_Section):
+    provider: str | None = None
+    context_window: int | None = None
+    speed: str | None = None
+    cost_tier: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    best_for: list[str] = Field(default_factory=list)
+    description: str | None = None
+
+
+class ComplexityIndicator(_Section):
+    keywords: list[str]
+    model: str
+
+
+class TaskRouting(_Section):
+    default_model: str | None = None
+    complexity_indicators: dict[str, ComplexityIndicator] = Field(default_factory=dict)
+
+
+class ProxySettings(_Section):
+    endpoint: str
+    auth_token: SecretStr | None = None
+    health_check: str | None = None
+
+
+class CasteSettings(_Section):
+    """How a caste's workers run. Unset fields fall back to the defaults, then to the shipped settings."""
+
+    permission_mode: Literal["default", "acceptEdits", "dontAsk", "plan", "bypassPermissions"] | None = None
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_budget_usd: float | None = Field(default=None, gt=0)
+    role: str | None = None
+    mcp_servers: dict[str, dict[str, Any]] | None = None
+    endpoint: str | None = None
+    auth_token: SecretStr | None = None
+
+
+class WorkersSection(_Section):
+    """aether-mcp's own section: how workers are started."""
+
+    claude_cli: str | None = None
+    max_concurrent_workers: int = Field(default=4, ge=1, le=64)
+    env_passthrough: list[str] = Field(default_factory=list)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    api_timeout_ms: int = Field(default=120_000, ge=1000)
+    warm_workers: dict[str, Annotated[int, Field(ge=0, le=4)]] = Field(default_factory=dict)
+    warm_idle_s: float = Field(default=300.0, gt=0)
+    defaults: CasteSettings = Field(default_factory=CasteSettings)
+    castes: dict[str, CasteSettings] = Field(default_factory=dict)
+
+
+class Profile(BaseModel):
+    """A parsed profile. Unknown top-level sections are allowed and ignored."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    version: str | None = None
+    profile: str | None = None
+    worker_models: dict[str, str | None] = Field(default_factory=dict)
+    model_slots: dict[str, str | None] | None = None
+    model_metadata: dict[str, ModelMetadata] | None = None
+    task_routing: TaskRouting | None = None
+    user_overrides: dict[str, str] | None = None
+    proxy: ProxySettings | None = None
+    workers: WorkersSection = Field(default_factory=WorkersSection)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # `version: 1.0` (unquoted) is a float in YAML; Aether writes '1.0'.
+        return str(value) if isinstance(value, int | float) else value
+
+    def castes(self) -> list[str]:
+        """Every caste the profile defines, in file order."""
+        names = list(self.worker_models)
+        names += [c for c in self.user_overrides or {} if c not in self.worker_models]
+        return names
+
+    def find_caste(self, name: str) -> str:
+        """The caste's name as the file spells it; `route-setter` finds `route_setter`."""
+        wanted = caste_key(name)
+        for caste in self.castes():
+            if caste_key(caste) == wanted:
+                return caste
+        raise UnknownCasteError(f"Unknown caste '{name}'. Known castes: {', '.join(self.castes()) or '(none)'}.")
+
+
+def caste_key(name: str) -> str:
+    """The form two spellings of one caste share: `Route-Setter` and `route_setter` are one caste."""
+    return name.strip().lower().replace("-", "_")
+
+
+def check_model_name(model: str) -> str:
+    """Refuse names that could not be stored or passed on as one safe token."""
+    if len(model) > MAX_MODEL_NAME:
+        raise InvalidModelError(f"Invalid model name: {len(model)} characters, at most {MAX_MODEL_NAME} allowed.")
+    if not _MODEL_NAME.fullmatch(model):
+        raise InvalidModelError(
+            f"Invalid model name {model!r}: use the name the proxy knows: letters, digits and . _ : / @ + -, "
+            "starting with a letter or digit."
+        )
+    return model
+
+
+def check_new_caste_name(caste: str) -> str:
+    """A caste created by `set --create` must be a plain name: it becomes a YAML key and a log field."""
+    if not _CASTE_NAME.fullmatch(caste):
+        raise UnknownCasteError(
+            f"Invalid caste name {caste!r}: start with a letter, then letters, digits, '-' or '_' (at most 64)."
+        )
+    return caste
