@@ -34,6 +34,37 @@ def test_set_then_reset_gives_back_the_original_bytes(aether_profile: Path) -> N
     assert aether_profile.read_bytes() == original
 
 
+SHAPES = {
+    "no overrides section": "worker_models:\n  scout: glm-5\n  builder: kimi-k2.5\n",
+    "a block section at the end": "worker_models:\n  scout: glm-5\nuser_overrides:\n  builder: glm-5\n",
+    "a block section with a comment last": "worker_models:\n  scout: glm-5\nuser_overrides:\n  builder: glm-5  # why\n",
+    "a block section in the middle": "user_overrides:\n  builder: glm-5\nworker_models:\n  scout: glm-5\n",
+    "a flow section": "worker_models: {scout: glm-5}\nuser_overrides: {}\n",
+    "a comment last": "worker_models:\n  scout: glm-5\n# the end\n",
+    "Aether 1.0": (DATA / "aether-1.0.yaml").read_text(),
+}
+
+
+@pytest.mark.parametrize("final_newline", [True, False], ids=["final newline", "no final newline"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_set_then_reset_is_byte_exact_for_every_shape(isolated: Path, shape: str, final_newline: bool) -> None:
+    original = SHAPES[shape] if final_newline else SHAPES[shape].rstrip("\n")
+    path = isolated / "model-profiles.yaml"
+    path.write_bytes(original.encode())
+    store = ProfileStore()
+    store.set_override("scout", "minimax-2.5")
+    assert store.load()[0].user_overrides == {**(yaml_edit_overrides(original)), "scout": "minimax-2.5"}
+    assert path.read_bytes().endswith(b"\n") == final_newline  # the file keeps its own ending
+    store.reset_override("scout")
+    assert path.read_bytes() == original.encode()
+
+
+def yaml_edit_overrides(text: str) -> dict[str, str]:
+    import yaml
+
+    return dict(yaml.safe_load(text).get("user_overrides") or {})
+
+
 def test_changing_and_adding_overrides_in_an_existing_block(aether_profile: Path) -> None:
     aether_profile.write_text(
         aether_profile.read_text() + "user_overrides:\n  # kept for the demo\n  scout: glm-5  # fast enough\n"

@@ -26,8 +26,7 @@ def set_override(text: str, caste: str, model: str) -> str:
     entry = _item(root, SECTION)
     if entry is None:
         indent = " " * _nested_indent(root)
-        separator = "" if not text or text.endswith("\n") else "\n"
-        edited = f"{text}{separator}{SECTION}:\n{indent}{_scalar(caste)}: {_scalar(model)}\n"
+        edited = _append_lines(text, [f"{SECTION}:", f"{indent}{_scalar(caste)}: {_scalar(model)}"], len(text))
     else:
         key, value = entry
         if isinstance(value, yaml.MappingNode) and not value.flow_style:
@@ -55,6 +54,8 @@ def remove_override(text: str, caste: str) -> str:
         else:
             last_value = value.value[-1][1]
             start, end = _line_start(text, key), _line_end(text, last_value)
+        if end == len(text) and not text.endswith("\n") and start > 0:
+            start -= 1  # the file has no final newline: the line before the removed ones becomes the last
         edited = text[:start] + text[end:]
     else:
         # A flow section (`user_overrides: {}`) is the user's own choice of
@@ -104,9 +105,19 @@ def _set_in_block(text: str, section: yaml.MappingNode, caste: str, model: str) 
         return text[: value.start_mark.index] + _scalar(model) + text[value.end_mark.index :]
     column = section.value[0][0].start_mark.column
     at = _line_end(text, section.value[-1][1])
-    line = f"{' ' * column}{_scalar(caste)}: {_scalar(model)}\n"
-    prefix = text[:at] if text[:at].endswith("\n") else text[:at] + "\n"
-    return prefix + line + text[at:]
+    return _append_lines(text, [f"{' ' * column}{_scalar(caste)}: {_scalar(model)}"], at)
+
+
+def _append_lines(text: str, lines: list[str], at: int) -> str:
+    """`text` with `lines` inserted at `at`, the start of a line or the very end.
+
+    A file without a final newline keeps that shape: the lines go after a
+    newline, and the last of them gets none, so removing them again gives back
+    every byte."""
+    block = "\n".join(lines)
+    if at < len(text) or text.endswith("\n") or not text:
+        return text[:at] + block + "\n" + text[at:]
+    return text + "\n" + block
 
 
 def _replace_flow(text: str, key: yaml.Node, value: yaml.Node, overrides: dict[str, str]) -> str:
