@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.workers.claude_cli import find_cli
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -173,6 +176,37 @@ def test_demo_proves_three_castes_on_three_models(cli_env: dict[str, str]) -> No
         ["watcher", "minimax-2.5", "minimax-2.5", "yes"],
     ]
     assert result.stdout.endswith("Every caste ran on its own model.\n")
+
+
+def test_the_demo_runs_its_workers_with_the_cli_it_was_given(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """A user whose CLI is only at a path of their own, named by AETHER_CLAUDE_CLI, in a fresh HOME."""
+    real = find_cli(parse_profile("{}", "none"), cli_env).path
+    calls = tmp_path / "calls.log"
+    own = tmp_path / "bin" / "my-claude"
+    own.parent.mkdir()
+    own.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
+    own.chmod(0o755)
+    home = tmp_path / "fresh-home"
+    home.mkdir()
+    result = run("demo", env={**cli_env, "AETHER_CLAUDE_CLI": str(own), "HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    started = calls.read_text().splitlines()
+    assert sum("--model parent-model" in line for line in started) == 1  # the parent session
+    assert [line.split("--model ")[1].split()[0] for line in started if "--strict-mcp-config" in line] == [
+        "kimi-k2.5",
+        "glm-5",
+        "minimax-2.5",
+    ]  # and every worker
+
+
+def test_a_failed_demo_row_shows_the_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from aether_mcp.adapters.demo import print_results
+
+    refused = {"error": "No Claude Code CLI found. Install one."}
+    print_results({"builder": "kimi-k2.5", "scout": "glm-5"}, [refused, {"caste": "scout", "model": "glm-5"}], [])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["builder", "kimi-k2.5", "(not", "seen)", "NO", "-"]
+    assert "builder: No Claude Code CLI found. Install one." in out
 
 
 def test_spawn_progress_is_plain_lines_when_piped(colony_profile: Path, cli_env: dict[str, str], backend) -> None:

@@ -23,7 +23,8 @@ from typing import Any
 from ..errors import AetherError
 from ..profile.parsing import parse_profile
 from ..testing.backend import LocalBackend, Turn
-from ..workers.claude_cli import find_cli
+from ..workers.claude_cli import CLI_ENV_VAR, find_cli
+from ..workers.spec import ENV_ALLOWLIST
 from .cli import table
 
 DEMO_TOKEN = "sk-aether-demo"  # noqa: S105 (a throwaway the local backend checks, as a proxy would)
@@ -64,13 +65,16 @@ def parent_script(castes: dict[str, str]) -> dict[str, list[Turn]]:
 
 
 def run_parent(cli: str, project: Path, home: Path, endpoint: str, timeout_s: float = 300) -> ParentRun:
-    """Run `claude -p` as the parent session, with the settings a scripted parent needs."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TERM", "TMPDIR", "USER", "SHELL")}
+    """Run `claude -p` as the parent session, with the settings a scripted parent needs.
+
+    The aether-mcp server it starts inherits this environment, so its workers run with the same CLI."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWLIST}
     env.update(
         {
             # aether-mcp must be on PATH, as it is for a user who installed it
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             "HOME": str(home),
+            CLI_ENV_VAR: cli,
             "ANTHROPIC_BASE_URL": endpoint,
             "ANTHROPIC_AUTH_TOKEN": DEMO_TOKEN,
             "ENABLE_TOOL_SEARCH": "false",  # else MCP tools hide behind ToolSearch
@@ -138,7 +142,7 @@ def run_demo() -> int:
     if run.exit_code != 0 or len(run.tool_results) != len(CASTES):
         print(f"Error: the parent session failed (exit {run.exit_code}): {run.stderr.strip()[-500:]}", file=sys.stderr)
         return 1
-    _print_table(run.tool_results, asked)
+    print_results(CASTES, run.tool_results, asked)
     verified = all(r.get("routing_verified") and r.get("status") == "succeeded" for r in run.tool_results)
     parent_ok = PARENT_MODEL in asked
     print(f"\nThe parent session itself asked for {PARENT_MODEL}: {'yes' if parent_ok else 'NO'}.")
@@ -147,12 +151,18 @@ def run_demo() -> int:
     return 0 if ok else 1
 
 
-def _print_table(results: list[dict[str, Any]], asked: list[str]) -> None:
+def print_results(castes: dict[str, str], results: list[dict[str, Any]], asked: list[str]) -> None:
+    """One row per caste, in the order the parent spawned them; then what went wrong with any that failed."""
     rows = [("CASTE", "ASSIGNED", "BACKEND SAW", "VERIFIED", "TIME")]
-    for result in results:
-        model = result.get("model") or "(CLI default)"
+    errors = []
+    for (caste, assigned), result in zip(castes.items(), results, strict=True):
+        model = result.get("model") or assigned
         seen = model if model in asked else "(not seen)"
         took = f"{result['duration_s']:.2f} s" if result.get("duration_s") is not None else "-"
         verified = "yes" if result.get("routing_verified") else "NO"
-        rows.append((str(result.get("caste", "?")), model, seen, verified, took))
+        rows.append((caste, model, seen, verified, took))
+        if result.get("error"):
+            errors.append(f"{caste}: {result['error']}")
     print(table(rows))
+    if errors:
+        print("\n" + "\n".join(errors))
