@@ -7,7 +7,15 @@ as ``Error: ...`` and exits 1.
 
 
 class AetherError(Exception):
-    """Base class: an error whose message is meant for the user."""
+    """Base class: an error whose message is meant for the user.
+
+    `fix`, when given apart, is what to do; the message says both, and a
+    report with a column of its own for fixes (doctor) shows each once."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(sentences(problem, fix) if fix else problem)
 
 
 class ProfileError(AetherError):

@@ -77,7 +77,7 @@ async def test_a_misbehaving_cli(
 BACKEND_FAULTS: dict[str, tuple[dict[str, Any], str]] = {
     "HTTP 500": ({"fail_status": 500}, "500"),
     "HTTP 529 overloaded": ({"fail_status": 529}, "529"),
-    "closes mid-stream": ({"close_mid_stream": True}, ""),
+    "closes mid-stream": ({"close_mid_stream": True}, "reported an error: API Error: Connection to the API was lost"),
 }
 
 

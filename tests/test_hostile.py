@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA
+from conftest import DATA, claude_processes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
@@ -62,7 +62,7 @@ TOOL_CASES: list[tuple[str, dict[str, Any], str]] = [
     # control characters, newlines, shell metacharacters, unicode
     ("set_caste_model", {"caste": "scout", "model": "glm-5\nproxy: evil"}, "Invalid model name"),
     ("set_caste_model", {"caste": "scout", "model": "glm\x00-5"}, "Invalid model name"),
-    ("set_caste_model", {"caste": "scout", "model": "$(touch /tmp/owned)"}, "Invalid model name"),
+    ("set_caste_model", {"caste": "scout", "model": "$(touch owned)"}, "Invalid model name"),
     ("set_caste_model", {"caste": "scout", "model": "a;rm -rf ~"}, "Invalid model name"),
     ("set_caste_model", {"caste": "scout", "model": "`id`"}, "Invalid model name"),
     ("set_caste_model", {"caste": "scout", "model": "模型"}, "Invalid model name"),
@@ -83,8 +83,9 @@ TOOL_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("spawn_worker", {"caste": "builder", "task": "hi", "cwd": "relative/dir"}, "must be an absolute path"),
     ("spawn_worker", {"caste": "builder", "task": "hi", "cwd": ""}, "must be an absolute path"),
     # numbers out of range
-    ("spawn_worker", {"caste": "builder", "task": "hi", "timeout_s": -5}, "timeout_s must be positive"),
-    ("spawn_worker", {"caste": "builder", "task": "hi", "timeout_s": 0}, "timeout_s must be positive"),
+    ("spawn_worker", {"caste": "builder", "task": "hi", "timeout_s": -5}, "The timeout must be more than 0"),
+    ("spawn_worker", {"caste": "builder", "task": "hi", "timeout_s": 0}, "The timeout must be more than 0"),
+    ("spawn_worker", {"caste": "builder", "task": "hi", "timeout_s": 1e300}, "at most 86400 seconds"),
     ("get_worker", {"worker_id": "x", "wait_s": -1}, "greater than or equal to 0"),
     ("get_worker", {"worker_id": "x", "wait_s": 1e9}, "less than or equal to 3600"),
 ]
@@ -96,9 +97,11 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize(("tool", "arguments", "message"), TOOL_CASES)
 async def test_hostile_tool_calls(
-    colony_profile: Path, backend: Any, tool: str, arguments: dict[str, Any], message: str
+    colony_profile: Path, backend: Any, tmp_path: Path, tool: str, arguments: dict[str, Any], message: str
 ) -> None:
-    before = snapshot(colony_profile.parent)
+    # The whole test folder (work directory, HOME, and beside them): a caste name like '../scout' must not
+    # become a path that writes outside .aether/, nor a payload a file anywhere.
+    before = snapshot(tmp_path)
     async with Client(build_server(ProfileStore())) as client:
         result = await client.call_tool(tool, arguments)
         assert result.is_error
@@ -107,9 +110,9 @@ async def test_hostile_tool_calls(
         assert "Traceback" not in text
         answer = await client.call_tool("get_caste_model", {"caste": "scout"})  # still up
         assert not answer.is_error
-    assert snapshot(colony_profile.parent) == before
+    assert snapshot(tmp_path) == before
     assert backend.models_asked() == []
-    assert not Path("/tmp/owned").exists()
+    assert claude_processes(str(tmp_path)) == []  # no worker was started, even for a moment
 
 
 async def test_a_1mb_task_and_odd_but_valid_input_work(colony_profile: Path, backend: Any, tmp_path: Path) -> None:
@@ -139,11 +142,12 @@ CLI_CASES: list[tuple[list[str], str]] = [
     (["caste-models", "set", "scout="], "Invalid model name ''"),
     (["caste-models", "set", "a", "b", "c"], "Use: aether-mcp caste-models set CASTE=MODEL"),
     (["caste-models", "reset", ""], "Unknown caste ''"),
-    (["caste-models", "list", "--task", "$(touch /tmp/owned) design"], ""),  # a task is only read: this one works
+    (["caste-models", "list", "--task", "$(touch owned) design"], ""),  # a task is only read: this one works
     (["spawn", "scot", "hi"], "Unknown caste 'scot'"),
     (["spawn", "builder", ""], "The task is empty"),
     (["spawn", "builder", "hi", "--cwd", "/nonexistent"], "does not exist"),
-    (["spawn", "builder", "hi", "--timeout", "-1"], "timeout_s must be positive"),
+    (["spawn", "builder", "hi", "--timeout", "-1"], "The timeout must be more than 0"),
+    (["spawn", "builder", "hi", "--timeout", "nan"], "The timeout must be more than 0"),
     (["spawn", "builder", "hi", "--model", "x y"], "Invalid model name"),
     (["doctor", "../x"], "Unknown caste '../x'"),
     (["--profiles", "/nonexistent.yaml", "caste-models", "list"], "Profile not found: /nonexistent.yaml"),
@@ -152,8 +156,10 @@ CLI_CASES: list[tuple[list[str], str]] = [
 
 
 @pytest.mark.parametrize(("args", "message"), CLI_CASES)
-def test_hostile_cli_input(colony_profile: Path, cli_env: dict[str, str], args: list[str], message: str) -> None:
-    before = snapshot(colony_profile.parent)
+def test_hostile_cli_input(
+    colony_profile: Path, cli_env: dict[str, str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    before = snapshot(tmp_path)
     done = subprocess.run(["aether-mcp", *args], capture_output=True, text=True, env=cli_env, timeout=60, check=False)
     if message:
         assert done.returncode == 1
@@ -161,7 +167,7 @@ def test_hostile_cli_input(colony_profile: Path, cli_env: dict[str, str], args: 
     else:
         assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert snapshot(colony_profile.parent) == before
+    assert snapshot(tmp_path) == before
 
 
 def bomb() -> str:

@@ -11,7 +11,6 @@ from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import LocalBackend
 from aether_mcp.workers.claude_cli import find_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 CASTES = {"builder": "kimi-k2.5", "scout": "glm-5"}
 
 
@@ -21,7 +20,10 @@ def test_a_parent_session_spawns_a_builder_and_a_scout_on_their_own_models(tmp_p
     home.mkdir()
     with LocalBackend(token=DEMO_TOKEN, models=list(CASTES.values()), scripts=parent_script(CASTES)) as backend:
         prepare_project(project, home, backend.url, CASTES)
-        assert (project / ".mcp.json").read_text() == (ROOT / "mcp.json").read_text()  # registered as users do
+        # registered as the README says: the shipped mcp.json, as the project's .mcp.json
+        assert json.loads((project / ".mcp.json").read_text()) == {
+            "mcpServers": {"aether": {"type": "stdio", "command": "aether-mcp", "args": ["serve"], "env": {}}}
+        }
         cli = find_cli(parse_profile("{}", "none"), os.environ)
         run = run_parent(cli.path, project, home, backend.url)
         messages = [r for r in backend.requests if r.path.startswith("/v1/messages")]

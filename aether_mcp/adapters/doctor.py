@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..errors import AetherError
+from ..errors import AetherError, sentences
 from ..profile.castes import settings_for
 from ..profile.resolution import resolve
 from ..profile.schema import Profile
@@ -44,7 +44,7 @@ def check_routing(
     try:
         profile, _ = store.load()
     except AetherError as exc:
-        checks.append(Check(name="profile", verdict="fail", detail=str(exc), fix="Fix or replace the profile file."))
+        checks.append(_failed("profile", exc, "Fix or replace the profile file."))
         return RoutingReport(healthy=False, checks=checks)
     checks.append(Check(name="profile", verdict="ok", detail=f"{where.path} (chosen by {where.rule})"))
     checks.append(_cli_check(profile, environ))
@@ -53,13 +53,18 @@ def check_routing(
     return RoutingReport(healthy=all(c.verdict != "fail" for c in checks), checks=checks)
 
 
+def _failed(name: str, exc: AetherError, fix: str) -> Check:
+    """A failed check from an error: its problem as the detail, and its own fix, else `fix`, said once."""
+    if exc.fix is not None:
+        return Check(name=name, verdict="fail", detail=exc.problem, fix=sentences(exc.fix))
+    return Check(name=name, verdict="fail", detail=exc.problem, fix=fix)
+
+
 def _cli_check(profile: Profile, environ: Mapping[str, str]) -> Check:
     try:
         cli = find_cli(profile, environ)
     except AetherError as exc:
-        return Check(
-            name="claude cli", verdict="fail", detail=str(exc), fix="Install Claude Code or set AETHER_CLAUDE_CLI."
-        )
+        return _failed("claude cli", exc, "Install Claude Code or set AETHER_CLAUDE_CLI.")
     version = cli.version()
     if version is None:
         return Check(
@@ -105,14 +110,10 @@ def _probe(endpoint: str, token: str | None, checker: ProxyChecker, checks: list
         listing = checker.models(endpoint, token)
     except TokenRejected as exc:
         checks.append(Check(name=reachable, verdict="ok", detail="it answers"))
-        checks.append(
-            Check(name=accepts, verdict="fail", detail=str(exc), fix="Set proxy.auth_token to a key it accepts.")
-        )
+        checks.append(_failed(accepts, exc, "Set proxy.auth_token to a key it accepts."))
         return None
     except ProxyError as exc:
-        checks.append(
-            Check(name=reachable, verdict="fail", detail=str(exc), fix="Start the proxy or fix proxy.endpoint.")
-        )
+        checks.append(_failed(reachable, exc, "Start the proxy or fix proxy.endpoint."))
         return None
     checks.append(Check(name=reachable, verdict="ok", detail="it answers"))
     checks.append(Check(name=accepts, verdict="ok", detail=listing.detail))

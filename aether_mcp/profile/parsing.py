@@ -80,7 +80,7 @@ def parse_yaml(text: str, path: Path | str) -> tuple[dict[str, Any], yaml.Node |
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{path} is not valid YAML: {_one_line(exc)}. Fix the file; it was not changed.") from None
+        raise ProfileError(f"{path} is not valid YAML: {_one_line(exc)}", "Fix the file; it was not changed") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -245,7 +245,7 @@ def _read(path: Path) -> str:
     except FileNotFoundError:
         raise ProfileError(f"Profile not found: {path}.") from None
     except UnicodeDecodeError as exc:
-        raise ProfileError(f"{path} is not UTF-8 text (byte {exc.start}); fix or replace the file.") from None
+        raise ProfileError(f"{path} is not UTF-8 text (byte {exc.start})", "Fix or replace the file") from None
     except OSError as exc:
         raise ProfileError(f"Cannot read {path}: {exc.strerror}.") from None
 

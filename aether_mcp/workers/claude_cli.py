@@ -45,7 +45,10 @@ def find_cli(profile: Profile, environ: Mapping[str, str]) -> ClaudeCli:
         if value:
             found = shutil.which(value)
             if found is None:
-                raise CliNotFoundError(f"The Claude Code CLI named by {rule} ({value}) is not an executable file.")
+                raise CliNotFoundError(
+                    f"The Claude Code CLI named by {rule} ({value}) is not an executable file",
+                    f"Point {rule} at a Claude Code CLI, or remove it to use the next place one can be found",
+                )
             return ClaudeCli(found, rule)  # type: ignore[arg-type]
     on_path = shutil.which("claude", path=environ.get("PATH"))
     if on_path:
@@ -54,9 +57,9 @@ def find_cli(profile: Profile, environ: Mapping[str, str]) -> ClaudeCli:
     if bundled:
         return ClaudeCli(bundled, "claude-agent-sdk bundle")
     raise CliNotFoundError(
-        "No Claude Code CLI found. Install one (`npm install -g @anthropic-ai/claude-code`, or "
-        "`pip install 'aether-mcp[cli]'` for the CLI bundled with claude-agent-sdk), or set "
-        f"{CLI_ENV_VAR} to its path."
+        "No Claude Code CLI found",
+        "Install one (`npm install -g @anthropic-ai/claude-code`, or `pip install 'aether-mcp[cli]'` for the CLI "
+        f"bundled with claude-agent-sdk), or set {CLI_ENV_VAR} to its path",
     )
 
 

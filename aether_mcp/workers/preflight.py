@@ -69,15 +69,17 @@ def fetch_models(endpoint: str, token: str | None, timeout_s: float = TIMEOUT_S)
         if exc.code in (401, 403) or _AUTH_WORDS.search(said) or (token is None and exc.code >= 400):
             quoted = f": {said}" if said else ""
             raise TokenRejected(
-                f"The proxy at {endpoint} rejected the workers' token (HTTP {exc.code}{quoted}). Set proxy.auth_token "
-                "in the profile (or the variable it names, such as LITELLM_AUTH_TOKEN) to a key the proxy accepts."
+                f"The proxy at {endpoint} rejected the workers' token (HTTP {exc.code}{quoted})",
+                "Set proxy.auth_token in the profile (or the variable it names, such as LITELLM_AUTH_TOKEN) "
+                "to a key the proxy accepts",
             ) from None
         return ModelList(endpoint, None, exc.code, f"GET /v1/models answered HTTP {exc.code}")
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ProxyUnreachable(
-            f"The proxy at {endpoint} is not reachable ({reason}). Start it (for LiteLLM: "
-            "`litellm --config config.yaml --port 4000`) or correct proxy.endpoint in the profile."
+            f"The proxy at {endpoint} is not reachable ({reason})",
+            "Start it (for LiteLLM: `litellm --config config.yaml --port 4000`) "
+            "or correct proxy.endpoint in the profile",
         ) from None
     try:
         data = json.loads(body)
