@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from conftest import wait_for
@@ -42,6 +43,25 @@ async def test_tools_list_matches_the_snapshot() -> None:
     assert listed == json.loads(SNAPSHOT.read_text()), (
         "tools/list changed; rerun with AETHER_UPDATE_SNAPSHOTS=1 if meant"
     )
+
+
+async def test_output_schemas_are_flat_and_still_strict(aether_profile: Path) -> None:
+    """Clients validate every result against its schema: no $ref to resolve, no anyOf arm to try for a null."""
+    async with Client(build_server(ProfileStore())) as client:
+        schemas = {tool.name: tool.output_schema for tool in (await client.list_tools()).tools}
+        table = (await client.call_tool("get_caste_model", {})).structured_content
+    for name, schema in schemas.items():
+        text = json.dumps(schema)
+        assert "$ref" not in text and '{"type": "null"}' not in text, name
+    validator = jsonschema.Draft202012Validator(schemas["get_caste_model"])
+    assert table is not None and list(validator.iter_errors(table)) == []
+    wrong = json.loads(json.dumps(table))
+    wrong["castes"][0]["metadata"]["context_window"] = "big"
+    wrong["proxy_endpoint"] = 5
+    assert sorted(error.message for error in validator.iter_errors(wrong)) == [
+        "'big' is not of type 'integer', 'null'",
+        "5 is not of type 'string', 'null'",
+    ]
 
 
 async def test_annotations_tell_the_truth() -> None:

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..errors import AetherError, sentences
+from ..flat_schema import FlatRecord
 from ..profile.castes import settings_for
 from ..profile.resolution import resolve
 from ..profile.schema import Profile
@@ -30,7 +31,7 @@ class Check(BaseModel):
     fix: str | None = Field(default=None, description="What to do about a failure.")
 
 
-class RoutingReport(BaseModel):
+class RoutingReport(FlatRecord):
     healthy: bool = Field(description="True when no check failed.")
     checks: list[Check]
 
@@ -55,9 +56,7 @@ def check_routing(
 
 def _failed(name: str, exc: AetherError, fix: str) -> Check:
     """A failed check from an error: its problem as the detail, and its own fix, else `fix`, said once."""
-    if exc.fix is not None:
-        return Check(name=name, verdict="fail", detail=exc.problem, fix=sentences(exc.fix))
-    return Check(name=name, verdict="fail", detail=exc.problem, fix=fix)
+    return Check(name=name, verdict="fail", detail=sentences(exc.problem), fix=sentences(exc.fix or fix))
 
 
 def _cli_check(profile: Profile, environ: Mapping[str, str]) -> Check:

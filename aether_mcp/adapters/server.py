@@ -19,9 +19,10 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..errors import AetherError
+from ..flat_schema import FlatRecord
 from ..profile.store import CasteModels, ProfileStore, ResetResult, SetResult
 from ..workers.colony import Colony
 from ..workers.result import WorkerLine, WorkerResult
@@ -42,7 +43,7 @@ ModelName = Annotated[
 ]
 
 
-class WorkerList(BaseModel):
+class WorkerList(FlatRecord):
     workers: list[WorkerLine] = Field(description="Newest first.")
 
 
@@ -294,8 +295,7 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
             return worker.result
         try:
             while not worker.done.is_set():
-                news = worker.changed
-                await news.wait()
+                await worker.news()
                 if worker.turns and not worker.done.is_set():
                     tool = f", last tool {worker.last_tool}" if worker.last_tool else ""
                     await ctx.report_progress(worker.turns, None, f"{worker.result.caste}: turn {worker.turns}{tool}")

@@ -16,9 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..errors import ProfileError, UnknownCasteError
+from ..flat_schema import FlatRecord
 from .parsing import MAX_PROFILE_BYTES, parse_profile
 from .resolution import CasteModel, resolve
 from .schema import Profile, check_model_name, check_new_caste_name
@@ -64,7 +65,7 @@ def _absolute(path: Path | str, cwd: Path) -> Path:
     return candidate if candidate.is_absolute() else cwd / candidate
 
 
-class CasteModels(BaseModel):
+class CasteModels(FlatRecord):
     castes: list[CasteModel] = Field(description="One entry per caste asked for, in profile order.")
     path: str = Field(description="The profile file in use.")
     rule: str = Field(description="Which rule chose that file (--profiles, AETHER_MODEL_PROFILES, ...).")
@@ -73,7 +74,7 @@ class CasteModels(BaseModel):
     )
 
 
-class SetResult(BaseModel):
+class SetResult(FlatRecord):
     caste: str = Field(description="The caste, as the profile spells it.")
     model: str = Field(description="The model now in effect for the caste.")
     previous: str | None = Field(description="The model in effect before the change (null: the CLI's default).")
@@ -82,7 +83,7 @@ class SetResult(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="Things worth checking; the change was made.")
 
 
-class ResetResult(BaseModel):
+class ResetResult(FlatRecord):
     caste: str = Field(description="The caste, as the profile spells it.")
     model: str | None = Field(description="The model now in effect (null: the CLI's own default).")
     had_override: bool = Field(description="False when there was no override to remove (nothing was written).")

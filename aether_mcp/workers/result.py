@@ -6,12 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ..flat_schema import FlatRecord
 from ..profile.resolution import Source
 
 Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
 
 
-class WorkerResult(BaseModel):
+class WorkerResult(FlatRecord):
     """One worker: what it was asked, what ran it, and what its stream proves."""
 
     worker_id: str = Field(description="Pass to get_worker or cancel_worker.")
