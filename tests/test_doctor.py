@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -159,3 +160,56 @@ def test_workers_lists_the_spawn_log_newest_first(isolated: Path, cli_env: dict[
         ["aether-mcp", "workers", "--json", "--limit", "1"], capture_output=True, text=True, env=cli_env, check=False
     )
     assert [e["caste"] for e in json.loads(limited.stdout)] == ["builder"]
+
+
+FAILURES = {
+    # setup: (the failed check, its detail as a pattern, its fix)
+    "no cli": (
+        "claude cli",
+        r"The Claude Code CLI named by AETHER_CLAUDE_CLI \(/nonexistent/claude\) is not an executable file\.",
+        "Point AETHER_CLAUDE_CLI at a Claude Code CLI, or remove it to use the next place one can be found.",
+    ),
+    "proxy down": (
+        "proxy reachable",
+        r"The proxy at http://127\.0\.0\.1:\d+ is not reachable \(\[Errno 111\] Connection refused\)\.",
+        "Start it (for LiteLLM: `litellm --config config.yaml --port 4000`) or correct proxy.endpoint in the profile.",
+    ),
+    "stale token": (
+        "proxy accepts the token",
+        r"The proxy at http://127\.0\.0\.1:\d+ rejected the workers' token \(HTTP 401: authentication_error "
+        r"invalid x-api-key or bearer token\)\.",
+        "Set proxy.auth_token in the profile (or the variable it names, such as LITELLM_AUTH_TOKEN) to a key the "
+        "proxy accepts.",
+    ),
+    "broken profile": (
+        "profile",
+        r"/\S+/model-profiles\.yaml is not valid YAML: line 2, column 1: did not find expected ',' or '\]'\.",
+        "Fix the file; it was not changed.",
+    ),
+}
+
+
+@pytest.mark.parametrize("setup", list(FAILURES))
+def test_each_failure_says_its_problem_and_its_fix_once(
+    isolated: Path, backend: LocalBackend, cli_env: dict[str, str], setup: str
+) -> None:
+    check, detail_pattern, fix = FAILURES[setup]
+    env = dict(cli_env)
+    endpoint = backend.url
+    if setup == "no cli":
+        env["AETHER_CLAUDE_CLI"] = "/nonexistent/claude"
+    elif setup == "proxy down":
+        with LocalBackend() as gone:
+            endpoint = gone.url
+    elif setup == "stale token":
+        env["AETHER_TEST_TOKEN"] = "sk-stale-token"
+    write_profile(isolated / "model-profiles.yaml", endpoint)
+    if setup == "broken profile":
+        (isolated / "model-profiles.yaml").write_text("worker_models: [unclosed\n")
+    result = doctor(env=env)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    failed = next(i for i, line in enumerate(lines) if line.startswith(check) and " FAIL " in line)
+    # the problem on the check's line, the advice once on the next: never run together as "... .. Start it"
+    assert re.fullmatch(detail_pattern, lines[failed].split(" FAIL ", 1)[1].strip()), lines[failed]
+    assert lines[failed + 1].strip() == f"fix: {fix}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from aether_mcp.errors import sentences
 from aether_mcp.profile.castes import settings_for
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.workers import proof
@@ -226,3 +227,19 @@ def test_the_clis_own_error_messages_are_not_answers() -> None:
     assert not verdict.verified
     assert "1 message(s) written by the CLI itself (an error, not an answer)" in verdict.evidence
     assert "1 stream line(s) were not JSON and were skipped" in verdict.evidence
+
+
+@pytest.mark.parametrize(
+    ("parts", "joined"),
+    [
+        (
+            ("The backend said: Invalid API key.", "Check the token"),
+            "The backend said: Invalid API key. Check the token.",
+        ),
+        (("It failed", "Try again."), "It failed. Try again."),
+        (("Why?", None, "", "  "), "Why?"),
+        ((None,), ""),
+    ],
+)
+def test_sentences_end_in_one_full_stop(parts: tuple[str | None, ...], joined: str) -> None:
+    assert sentences(*parts) == joined

@@ -7,13 +7,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from ..errors import AetherError
 from ..profile.resolution import CasteModel
 from ..profile.store import ProfileStore
+
+if TYPE_CHECKING:
+    from ..workers.colony import Worker
+    from ..workers.result import WorkerResult
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +125,6 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
     import anyio
 
     from ..workers.colony import Colony
-    from ..workers.result import WorkerResult
 
     task = sys.stdin.read() if args.task == "-" else args.task
     cwd = str(Path(args.cwd).resolve()) if args.cwd else None
@@ -140,18 +143,14 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
     return 0 if result.status == "succeeded" else 1
 
 
-async def _show_progress(worker: Any) -> None:
+async def _show_progress(worker: Worker) -> None:
     """Live on a terminal (turn, tool in use, elapsed), one plain line per turn when stderr is piped."""
     import time
-
-    import anyio
 
     live = sys.stderr.isatty()
     started, shown = time.monotonic(), -1
     while not worker.done.is_set():
-        news = worker.changed
-        with anyio.move_on_after(0.2 if live else None):
-            await news.wait()
+        await worker.news(0.2 if live else None)
         tool = f", using {worker.last_tool}" if worker.last_tool else ""
         line = f"{worker.result.worker_id} ({worker.result.model}): {worker.result.status}, turn {worker.turns}{tool}"
         line += f", {time.monotonic() - started:.1f} s"
@@ -164,7 +163,7 @@ async def _show_progress(worker: Any) -> None:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
-def _print_worker(result: Any) -> None:
+def _print_worker(result: WorkerResult) -> None:
     took = f" in {result.duration_s:.2f} s" if result.duration_s is not None else ""
     print(f"worker {result.worker_id}: {result.status}{took}")
     print(f"model: {result.model or '(CLI default)'} ({result.model_source})")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from ..errors import ProfileError
 from .schema import Profile
@@ -129,7 +130,7 @@ def _expanded(section: dict[str, Any], environ: Mapping[str, str] | None) -> dic
     return {k: expand_env(v, environ) if k in keys and isinstance(v, str) else v for k, v in section.items()}
 
 
-def _describe(error: Any, root: yaml.Node | None) -> str:
+def _describe(error: ErrorDetails, root: yaml.Node | None) -> str:
     loc = [str(part) for part in error["loc"]]
     if error["type"] == "extra_forbidden":
         message = "unknown key (misspelt?)"

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -73,6 +72,12 @@ class Worker:
         previous, self.changed = self.changed, anyio.Event()
         previous.set()
 
+    async def news(self, timeout_s: float | None = None) -> None:
+        """Wait until the worker changes (a turn, its start, its end), or `timeout_s` passes."""
+        changed = self.changed
+        with anyio.move_on_after(timeout_s):
+            await changed.wait()
+
 
 class Colony:
     """The workers of one server, under one concurrency limit."""
@@ -86,7 +91,7 @@ class Colony:
         self._checker = checker or ProxyChecker()
         self._workers: dict[str, Worker] = {}
         self._limit: anyio.Semaphore | None = None
-        self._previous_sigterm: Any = None
+        self._previous_sigterm: SignalHandler = None
         self._warm = WarmPool(self._environ)
         self._warm_counts: dict[str, int] = {}
         self.state_dir = store.state_dir
@@ -283,7 +288,11 @@ class Colony:
                 await worker.done.wait()
 
 
-def _on_sigterm(kill_all: Callable[[], None]) -> Any:
+# What signal.signal returns and takes: a function, SIG_DFL or SIG_IGN (or None, for a handler not set from Python).
+SignalHandler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+
+
+def _on_sigterm(kill_all: Callable[[], None]) -> SignalHandler:
     """SIGTERM ends the process before any cleanup runs, and the workers live in
     process groups of their own: kill those groups first, then die as asked."""
     if threading.current_thread() is not threading.main_thread():
@@ -298,7 +307,7 @@ def _on_sigterm(kill_all: Callable[[], None]) -> Any:
     return previous
 
 
-def _restore_sigterm(previous: Any) -> None:
+def _restore_sigterm(previous: SignalHandler) -> None:
     if previous is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, previous)
 

@@ -146,7 +146,8 @@ class ProxyChecker:
         if not routed:
             names = ", ".join(listing.models or ())
             raise ModelNotRouted(
-                f"The proxy at {endpoint} does not route model '{model}'. It routes: {names}. "
-                "Add the model to the proxy's model_list, or put the caste on a routed model with set_caste_model."
+                f"The proxy at {endpoint} does not route model '{model}'. It routes: {names}.",
+                "Add the model to the proxy's model_list, or move the caste to a routed model "
+                "(set_caste_model; on the command line, aether-mcp caste-models set)",
             )
         return Preflight(True, f"preflight: proxy {endpoint} routes '{model}' ({listing.detail})")
