@@ -489,5 +489,19 @@ def main() -> int:
     table = markdown(rows, took, "python -m bench" + (" --quick" if args.quick else ""))
     print(table)
     if args.output:
-        args.output.write_text(table)
+        write_results(args.output, table)
     return 0
+
+
+BEGIN, END = "<!-- results -->", "<!-- /results -->"
+
+
+def write_results(path: Path, table: str) -> None:
+    """Put the table between the file's results markers, keeping the prose around it; else write the table alone."""
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text.split(BEGIN, 1)[1]:
+        before, rest = text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+        path.write_text(f"{before}{BEGIN}\n{table}{END}{after}")
+    else:
+        path.write_text(table)

@@ -177,7 +177,8 @@ async def test_200_concurrent_lookups_over_one_stdio_session(aether_profile: Pat
 
 async def test_20_background_spawns_keep_the_limit_and_the_queue_order(isolated: Path) -> None:
     models = [f"m{i:02d}" for i in range(CONCURRENT_SPAWNS)]
-    with LocalBackend(token="sk-load-test", models=models, delay_s=0.5) as backend:
+    # each request waits (up to 5 s) until the limit's worth are in flight, then 0.5 s more
+    with LocalBackend(token="sk-load-test", models=models, delay_s=0.5, gather=SPAWN_LIMIT) as backend:
         profile = write_profile(
             isolated / "model-profiles.yaml", backend.url, f"workers: {{max_concurrent_workers: {SPAWN_LIMIT}}}\n"
         )

@@ -100,9 +100,8 @@ async def test_an_explicit_model_for_one_worker(colony_profile: Path, backend: L
 
 
 async def test_three_background_workers_at_once(colony_profile: Path, backend: LocalBackend) -> None:
-    backend.delay_s = 1.0
+    backend.gather = 3  # each request waits (up to 5 s) until three are in flight
     async with Client(build_server(ProfileStore())) as client:
-        started = time.monotonic()
         ids = []
         for caste in ("builder", "scout", "watcher"):
             result = structured(await client.call_tool("spawn_worker", {"caste": caste, "task": "hi", "wait": False}))
@@ -112,7 +111,6 @@ async def test_three_background_workers_at_once(colony_profile: Path, backend: L
         assert [w["worker_id"] for w in listed] == ids[::-1]
         assert {w["status"] for w in listed} <= {"queued", "running"}
         finals = [structured(await client.call_tool("get_worker", {"worker_id": i, "wait_s": 60})) for i in ids]
-        elapsed = time.monotonic() - started
         listed = structured(await client.call_tool("list_workers", {}))["workers"]
     assert [f["status"] for f in finals] == ["succeeded"] * 3
     assert [f["model"] for f in finals] == ["kimi-k2.5", "glm-5", "minimax-2.5"]
@@ -120,7 +118,6 @@ async def test_three_background_workers_at_once(colony_profile: Path, backend: L
     assert [w["status"] for w in listed] == ["succeeded"] * 3
     assert sorted(backend.models_asked()) == ["glm-5", "kimi-k2.5", "minimax-2.5"]
     assert backend.max_in_flight == 3  # the three were answered side by side, not one after another
-    assert elapsed < 3 * 1.0 + 6
 
 
 async def test_spawns_past_the_limit_queue(isolated: Path, backend: LocalBackend) -> None:

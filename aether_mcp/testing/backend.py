@@ -56,6 +56,7 @@ class LocalBackend:
         fail_status: int | None = None,
         close_mid_stream: bool = False,
         delay_s: float = 0.0,
+        gather: int = 0,
         port: int = 0,
     ) -> None:
         self.token = token
@@ -65,10 +66,15 @@ class LocalBackend:
         self.fail_status = fail_status
         self.close_mid_stream = close_mid_stream
         self.delay_s = delay_s
+        # Hold each Messages request until this many are in flight (at most gather_timeout_s): side-by-side
+        # workers then meet here even on a machine too loaded to start them within one delay_s of each other.
+        self.gather = gather
+        self.gather_timeout_s = 5.0
         self.requests: list[Recorded] = []
         self.in_flight = 0
         self.max_in_flight = 0  # the most Messages requests served at once: a check on concurrency limits
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -103,9 +109,16 @@ class LocalBackend:
             self.requests.append(entry)
 
     def enter(self) -> None:
-        with self._lock:
+        with self._arrived:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._arrived.notify_all()
+
+    def wait_for_company(self) -> None:
+        """Hold a request until `gather` requests are in flight, or `gather_timeout_s` passes."""
+        if self.gather > 1:
+            with self._arrived:
+                self._arrived.wait_for(lambda: self.in_flight >= self.gather, timeout=self.gather_timeout_s)
 
     def leave(self) -> None:
         with self._lock:
@@ -163,6 +176,7 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
                 backend.leave()
 
         def _messages(self, body: dict[str, Any]) -> None:
+            backend.wait_for_company()
             if backend.delay_s:
                 time.sleep(backend.delay_s)
             if backend.fail_status:
