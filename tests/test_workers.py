@@ -13,7 +13,8 @@ from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.workers import proof
 from aether_mcp.workers.claude_cli import ClaudeCli, CliNotFoundError, find_cli
 from aether_mcp.workers.preflight import Preflight
-from aether_mcp.workers.spec import WorkerSpec, build_command, build_env
+from aether_mcp.workers.secrets import worker_secrets
+from aether_mcp.workers.spec import WorkerSpec, build_command, build_env, write_worker_files
 from aether_mcp.workers.stream import StreamSummary
 
 PROFILE = """\
@@ -36,6 +37,7 @@ def spec_for(caste: str, model: str | None = "kimi-k2.5", profile_text: str = PR
         model=model,
         model_source="profile",
         cwd=Path("/tmp"),
+        home=Path("/tmp/project"),
         settings=settings_for(profile, caste),
         cli=ClaudeCli("/usr/bin/claude", "claude on PATH"),
         transcript_path=Path("/tmp/t.jsonl"),
@@ -96,9 +98,26 @@ def test_the_command_carries_model_and_settings_but_no_secret() -> None:
     assert command[command.index("--max-turns") + 1] == "7"
     assert "Edit" in command[command.index("--disallowedTools") + 1].split(",")
     assert "--strict-mcp-config" in command
-    assert json.loads(command[command.index("--mcp-config") + 1]) == {"mcpServers": {}}
+    assert command[command.index("--mcp-config") + 1].startswith("/tmp/project/.aether/workers/mcp-")
+    # the directory's own settings are not read; the routing rides on top of the user's
+    assert command[command.index("--setting-sources") + 1] == "user"
+    routing = json.loads(command[command.index("--settings") + 1])["env"]
+    assert (routing["ANTHROPIC_BASE_URL"], routing["ANTHROPIC_MODEL"]) == ("http://127.0.0.1:4000", "glm-5")
     assert "do it" not in command  # the task goes on stdin
     assert not any("sk-secret-token" in part for part in command)
+
+
+def test_mcp_servers_go_in_a_private_file_never_on_the_command_line(tmp_path: Path) -> None:
+    text = PROFILE + "    scout: {mcp_servers: {docs: {command: docs-server, env: {DOCS_KEY: sk-docs-secret-99}}}}\n"
+    spec = spec_for("scout", "glm-5", text)
+    spec.home = tmp_path
+    write_worker_files(spec)
+    command = build_command(spec)
+    path = Path(command[command.index("--mcp-config") + 1])
+    assert json.loads(path.read_text())["mcpServers"]["docs"]["env"] == {"DOCS_KEY": "sk-docs-secret-99"}
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    assert not any("sk-docs-secret-99" in part for part in command)
+    assert "sk-docs-secret-99" in worker_secrets(spec.settings, {})  # and redacted from what the worker says
 
 
 @pytest.mark.parametrize(

@@ -255,6 +255,16 @@ def _colony(ctx: Context[Any]) -> Colony:
     return colony
 
 
+def _owner(ctx: Context[Any]) -> str:
+    """Who a worker belongs to: each MCP session sees, reads and stops only the workers it started.
+
+    Over streamable HTTP that is the session's own id (random, known only to its client); a stdio server
+    has one client, its parent process."""
+    headers = getattr(ctx.request_context.request, "headers", None)
+    session_id = headers.get("mcp-session-id") if headers is not None else None
+    return str(session_id) if session_id else "stdio"
+
+
 def _add_worker_tools(server: MCPServer[Any]) -> None:
     @_tool(
         server,
@@ -290,7 +300,7 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
         permissions. With wait=false it runs in the background: follow it with
         get_worker. Check routing_verified and routing_evidence in the result."""
         colony = _colony(ctx)
-        worker = await colony.spawn(caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
+        worker = await colony.spawn(caste, task, cwd=cwd, model=model, timeout_s=timeout_s, owner=_owner(ctx))
         if not wait:
             return worker.result
         try:
@@ -300,7 +310,7 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
                     tool = f", last tool {worker.last_tool}" if worker.last_tool else ""
                     await ctx.report_progress(worker.turns, None, f"{worker.result.caste}: turn {worker.turns}{tool}")
         except anyio.get_cancelled_exc_class():
-            colony.cancel(worker.result.worker_id)
+            colony.cancel(worker.result.worker_id, _owner(ctx))
             raise
         return worker.result
 
@@ -318,7 +328,7 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
         ] = 0,
     ) -> WorkerResult:
         """A worker's status, and its full result once it has finished. Set wait_s to wait for it."""
-        worker = _colony(ctx).get(worker_id)
+        worker = _colony(ctx).get(worker_id, _owner(ctx))
         if wait_s:
             with anyio.move_on_after(wait_s):
                 await worker.done.wait()
@@ -332,7 +342,7 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
     )
     async def list_workers(ctx: Context[Any]) -> WorkerList:
         """This server's workers, newest first: id, caste, model, status, verified, duration."""
-        return WorkerList(workers=_colony(ctx).list())
+        return WorkerList(workers=_colony(ctx).list(_owner(ctx)))
 
     @_tool(
         server,
@@ -349,7 +359,7 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
         ctx: Context[Any],
     ) -> WorkerResult:
         """Stop a queued or running worker; it is killed with every process it started."""
-        worker = _colony(ctx).cancel(worker_id)
+        worker = _colony(ctx).cancel(worker_id, _owner(ctx))
         with anyio.move_on_after(10):
             await worker.done.wait()
         return worker.result

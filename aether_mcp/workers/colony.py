@@ -13,7 +13,6 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 
 import anyio
@@ -24,8 +23,9 @@ from ..profile.schema import Profile
 from ..profile.store import ProfileStore
 from .preflight import Preflight, ProxyChecker
 from .process import RunOutcome, finish_process, kill_group_now, run_worker
-from .proof import redact_file, settle, worker_secrets
+from .proof import settle
 from .result import WorkerLine, WorkerResult
+from .secrets import redact, worker_secrets
 from .spawn_log import append_entry
 from .spec import WorkerSpec, build_spec
 from .stream import StreamSummary
@@ -34,6 +34,11 @@ from .warm import WarmPool
 log = logging.getLogger("aether_mcp")
 
 PRESTART_DELAY_S = 1.0
+MAX_TASK_BYTES = 1024 * 1024
+# Finished workers kept for get_worker and list_workers (their task text is dropped when they finish).
+MAX_HISTORY = 200
+# How long closing waits for its workers to be killed and logged before it stops waiting.
+SHUTDOWN_S = 15.0
 # What the spawn log keeps of a result: enough to answer "which model did it use?", not the output.
 LOG_FIELDS = {
     "worker_id",
@@ -56,8 +61,9 @@ LOG_FIELDS = {
 class Worker:
     """A worker's live state inside the colony."""
 
-    def __init__(self, result: WorkerResult, spec: WorkerSpec, preflight: Preflight | None) -> None:
+    def __init__(self, result: WorkerResult, spec: WorkerSpec, preflight: Preflight | None, owner: str) -> None:
         self.result = result
+        self.owner = owner
         self.spec = spec
         self.preflight = preflight
         self.scope = anyio.CancelScope()
@@ -117,16 +123,31 @@ class Colony:
         self,
         caste: str,
         task: str,
+        *,
         cwd: str | None = None,
         model: str | None = None,
         timeout_s: float | None = None,
+        owner: str = "",
     ) -> Worker:
-        """Check everything a worker needs, then start it (or queue it). Refusals raise before anything runs."""
+        """Check everything a worker needs, then start it (or queue it). Refusals raise before anything runs.
+
+        `owner` is who may see and stop the worker (an MCP session); workers of other owners stay hidden."""
         if self._group is None:
             raise AetherError("The colony is closed; no more workers can start.")
         if not task.strip():
             raise AetherError("The task is empty: say what the worker should do.")
+        if len(task.encode()) > MAX_TASK_BYTES:
+            raise AetherError(
+                f"The task is {len(task.encode()):,} bytes; a task may be at most {MAX_TASK_BYTES:,}.",
+                "Put the material in a file in the worker's directory and name the file in the task",
+            )
         profile, _ = self.store.load()
+        waiting = sum(1 for w in self._workers.values() if w.result.status == "queued")
+        if waiting >= profile.workers.max_queued_workers:
+            raise AetherError(
+                f"{waiting} workers are already queued, the most workers.max_queued_workers allows.",
+                "Wait for some to finish, or cancel some",
+            )
         spec = self._spec(profile, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
         preflight = None
         if spec.settings.endpoint:
@@ -144,8 +165,9 @@ class Colony:
             cli=f"{spec.cli.path} ({spec.cli.rule})",
             cwd=str(spec.cwd),
         )
-        worker = Worker(result, spec, preflight)
+        worker = Worker(result, spec, preflight, owner)
         self._workers[spec.worker_id] = worker
+        self._prune()
         if self._limit is None:
             self._limit = anyio.Semaphore(profile.workers.max_concurrent_workers)
         self._warm_counts = _warm_counts(profile)
@@ -184,6 +206,15 @@ class Colony:
             self._group.start_soon(self._warm.fill, self._group, spec, self._warm_counts[spec.caste])
 
     async def _run(self, worker: Worker) -> None:
+        """Run one worker to its end. Whatever goes wrong ends this worker as failed, and nothing else."""
+        try:
+            await self._run_one(worker)
+        except Exception as exc:  # noqa: BLE001 (one worker's fault must not end the colony's task group)
+            log.warning("worker %s could not run: %s: %s", worker.result.worker_id, type(exc).__name__, exc)
+            if not worker.done.is_set():
+                self._finish(worker, None, failure=f"The worker could not run: {exc}")
+
+    async def _run_one(self, worker: Worker) -> None:
         assert self._limit is not None
         outcome: RunOutcome | None = None
         with worker.scope:
@@ -223,16 +254,18 @@ class Colony:
         worker.turns, worker.last_tool = summary.turns, summary.last_tool
         worker.notify()
 
-    def _finish(self, worker: Worker, outcome: RunOutcome | None) -> None:
+    def _finish(self, worker: Worker, outcome: RunOutcome | None, failure: str | None = None) -> None:
         result = worker.result
-        secrets = worker_secrets(worker.spec, self._environ)
+        secrets = worker_secrets(worker.spec.settings, self._environ)
         result.finished_at = _now()
-        if outcome is None:
+        if outcome is not None:
+            settle(result, worker.spec, outcome, worker.preflight, secrets)
+        elif failure is not None:
+            result.status, result.error = "failed", redact(failure, secrets)
+        else:
             result.status = "cancelled"
             result.error = "Cancelled before it finished; the worker and its process group were killed."
-        else:
-            settle(result, worker.spec, outcome, worker.preflight, secrets)
-        redact_file(Path(result.transcript_path or ""), secrets)
+        worker.spec.task = ""  # the history keeps what ran and how it went, not what it was told
         self._log(result)
         worker.done.set()
         worker.notify()
@@ -240,19 +273,30 @@ class Colony:
     def _log(self, result: WorkerResult) -> None:
         """One JSON line per finished worker: what ran, on which model, and whether that was proven."""
         entry = result.model_dump(mode="json", include=LOG_FIELDS)
-        append_entry(self.state_dir / "spawn-log.jsonl", entry)
+        try:
+            append_entry(self.state_dir / "spawn-log.jsonl", self.store.cwd, entry)
+        except (AetherError, OSError) as exc:  # the worker's own result stands; only its log line is lost
+            log.warning("spawn log not written: %s", exc)
+
+    def _prune(self) -> None:
+        """Forget the oldest finished workers past MAX_HISTORY (they stay in the spawn log)."""
+        finished = [key for key, w in self._workers.items() if w.done.is_set()]
+        for key in finished[: max(0, len(finished) - MAX_HISTORY)]:
+            del self._workers[key]
 
     # --- looking and stopping --------------------------------------------------
 
-    def get(self, worker_id: str) -> Worker:
+    def get(self, worker_id: str, owner: str = "") -> Worker:
+        """A worker `owner` started; another owner's worker is as unknown as one that never was."""
         worker = self._workers.get(worker_id)
-        if worker is None:
-            known = ", ".join(list(self._workers)[-10:]) or "none yet"
-            raise AetherError(f"No worker '{worker_id}' in this server. Recent workers: {known}.")
+        if worker is None or worker.owner != owner:
+            mine = [key for key, w in self._workers.items() if w.owner == owner]
+            known = ", ".join(mine[-10:]) or "none yet"
+            raise AetherError(f"No worker '{worker_id}' in this session. Its recent workers: {known}.")
         return worker
 
-    def list(self) -> list[WorkerLine]:
-        """This colony's workers, newest first."""
+    def list(self, owner: str = "") -> list[WorkerLine]:
+        """The workers `owner` started, newest first."""
         return [
             WorkerLine(
                 worker_id=w.result.worker_id,
@@ -263,10 +307,11 @@ class Colony:
                 duration_s=w.result.duration_s,
             )
             for w in reversed(self._workers.values())
+            if w.owner == owner
         ]
 
-    def cancel(self, worker_id: str) -> Worker:
-        worker = self.get(worker_id)
+    def cancel(self, worker_id: str, owner: str = "") -> Worker:
+        worker = self.get(worker_id, owner)
         worker.scope.cancel()
         return worker
 
@@ -280,12 +325,13 @@ class Colony:
                 kill_group_now(worker.pid)
 
     async def close(self) -> None:
-        """Cancel every worker and wait until each is dead and logged."""
+        """Cancel every worker and wait (at most SHUTDOWN_S) until each is dead and logged."""
         for worker in self._workers.values():
             worker.scope.cancel()
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_S):
             for worker in list(self._workers.values()):
                 await worker.done.wait()
+        self.kill_all_now()  # whatever did not end in time
 
 
 # What signal.signal returns and takes: a function, SIG_DFL or SIG_IGN (or None, for a handler not set from Python).

@@ -13,13 +13,16 @@ import ctypes
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 
-from .spec import WorkerSpec, build_command, build_env
+from ..private_files import open_private
+from .secrets import redact_bytes, worker_secrets
+from .spec import WorkerSpec, build_command, build_env, write_worker_files
 from .stream import StreamSummary, user_message
 
 MAX_LINE = 64 * 1024 * 1024
@@ -58,20 +61,30 @@ def _die_with_parent() -> Callable[[], None] | None:
 _PRE_EXEC = _die_with_parent()
 
 
+# Each worker's processes carry a mark of their own in their environment, which a child that leaves the
+# worker's process group (`setsid -f`) keeps: the mark finds it when the worker ends. pid -> mark.
+MARK_VARIABLE = "AETHER_WORKER_MARK"
+_marks: dict[int, str] = {}
+
+
 async def start_process(spec: WorkerSpec, environ: Mapping[str, str], warm: bool = False) -> asyncio.subprocess.Process:
     """Start the CLI for `spec`. A warm process waits for its task as a stream-json message on stdin."""
     command = build_command(spec) + (["--input-format", "stream-json"] if warm else [])
-    return await asyncio.create_subprocess_exec(
+    write_worker_files(spec)
+    mark = uuid.uuid4().hex
+    process = await asyncio.create_subprocess_exec(
         *command,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=spec.cwd,
-        env=build_env(spec, environ),
+        env=build_env(spec, environ) | {MARK_VARIABLE: mark},
         start_new_session=True,
         preexec_fn=_PRE_EXEC,
         limit=MAX_LINE,
     )
+    _marks[process.pid] = mark
+    return process
 
 
 async def run_worker(
@@ -87,28 +100,30 @@ async def run_worker(
     with `finish_process`. On timeout, cancel or error the whole process
     group is killed here."""
     started = time.monotonic()
-    spec.transcript_path.parent.mkdir(parents=True, exist_ok=True)
-    process = warm_process or await start_process(spec, environ)
-    if on_started:
-        on_started(process.pid)
     summary = StreamSummary()
     stderr = bytearray()
+    process = warm_process
     try:
-        with anyio.move_on_after(spec.settings.timeout_s) as deadline:
-            async with anyio.create_task_group() as group:
-                group.start_soon(_feed_task, process, spec.task, warm_process is not None)
-                group.start_soon(_drain, process, stderr)
-                await _follow(process, spec.transcript_path, summary, on_progress)
-                group.cancel_scope.cancel()
+        with os.fdopen(open_private(spec.transcript_path, spec.home), "wb") as transcript:
+            process = process or await start_process(spec, environ)
+            if on_started:
+                on_started(process.pid)
+            with anyio.move_on_after(spec.settings.timeout_s) as deadline:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(_feed_task, process, spec.task, warm_process is not None)
+                    group.start_soon(_drain, process, stderr)
+                    await _follow(process, transcript, worker_secrets(spec.settings, environ), summary, on_progress)
+                    group.cancel_scope.cancel()
         if deadline.cancelled_caught:
             with anyio.CancelScope(shield=True):
                 await kill_group(process)
         elif not summary.result_seen:  # the stream ended early: let the CLI exit and say why
             await finish_process(process)
     except BaseException:
-        # Shielded: a cancelled request must still end the worker it started.
-        with anyio.CancelScope(shield=True):
-            await kill_group(process)
+        # Shielded: a cancelled request must still end the worker it started (or the warm one it took).
+        if process is not None:
+            with anyio.CancelScope(shield=True):
+                await kill_group(process)
         raise
     return RunOutcome(
         exit_code=process.returncode,
@@ -141,24 +156,27 @@ async def _feed_task(process: asyncio.subprocess.Process, task: str, as_message:
 
 
 async def _follow(
-    process: asyncio.subprocess.Process, transcript: Path, summary: StreamSummary, on_progress: ProgressFn | None
+    process: asyncio.subprocess.Process,
+    transcript: BinaryIO,
+    secrets: list[str],
+    summary: StreamSummary,
+    on_progress: ProgressFn | None,
 ) -> None:
     assert process.stdout is not None
-    with transcript.open("wb") as out:
-        while True:
-            try:
-                line = await process.stdout.readline()
-            except ValueError:  # a line past MAX_LINE: keep what fits, count it as malformed
-                summary.malformed_lines += 1
-                continue
-            if not line:
-                return
-            out.write(line)
-            out.flush()
-            if summary.feed(line.decode("utf-8", "replace")) and on_progress:
-                on_progress(summary)
-            if summary.result_seen:
-                return
+    while True:
+        try:
+            line = await process.stdout.readline()
+        except ValueError:  # a line past MAX_LINE: keep what fits, count it as malformed
+            summary.malformed_lines += 1
+            continue
+        if not line:
+            return
+        transcript.write(redact_bytes(line, secrets))  # redacted as it is written: a killed server leaves no secret
+        transcript.flush()
+        if summary.feed(line.decode("utf-8", "replace")) and on_progress:
+            on_progress(summary)
+        if summary.result_seen:
+            return
 
 
 async def _drain(process: asyncio.subprocess.Process, into: bytearray) -> None:
@@ -175,15 +193,35 @@ async def kill_group(process: asyncio.subprocess.Process, grace_s: float = 2.0) 
         _signal_group(pgid, signal.SIGTERM)
         with anyio.move_on_after(grace_s):
             await process.wait()
-    # Its children may outlive the leader; the group still names them.
-    _signal_group(pgid, signal.SIGKILL)
+    # Its children may outlive the leader; the group still names them, and the mark those that left it.
+    kill_group_now(pgid)
     if process.returncode is None:
         await process.wait()
 
 
 def kill_group_now(pgid: int) -> None:
-    """For signal handlers: SIGKILL a worker's group at once."""
+    """SIGKILL a worker's group and every process with its mark, at once (also from a signal handler)."""
     _signal_group(pgid, signal.SIGKILL)
+    mark = _marks.pop(pgid, None)
+    if mark is not None:
+        for pid in _marked(mark):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _marked(mark: str) -> list[int]:
+    """This user's processes whose environment carries `mark`."""
+    needle = f"{MARK_VARIABLE}={mark}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as environ:
+                    if needle in environ.read().split(b"\0"):
+                        found.append(int(entry.name))
+            except OSError:  # gone, or another user's
+                continue
+    return found
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -10,14 +10,13 @@ stands for count as one).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import sentences
 from .preflight import Preflight
 from .process import RunOutcome
 from .result import WorkerResult
+from .secrets import redact
 from .spec import WorkerSpec
 from .stream import StreamSummary
 
@@ -25,7 +24,6 @@ from .stream import StreamSummary
 # e.g. `sonnet` -> `claude-sonnet-4-5-20250929`.
 ALIASES = ("opus", "sonnet", "haiku")
 OUTPUT_CAP = 20_000
-REDACTED = "[redacted]"
 
 
 @dataclass(frozen=True)
@@ -135,32 +133,6 @@ def describe_failure(spec: WorkerSpec, outcome: RunOutcome) -> str | None:
             return f"The Claude Code CLI exited with status {outcome.exit_code}: {tail}"
         return f"The worker's stream ended without a result line ({tail}); see the transcript."
     return None
-
-
-def worker_secrets(spec: WorkerSpec, environ: Mapping[str, str]) -> list[str]:
-    """Every secret a worker's output could repeat: its token, and the server's own API credentials."""
-    token = spec.settings.auth_token
-    values = [token.get_secret_value()] if token else []
-    values += [environ[k] for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN") if environ.get(k)]
-    return [v for v in values if len(v) >= 4]
-
-
-def redact(text: str | None, secrets: list[str]) -> str | None:
-    if text is None:
-        return None
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def redact_file(path: Path, secrets: list[str]) -> None:
-    """Rewrite a transcript without any secret that a tool or the model printed into it."""
-    if not secrets or not path.is_file():
-        return
-    data = path.read_text(encoding="utf-8", errors="replace")
-    cleaned = redact(data, secrets)
-    if cleaned != data and cleaned is not None:
-        path.write_text(cleaned, encoding="utf-8")
 
 
 def _capped(text: str | None, transcript: str | None) -> str | None:

@@ -8,12 +8,15 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from ..private_files import open_private
 
-def append_entry(path: Path, entry: dict[str, Any]) -> None:
-    """Append one line in a single O_APPEND write, so servers sharing the log never interleave lines."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+
+def append_entry(path: Path, base: Path, entry: dict[str, Any]) -> None:
+    """Append one line in a single O_APPEND write, so servers sharing the log never interleave lines.
+
+    The log is 0600 in a 0700 folder below `base`, and never written through a link."""
     line = (json.dumps(entry) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_private(path, base, append=True)
     try:
         os.write(fd, line)
     finally:

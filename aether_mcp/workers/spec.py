@@ -7,6 +7,7 @@ inherited.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import AetherError
+from ..private_files import write_private
 from ..profile.castes import WorkerSettings, settings_for
 from ..profile.resolution import Source, resolve
 from ..profile.schema import Profile, check_model_name
@@ -38,6 +40,7 @@ class WorkerSpec:
     model: str | None
     model_source: Source
     cwd: Path
+    home: Path  # the server's working directory: .aether/ is below it
     settings: WorkerSettings
     cli: ClaudeCli
     transcript_path: Path
@@ -78,6 +81,7 @@ def build_spec(
         model=chosen,
         model_source=source,
         cwd=working_directory(cwd, home),
+        home=home,
         settings=settings,
         cli=find_cli(profile, environ),
         transcript_path=home / STATE_DIR / "workers" / f"{worker_id}.jsonl",
@@ -115,26 +119,21 @@ def build_command(spec: WorkerSpec) -> list[str]:
         command += ["--allowedTools", ",".join(s.allowed_tools)]
     if s.disallowed_tools:
         command += ["--disallowedTools", ",".join(s.disallowed_tools)]
-    # Only the caste's own MCP servers: a worker never loads aether-mcp from
-    # the project's .mcp.json, so it cannot start a colony of its own.
-    command += ["--strict-mcp-config", "--mcp-config", json.dumps({"mcpServers": s.mcp_servers})]
+    # Only the caste's own MCP servers, from a 0600 file (their env may hold secrets): a worker never
+    # loads aether-mcp from the project's .mcp.json, so it cannot start a colony of its own.
+    command += ["--strict-mcp-config", "--mcp-config", str(mcp_config_path(spec))]
+    # Only the user's own Claude Code settings, and the routing on top of them: the settings of the
+    # directory the worker runs in (a cloned repository's) can neither run hooks nor move its endpoint.
+    command += ["--setting-sources", "user", "--settings", json.dumps({"env": routing_env(spec)})]
     return command
 
 
-def build_env(spec: WorkerSpec, environ: Mapping[str, str]) -> dict[str, str]:
-    """The worker's whole environment, built from an allowlist."""
-    keep = set(ENV_ALLOWLIST) | set(spec.env_passthrough)
-    env = {k: v for k, v in environ.items() if k in keep or k.startswith("LC_")}
-    for secret in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
-        if secret not in spec.env_passthrough:
-            env.pop(secret, None)
-    env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+def routing_env(spec: WorkerSpec) -> dict[str, str]:
+    """The variables that decide where a worker's requests go and which model they ask for. None is secret."""
+    env = {}
     endpoint = spec.settings.endpoint
     if endpoint:
         env["ANTHROPIC_BASE_URL"] = endpoint
-        env.pop("ANTHROPIC_API_KEY", None)
-        if spec.settings.auth_token is not None:
-            env["ANTHROPIC_AUTH_TOKEN"] = spec.settings.auth_token.get_secret_value()
         env["CLAUDE_CODE_MAX_RETRIES"] = str(spec.max_retries)
         env["API_TIMEOUT_MS"] = str(spec.api_timeout_ms)
     if spec.model:
@@ -150,3 +149,33 @@ def build_env(spec: WorkerSpec, environ: Mapping[str, str]) -> dict[str, str]:
             ):
                 env[variable] = spec.model
     return env
+
+
+def build_env(spec: WorkerSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """The worker's whole environment, built from an allowlist."""
+    keep = set(ENV_ALLOWLIST) | set(spec.env_passthrough)
+    env = {k: v for k, v in environ.items() if k in keep or k.startswith("LC_")}
+    for secret in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        if secret not in spec.env_passthrough:
+            env.pop(secret, None)
+    env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+    if spec.settings.endpoint:
+        env.pop("ANTHROPIC_API_KEY", None)
+        if spec.settings.auth_token is not None:
+            env["ANTHROPIC_AUTH_TOKEN"] = spec.settings.auth_token.get_secret_value()
+    return env | routing_env(spec)
+
+
+def mcp_config_text(spec: WorkerSpec) -> str:
+    return json.dumps({"mcpServers": spec.settings.mcp_servers}, sort_keys=True)
+
+
+def mcp_config_path(spec: WorkerSpec) -> Path:
+    """Named by its content: warm and cold workers of one caste share the file, and their command lines match."""
+    digest = hashlib.sha256(mcp_config_text(spec).encode()).hexdigest()[:16]
+    return spec.home / STATE_DIR / "workers" / f"mcp-{digest}.json"
+
+
+def write_worker_files(spec: WorkerSpec) -> None:
+    """What the command line points to, written before the worker starts (0600, no link followed)."""
+    write_private(mcp_config_path(spec), spec.home, mcp_config_text(spec).encode())

@@ -1,0 +1,68 @@
+"""aether-mcp's own files: a 0700 folder, 0600 files, and never a symbolic link followed.
+
+Transcripts, the spawn log and the workers' settings files can hold what a
+worker saw or was given, so other local users may not read them, and a link
+planted in their place (`.aether/spawn-log.jsonl -> ~/.bashrc`) is an error,
+its target untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from pathlib import Path
+
+from .errors import AetherError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_dir(path: Path, base: Path) -> Path:
+    """`path`, below `base`, as folders only this user can enter, each created if missing.
+
+    Every folder from `base` down is checked: a link or a file in the way is an error."""
+    folder = base
+    for part in path.relative_to(base).parts:
+        folder = folder / part
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, DIR_MODE)
+        info = os.lstat(folder)
+        if stat.S_ISLNK(info.st_mode):
+            raise AetherError(
+                f"{folder} is a symbolic link; aether-mcp does not follow links in its folders", "Remove it"
+            )
+        if not stat.S_ISDIR(info.st_mode):
+            raise AetherError(f"{folder} is not a directory", "Remove or rename it; aether-mcp keeps its files there")
+        if stat.S_IMODE(info.st_mode) != DIR_MODE:
+            os.chmod(folder, DIR_MODE)
+    return path
+
+
+def open_private(path: Path, base: Path, *, append: bool = False) -> int:
+    """A file descriptor for writing `path` (0600; created, truncated, or appended to), never through a link.
+
+    Its folders below `base` are made private first."""
+    private_dir(path.parent, base)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AetherError(
+                f"{path} is a symbolic link; aether-mcp does not write through links", "Remove it"
+            ) from None
+        raise
+    os.fchmod(fd, FILE_MODE)
+    return fd
+
+
+def write_private(path: Path, base: Path, data: bytes) -> None:
+    """Write a whole 0600 file at once."""
+    fd = open_private(path, base)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)

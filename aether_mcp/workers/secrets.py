@@ -1,0 +1,38 @@
+"""The secrets a worker could repeat, and taking them out of what it says before anything keeps it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..profile.castes import WorkerSettings
+
+REDACTED = "[redacted]"
+# The server's own credentials: a worker never gets them, but a tool could still find and print them.
+SERVER_SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+
+
+def worker_secrets(settings: WorkerSettings, environ: Mapping[str, str]) -> list[str]:
+    """Every secret a worker's output could repeat: its token, its MCP servers' env values, the server's keys."""
+    values = [settings.auth_token.get_secret_value()] if settings.auth_token else []
+    for server in settings.mcp_servers.values():
+        env = server.get("env")
+        if isinstance(env, dict):
+            values += [str(v) for v in env.values()]
+    values += [environ[k] for k in SERVER_SECRETS if environ.get(k)]
+    # Longest first, so a secret that contains another is removed whole.
+    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+
+
+def redact(text: str | None, secrets: list[str]) -> str | None:
+    if text is None:
+        return None
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_bytes(line: bytes, secrets: list[str]) -> bytes:
+    """One line of a transcript, as it is written: a secret never reaches the disk."""
+    for secret in secrets:
+        line = line.replace(secret.encode(), REDACTED.encode())
+    return line
