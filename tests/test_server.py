@@ -11,7 +11,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import wait_for
 from mcp import Client, StdioServerParameters
 
 from aether_mcp.adapters.server import build_server
@@ -166,27 +165,3 @@ async def test_set_over_stdio_uses_the_profiles_flag(
         result = await client.call_tool("set_caste_model", {"caste": "scout", "model": "glm-5"})
         assert result.structured_content is not None and result.structured_content["path"] == str(aether_profile)
     assert "user_overrides:\n  scout: glm-5\n" in aether_profile.read_text()
-
-
-async def test_streamable_http_transport_on_loopback(aether_profile: Path, cli_env: dict[str, str]) -> None:
-    import socket
-    import subprocess
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    args = ["-m", "aether_mcp", "serve", "--transport", "streamable-http", "--port", str(port)]
-    process = subprocess.Popen([sys.executable, *args], env=cli_env, stdin=subprocess.DEVNULL)
-    try:
-
-        def listening() -> bool:
-            with socket.socket() as attempt:
-                return attempt.connect_ex(("127.0.0.1", port)) == 0
-
-        assert await wait_for(listening)
-        async with Client(f"http://127.0.0.1:{port}/mcp") as client:
-            table = (await client.call_tool("get_caste_model", {"caste": "scout"})).structured_content
-            assert table is not None and table["castes"][0]["model"] == "kimi-k2.5"
-    finally:
-        process.terminate()
-        process.wait(10)

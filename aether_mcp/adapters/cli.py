@@ -46,14 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[common], help="run the MCP server (stdio by default)")
-    serve.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
-    serve.add_argument("--host", default="127.0.0.1", help="streamable-http only (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="streamable-http only (default: 8765)")
-    serve.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO", help="stderr log level"
-    )
-    serve.set_defaults(run=_serve)
+    _add_serve(commands, common)
 
     demo = commands.add_parser("demo", parents=[common], help="show routing through a real MCP session (no API key)")
     demo.set_defaults(run=_demo)
@@ -108,10 +101,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .server import serve  # the MCP stack loads only for the server
+def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser("serve", parents=[common], help="run the MCP server (stdio by default)")
+    serve.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="streamable-http only (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="streamable-http only (default: 8765)")
+    serve.add_argument(
+        "--token-file",
+        type=Path,
+        help="streamable-http: the bearer token clients must send (default: made once, 0600, in ~/.config/aether-mcp)",
+    )
+    serve.add_argument(
+        "--allow-remote", action="store_true", help="streamable-http: allow a --host that is not a loopback address"
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="streamable-http: another name clients use in the Host header (repeatable)",
+    )
+    serve.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default="INFO", help="stderr log level"
+    )
+    serve.set_defaults(run=_serve)
 
-    serve(store, args.transport, args.host, args.port, args.log_level)
+
+def _serve(store: ProfileStore, args: argparse.Namespace) -> int:
+    from .server import serve, serve_http  # the MCP stack loads only for the server
+
+    if args.transport == "streamable-http":
+        serve_http(
+            store,
+            args.host,
+            args.port,
+            token_file=args.token_file,
+            allow_remote=args.allow_remote,
+            extra_hosts=tuple(args.allowed_host),
+            log_level=args.log_level,
+        )
+    else:
+        serve(store, args.log_level)
     return 0
 
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio
@@ -26,7 +27,7 @@ from ..flat_schema import FlatRecord
 from ..profile.store import CasteModels, ProfileStore, ResetResult, SetResult
 from ..workers.colony import Colony
 from ..workers.result import WorkerLine, WorkerResult
-from . import doctor
+from . import doctor, http
 from .doctor import RoutingReport
 
 log = logging.getLogger("aether_mcp")
@@ -258,11 +259,14 @@ def _colony(ctx: Context[Any]) -> Colony:
 def _owner(ctx: Context[Any]) -> str:
     """Who a worker belongs to: each MCP session sees, reads and stops only the workers it started.
 
-    Over streamable HTTP that is the session's own id (random, known only to its client); a stdio server
-    has one client, its parent process."""
+    Over streamable HTTP that is the session's own id (random, known only to its client). A stdio server has
+    one client, its parent process; so, in effect, do the sessionless requests of the 2026 protocol, which
+    can only hold the same bearer token."""
     headers = getattr(ctx.request_context.request, "headers", None)
     session_id = headers.get("mcp-session-id") if headers is not None else None
-    return str(session_id) if session_id else "stdio"
+    if session_id:
+        return f"session {session_id}"
+    return "sessionless" if headers is not None else "stdio"
 
 
 def _add_worker_tools(server: MCPServer[Any]) -> None:
@@ -365,13 +369,41 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
         return worker.result
 
 
-def serve(
-    store: ProfileStore, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765, log_level: str = "INFO"
+def serve(store: ProfileStore, log_level: str = "INFO") -> None:
+    """Run the server on stdio until the client goes away. stdout is the protocol: logs go to stderr."""
+    _log_to_stderr(log_level)
+    build_server(store).run("stdio")
+
+
+def serve_http(
+    store: ProfileStore,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    token_file: Path | None = None,
+    allow_remote: bool = False,
+    extra_hosts: tuple[str, ...] = (),
+    log_level: str = "INFO",
 ) -> None:
-    """Run the server until the client goes away. stdout is the protocol: logs go to stderr."""
-    logging.basicConfig(level=log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server = build_server(store)
-    if transport == "streamable-http":
-        server.run("streamable-http", host=host, port=port)
-    else:
-        server.run("stdio")
+    """Serve streamable HTTP: every request needs the bearer token, Host and Origin must name this server."""
+    import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    http.check_host(host, allow_remote)
+    token, token_path = http.load_token(token_file)
+    _log_to_stderr(log_level)
+    hosts = http.allowed_hosts(host, port, list(extra_hosts))
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts],
+    )
+    app = build_server(store).streamable_http_app(
+        streamable_http_path=http.PATH, transport_security=security, host=host
+    )
+    http.announce(host, port, token_path)
+    uvicorn.run(http.bearer_guard(app, token), host=host, port=port, log_level=log_level.lower())
+
+
+def _log_to_stderr(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
