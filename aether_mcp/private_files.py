@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import AetherError
@@ -66,3 +67,18 @@ def write_private(path: Path, base: Path, data: bytes) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def replace_private(path: Path, base: Path, data: bytes) -> None:
+    """Write a whole 0600 file under a temporary name, then rename it over `path`: readers see old or new."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write_private(temp, base, data)
+    os.replace(temp, path)
+
+
+def user_config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The user's own aether-mcp folder ($XDG_CONFIG_HOME/aether-mcp, else ~/.config/aether-mcp), 0700."""
+    env = os.environ if environ is None else environ
+    root = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
+    root.mkdir(parents=True, exist_ok=True)
+    return private_dir(root / "aether-mcp", root)

@@ -37,7 +37,7 @@ def aether_profile(isolated: Path) -> Path:
     target = isolated / ".aether" / "model-profiles.yaml"
     target.parent.mkdir()
     shutil.copyfile(DATA / "aether-1.0.yaml", target)
-    return target
+    return trusted(target)
 
 
 @pytest.fixture
@@ -71,6 +71,14 @@ def write_profile(path: Path, endpoint: str, extra: str = "") -> Path:
         f"  endpoint: {endpoint}\n"
         "  auth_token: ${AETHER_TEST_TOKEN:-" + TOKEN + "}\n" + extra
     )
+    return trusted(path)
+
+
+def trusted(path: Path) -> Path:
+    """Trust the profile's proxy and worker settings, as its user would with `aether-mcp trust`."""
+    from aether_mcp.profile.store import ProfileStore
+
+    ProfileStore(path).trust(path)
     return path
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import trusted
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server
@@ -93,7 +94,7 @@ def profile_for(folder: Path, proxy: str, token: str = MASTER_KEY) -> Path:
         "worker_models:\n  builder: kimi-k2.5\n  scout: glm-5\n  watcher: minimax-2.5\n"
         f"proxy:\n  endpoint: {proxy}\n  auth_token: {token}\n"
     )
-    return path
+    return trusted(path)
 
 
 def content(result: Any) -> dict[str, Any]:

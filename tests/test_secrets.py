@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import live_processes
+from conftest import live_processes, trusted
 from mcp import Client, StdioServerParameters
 
 from aether_mcp.testing.backend import LocalBackend, Turn
@@ -46,6 +46,7 @@ def secret_setup(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
             "worker_models: {builder: kimi-k2.5, scout: glm-5, watcher: minimax-2.5}\n"
             f"proxy:\n  endpoint: {backend.url}\n  auth_token: ${{LITELLM_AUTH_TOKEN}}\n"
         )
+        trusted(isolated / "model-profiles.yaml")
         yield isolated, env, backend
 
 
@@ -129,6 +130,7 @@ async def test_a_read_only_caste_cannot_write_a_file(isolated: Path, monkeypatch
         (isolated / "model-profiles.yaml").write_text(
             f"worker_models: {{builder: kimi-k2.5, scout: glm-5}}\nproxy: {{endpoint: '{backend.url}', auth_token: {TOKEN}}}\n"
         )
+        trusted(isolated / "model-profiles.yaml")
         async with Colony(ProfileStore()) as colony:
             results = {}
             for caste in ("scout", "builder"):

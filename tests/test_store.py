@@ -195,8 +195,8 @@ def test_the_profile_is_reparsed_only_when_it_changes(aether_profile: Path, monk
     import aether_mcp.profile.store as store_module
 
     parses = []
-    real = store_module.parse_profile
-    monkeypatch.setattr(store_module, "parse_profile", lambda *a, **k: parses.append(1) or real(*a, **k))
+    real = store_module.read_profile
+    monkeypatch.setattr(store_module, "read_profile", lambda *a, **k: parses.append(1) or real(*a, **k))
     store = ProfileStore()
     first, _ = store.load()
     again, _ = store.load()

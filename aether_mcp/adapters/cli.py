@@ -98,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
     path = profile_verbs.add_parser("path", parents=[common], help="the profile file in use, and which rule chose it")
     path.add_argument("--json", action="store_true", help="print JSON")
     path.set_defaults(run=_path)
+
+    trust = commands.add_parser(
+        "trust",
+        parents=[common],
+        help="trust a profile's settings that can run programs or send secrets (proxy, tokens, claude_cli, ...)",
+    )
+    trust.add_argument("path", nargs="?", help="the profile file (default: the one in use)")
+    trust.add_argument("--json", action="store_true", help="print JSON")
+    trust.set_defaults(run=_trust)
     return parser
 
 
@@ -314,6 +323,18 @@ def _reset(store: ProfileStore, args: argparse.Namespace) -> int:
         print(f"{result.caste}: override removed, now {now} ({result.path})")
     else:
         print(f"{result.caste}: had no override, still {now}")
+    return 0
+
+
+def _trust(store: ProfileStore, args: argparse.Namespace) -> int:
+    result = store.trust(args.path)
+    if args.json:
+        _print_json(result)
+    elif result.settings:
+        print(f"Trusted {result.path}: {', '.join(result.settings)}")
+        print("A change to any of these settings asks for trust again; set and reset keep it.")
+    else:
+        print(f"{result.path} sets nothing that can run programs or send secrets: there was nothing to trust.")
     return 0
 
 

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AetherError
+from ..private_files import user_config_dir
 from ..profile.parsing import parse_profile
+from ..profile.store import ProfileStore
+from ..profile.trust import TrustStore
 from ..testing.backend import LocalBackend, Turn
 from ..workers.claude_cli import CLI_ENV_VAR, find_cli
 from ..workers.spec import ENV_ALLOWLIST
@@ -48,10 +51,14 @@ def shipped_mcp_json() -> str:
 
 
 def prepare_project(project: Path, home: Path, endpoint: str, castes: dict[str, str]) -> None:
-    """A project registered as the README says (the shipped mcp.json as .mcp.json), trusted in a fresh HOME."""
+    """A project registered as the README says (the shipped mcp.json as .mcp.json), trusted in a fresh HOME.
+
+    Its profile's proxy is trusted too, as `aether-mcp trust` would in that HOME."""
     lines = ["worker_models:"] + [f"  {caste}: {model}" for caste, model in castes.items()]
     lines += ["proxy:", f"  endpoint: {endpoint}", f"  auth_token: {DEMO_TOKEN}"]
-    (project / "model-profiles.yaml").write_text("\n".join(lines) + "\n")
+    profile = project / "model-profiles.yaml"
+    profile.write_text("\n".join(lines) + "\n")
+    ProfileStore(profile, trust=TrustStore(user_config_dir({"HOME": str(home)}))).trust(profile)
     (project / ".mcp.json").write_text(shipped_mcp_json())
     (project / ".claude").mkdir(exist_ok=True)
     (project / ".claude" / "settings.local.json").write_text(json.dumps({"enableAllProjectMcpServers": True}))

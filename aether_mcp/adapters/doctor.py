@@ -48,6 +48,11 @@ def check_routing(
         checks.append(_failed("profile", exc, "Fix or replace the profile file."))
         return RoutingReport(healthy=False, checks=checks)
     checks.append(Check(name="profile", verdict="ok", detail=f"{where.path} (chosen by {where.rule})"))
+    try:
+        store.load_trusted()
+    except AetherError as exc:  # nothing the untrusted settings name is run or contacted
+        checks.append(_failed("trust", exc, f"aether-mcp trust {where.path}"))
+        return RoutingReport(healthy=False, checks=checks)
     checks.append(_cli_check(profile, environ))
     castes = [profile.find_caste(caste)] if caste is not None else profile.castes()
     checks += _route_checks(profile, castes, checker or ProxyChecker(ttl_s=0))
@@ -145,7 +150,7 @@ async def live_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[C
     """Spawn one one-turn worker per distinct model and check that its routing is verified."""
     from ..workers.colony import Colony  # the worker engine loads only for a live check
 
-    profile, _ = store.load()
+    profile, _ = store.load_trusted()
     first_caste: dict[str | None, str] = {}
     for name in profile.castes():
         first_caste.setdefault(resolve(profile, name).model, name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import secrets
 import shlex
 import stat
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AetherError
-from ..private_files import private_dir, write_private
+from ..private_files import user_config_dir, write_private
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,25 +31,13 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 PATH = "/mcp"
 
 
-def config_dir(environ: MutableMapping[str, str] | None = None) -> Path:
-    """The user's aether-mcp configuration folder ($XDG_CONFIG_HOME/aether-mcp, else ~/.config/aether-mcp)."""
-    env = os.environ if environ is None else environ
-    root = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return root / "aether-mcp"
-
-
-def default_token_file() -> Path:
-    return config_dir() / "http-token"
-
-
 def load_token(path: Path | None) -> tuple[str, Path]:
     """The token in `path`, or in the default file (made, 0600, on first use); a file others can read is refused."""
     if path is None:
-        path = default_token_file()
+        folder = user_config_dir()
+        path = folder / "http-token"
         if not path.exists():
-            path.parent.parent.mkdir(parents=True, exist_ok=True)
-            private_dir(path.parent, path.parent.parent)
-            write_private(path, path.parent.parent, (secrets.token_urlsafe(32) + "\n").encode())
+            write_private(path, folder, (secrets.token_urlsafe(32) + "\n").encode())
     try:
         info = path.stat()
         token = path.read_text(encoding="utf-8").strip()

@@ -113,3 +113,30 @@ def settings_for(profile: Profile, caste: str) -> WorkerSettings:
         endpoint=endpoint,
         auth_token=SecretStr(token) if isinstance(token, str) else token,
     )
+
+
+# How much a permission mode lets a worker do unasked, least first.
+MODE_RANK = {"plan": 0, "dontAsk": 1, "default": 2, "acceptEdits": 3, "bypassPermissions": 4}
+
+
+def widened_permissions(profile: Profile) -> dict[str, Any]:
+    """The profile's permission settings that let a caste do more than its shipped settings, by dotted name.
+
+    `workers.defaults` applies to every caste, so it is measured against the read-only castes."""
+    layers = [("workers.defaults", _READ_ONLY, profile.workers.defaults)]
+    layers += [
+        (f"workers.castes.{name}", SHIPPED.get(caste_key(name), _READ_ONLY), settings)
+        for name, settings in profile.workers.castes.items()
+    ]
+    widened: dict[str, Any] = {}
+    for where, shipped, layer in layers:
+        mode = layer.permission_mode
+        if mode is not None and MODE_RANK[mode] > MODE_RANK[shipped["permission_mode"]]:
+            widened[f"{where}.permission_mode"] = mode
+        allowed = layer.allowed_tools
+        if allowed is not None and not set(allowed) <= set(shipped["allowed_tools"]):
+            widened[f"{where}.allowed_tools"] = allowed
+        disallowed = layer.disallowed_tools
+        if disallowed is not None and not set(shipped["disallowed_tools"]) <= set(disallowed):
+            widened[f"{where}.disallowed_tools"] = disallowed
+    return widened

@@ -108,6 +108,13 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
 
 def parse_profile(text: str, path: Path | str, environ: Mapping[str, str] | None = None) -> Profile:
     """Validate profile text; errors name the file, the key and its line."""
+    return read_profile(text, path, environ)[0]
+
+
+def read_profile(
+    text: str, path: Path | str, environ: Mapping[str, str] | None = None
+) -> tuple[Profile, dict[str, Any]]:
+    """The validated profile, and the plain data it was read from (no `${VAR}` expanded: what trust is given to)."""
     data, node = parse_yaml(text, path)
     expanded = dict(data)
     if isinstance(data.get("proxy"), dict):
@@ -117,7 +124,7 @@ def parse_profile(text: str, path: Path | str, environ: Mapping[str, str] | None
         castes = {k: _expanded(v, environ) if isinstance(v, dict) else v for k, v in workers["castes"].items()}
         expanded["workers"] = {**workers, "castes": castes}
     try:
-        return Profile.model_validate(expanded)
+        return Profile.model_validate(expanded), data
     except ValidationError as exc:
         problems = [_describe(error, node) for error in exc.errors()[:5]]
         more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
@@ -125,9 +132,9 @@ def parse_profile(text: str, path: Path | str, environ: Mapping[str, str] | None
 
 
 def _expanded(section: dict[str, Any], environ: Mapping[str, str] | None) -> dict[str, Any]:
-    """Expand `${VAR}` in the endpoint and token values of a section."""
-    keys = ("endpoint", "auth_token", "health_check")
-    return {k: expand_env(v, environ) if k in keys and isinstance(v, str) else v for k, v in section.items()}
+    """Expand `${VAR}` in a section's token, and nowhere else: a variable in a URL or a path would send or
+    show its value (`endpoint: http://host/${AWS_SECRET_ACCESS_KEY}`)."""
+    return {k: expand_env(v, environ) if k == "auth_token" and isinstance(v, str) else v for k, v in section.items()}
 
 
 def _describe(error: ErrorDetails, root: yaml.Node | None) -> str:

@@ -82,6 +82,7 @@ class WorkersSection(_Section):
     max_concurrent_workers: int = Field(default=4, ge=1, le=64)
     max_queued_workers: int = Field(default=64, ge=0, le=1024)
     env_passthrough: list[str] = Field(default_factory=list)
+    allowed_dirs: list[str] = Field(default_factory=list)
     max_retries: int = Field(default=2, ge=0, le=10)
     api_timeout_ms: int = Field(default=120_000, ge=1000)
     warm_workers: dict[str, Annotated[int, Field(ge=0, le=4)]] = Field(default_factory=dict)

@@ -20,9 +20,10 @@ from pydantic import Field
 
 from ..errors import ProfileError, UnknownCasteError
 from ..flat_schema import FlatRecord
-from .parsing import MAX_PROFILE_BYTES, parse_profile
+from .parsing import MAX_PROFILE_BYTES, parse_profile, read_profile
 from .resolution import CasteModel, resolve
 from .schema import Profile, check_model_name, check_new_caste_name
+from .trust import TrustStore, sensitive_settings, untrusted_error
 
 ENV_VAR = "AETHER_MODEL_PROFILES"
 FILE_NAME = "model-profiles.yaml"
@@ -97,19 +98,34 @@ class _Parsed:
     path: Path
     signature: tuple[int, int, int]  # mtime_ns, size, inode
     profile: Profile
+    untrusted: list[str]  # the settings that can run code or move a secret, and are not trusted
+
+
+class TrustResult(FlatRecord):
+    path: str = Field(description="The profile file now trusted.")
+    settings: list[str] = Field(description="The settings trusted: each can run a program or receive a secret.")
+
+
+# Rules that find a profile in the working directory, which may be anyone's (a cloned repository).
+NEEDS_TRUST = (".aether/model-profiles.yaml", "model-profiles.yaml")
 
 
 class ProfileStore:
     """One profile file: cached reads keyed on the file's stat, locked atomic writes."""
 
     def __init__(
-        self, explicit: Path | str | None = None, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+        self,
+        explicit: Path | str | None = None,
+        cwd: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        trust: TrustStore | None = None,
     ) -> None:
         self._explicit = explicit
         self.cwd = (cwd or Path.cwd()).resolve()
         self._environ = os.environ if environ is None else environ
         self._cache: _Parsed | None = None
         self._guard = threading.Lock()
+        self._trust = trust or TrustStore()
 
     @property
     def location(self) -> Location:
@@ -121,7 +137,33 @@ class ProfileStore:
         return self.cwd / STATE_DIR
 
     def load(self) -> tuple[Profile, Location]:
-        """The current profile, re-parsed only when the file changed since the last read."""
+        """The current profile, re-parsed only when the file changed since the last read.
+
+        For routing only: what runs a worker or talks to a proxy takes `load_trusted`."""
+        parsed, where = self._parsed()
+        return parsed.profile, where
+
+    def load_trusted(self) -> tuple[Profile, Location]:
+        """The current profile, when every setting in it that can run code or move a secret is trusted."""
+        parsed, where = self._parsed()
+        if parsed.untrusted:
+            raise untrusted_error(where.path, parsed.untrusted)
+        return parsed.profile, where
+
+    def untrusted(self) -> list[str]:
+        """The settings of the current profile that wait for `aether-mcp trust`."""
+        return self._parsed()[0].untrusted
+
+    def trust(self, path: Path | str | None = None) -> TrustResult:
+        """Trust the settings in `path` (default: the profile in use) that can run code or move a secret."""
+        target = _absolute(path, self.cwd) if path else self.location.path
+        profile, data = read_profile(_read(target), target, self._environ)
+        settings = sensitive_settings(profile, data)
+        self._trust.trust(target, settings)
+        self._cache = None
+        return TrustResult(path=str(target), settings=sorted(settings))
+
+    def _parsed(self) -> tuple[_Parsed, Location]:
         where = self.location
         try:
             stat = where.path.stat()
@@ -130,10 +172,15 @@ class ProfileStore:
         signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         cached = self._cache
         if cached is not None and cached.path == where.path and cached.signature == signature:
-            return cached.profile, where
-        profile = parse_profile(_read(where.path), where.path, self._environ)
-        self._cache = _Parsed(where.path, signature, profile)
-        return profile, where
+            return cached, where
+        profile, data = read_profile(_read(where.path), where.path, self._environ)
+        untrusted: list[str] = []
+        if where.rule in NEEDS_TRUST:
+            settings = sensitive_settings(profile, data)
+            if settings and not self._trust.trusts(where.path, settings):
+                untrusted = sorted(settings)
+        self._cache = _Parsed(where.path, signature, profile, untrusted)
+        return self._cache, where
 
     def caste_models(self, caste: str | None = None, task: str | None = None) -> CasteModels:
         """The routing table: one caste, or every caste, with the model each uses and why."""
@@ -198,7 +245,11 @@ class ProfileStore:
         with self._locked(target):
             if target.exists():
                 return target, False
-            _write_atomic(target, _read(where.path))
+            text = _read(where.path)
+            _write_atomic(target, text)
+            # The packaged default's settings were trusted where they came from: so they are in the copy.
+            profile, data = read_profile(text, target, self._environ)
+            self._trust.trust(target, sensitive_settings(profile, data))
         return target, True
 
     def _locked(self, path: Path) -> _FileLock:

@@ -141,7 +141,7 @@ class Colony:
                 f"The task is {len(task.encode()):,} bytes; a task may be at most {MAX_TASK_BYTES:,}.",
                 "Put the material in a file in the worker's directory and name the file in the task",
             )
-        profile, _ = self.store.load()
+        profile, _ = self.store.load_trusted()
         waiting = sum(1 for w in self._workers.values() if w.result.status == "queued")
         if waiting >= profile.workers.max_queued_workers:
             raise AetherError(
@@ -194,7 +194,7 @@ class Colony:
         It waits a moment first: reading the profile and starting CLIs would slow the session's first requests."""
         await anyio.sleep(PRESTART_DELAY_S)
         try:
-            profile, _ = self.store.load()
+            profile, _ = self.store.load_trusted()
             self._warm.idle_s = profile.workers.warm_idle_s
             self._warm_counts = _warm_counts(profile)
             specs = [self._spec(profile, c, "", cwd=None, model=None, timeout_s=None) for c in self._warm_counts]
