@@ -32,6 +32,7 @@ FAKE_CLIS: dict[str, tuple[str, str, str]] = {
     "segfaults mid-run": (f"echo '{INIT}'; kill -SEGV $$", "failed", "exited with status -11"),
     "hangs with children": ("sleep 300 & sleep 300 & wait", "timed_out", "ran past its timeout of 2 s"),
     "ignores SIGTERM": ("trap '' TERM; sleep 300 & wait; sleep 300", "timed_out", "ran past its timeout of 2 s"),
+    "a child leaves its process group": ("setsid -f sleep 300; sleep 300", "timed_out", "ran past its timeout of 2 s"),
     "prints garbage only": ("echo 'not json'; echo '{broken'; echo '[1,2]'", "failed", "ended without a result line"),
     "garbage between good lines": (
         f"echo '{INIT}'; echo 'garbage'; echo '{ANSWER}'; printf '%s' '{{\"half'; echo; echo '{RESULT}'",

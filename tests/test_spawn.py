@@ -294,7 +294,8 @@ async def test_warm_workers_take_only_the_tasks_they_match(isolated: Path, backe
         assert await wait_for(lambda: len(claude_processes(marker)) == 1)  # pre-started, waiting for a task
         assert backend.models_asked() == []  # a warm worker sends nothing before its task
         results = []
-        for args in ({}, {"model": "glm-5"}, {"cwd": str(isolated.parent)}, {}):
+        (isolated / "sub").mkdir()
+        for args in ({}, {"model": "glm-5"}, {"cwd": str(isolated / "sub")}, {}):
             worker = await colony.spawn("builder", "say hi", **args)
             await worker.done.wait()
             results.append(worker.result)

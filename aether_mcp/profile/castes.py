@@ -19,6 +19,7 @@ READ_TOOLS = ["Read", "Glob", "Grep", "WebSearch", "WebFetch"]
 EDIT_TOOLS = ["Edit", "Write", "NotebookEdit"]
 # Workers are leaves: they must not start agents or colonies of their own.
 NO_NESTING = ["Agent", "Task"]
+GIT_WRITES = ["Bash(git *--output*)", "Bash(git *--ext-diff*)", "Bash(git *--textconv*)"]
 
 _READ_ONLY: dict[str, Any] = {
     "permission_mode": "dontAsk",
@@ -50,7 +51,9 @@ SHIPPED: dict[str, dict[str, Any]] = {
     "archaeologist": {
         **_READ_ONLY,
         "allowed_tools": [*READ_TOOLS, "Bash(git log:*)", "Bash(git show:*)", "Bash(git blame:*)", "Bash(git diff:*)"],
-        "disallowed_tools": [*EDIT_TOOLS, *NO_NESTING],
+        # Reading history, never writing: `git log --output=FILE` writes anywhere, and --ext-diff and --textconv
+        # run programs the repository's git config names. Redirects and `&&` chains are already refused.
+        "disallowed_tools": [*EDIT_TOOLS, *NO_NESTING, *GIT_WRITES],
     },
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +80,7 @@ def build_spec(
         task=task,
         model=chosen,
         model_source=source,
-        cwd=working_directory(cwd, home),
+        cwd=working_directory(cwd, home, profile.workers.allowed_dirs),
         home=home,
         settings=settings,
         cli=find_cli(profile, environ),
@@ -91,10 +91,11 @@ def build_spec(
     )
 
 
-def working_directory(cwd: str | None, default: Path) -> Path:
-    """The directory a worker runs in: an existing absolute path, symlinks resolved."""
+def working_directory(cwd: str | None, home: Path, allowed_dirs: Sequence[str] = ()) -> Path:
+    """The directory a worker runs in: an existing absolute path, symlinks resolved, inside the project
+    (the git work tree `home` is in, else `home` itself) or below one of the profile's `allowed_dirs`."""
     if cwd is None:
-        return default
+        return home
     path = Path(cwd).expanduser()
     if not path.is_absolute():
         raise AetherError(f"cwd must be an absolute path, not '{cwd}'.")
@@ -102,7 +103,24 @@ def working_directory(cwd: str | None, default: Path) -> Path:
         raise AetherError(f"cwd '{cwd}' does not exist.")
     if not path.is_dir():
         raise AetherError(f"cwd '{cwd}' is not a directory.")
-    return path.resolve()
+    resolved = path.resolve()
+    roots = [project_root(home), *(Path(d).expanduser().resolve() for d in allowed_dirs)]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise AetherError(
+            f"cwd '{cwd}' is outside this project ({roots[0]})"
+            + (f" and outside workers.allowed_dirs ({', '.join(allowed_dirs)})" if allowed_dirs else ""),
+            "Give a directory inside the project, or list its parent in workers.allowed_dirs in your profile "
+            "(then run aether-mcp trust)",
+        )
+    return resolved
+
+
+def project_root(home: Path) -> Path:
+    """The top of the git work tree `home` is in; `home` itself outside git."""
+    for folder in (home, *home.parents):
+        if (folder / ".git").exists():
+            return folder
+    return home
 
 
 def build_command(spec: WorkerSpec) -> list[str]:
