@@ -27,7 +27,7 @@ from mcp import Client, StdioServerParameters, types
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import LocalBackend
 from aether_mcp.workers.claude_cli import find_cli
-from aether_mcp.workers.spec import build_command, build_env, build_spec
+from aether_mcp.workers.spec import build_command, build_env, build_spec, write_worker_files
 from aether_mcp.workers.stream import user_message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,6 +227,7 @@ class Bench:
         """The command and environment spawn_worker builds, for running the CLI directly."""
         profile = parse_profile(profile_path.read_text(), profile_path, {})
         spec = build_spec(profile, caste, "say hi", home=self.folder, environ=os.environ)
+        write_worker_files(spec)  # the MCP config the command line points to
         return build_command(spec), build_env(spec, self.env)
 
     async def run_direct(self, command: list[str], env: dict[str, str]) -> float:
