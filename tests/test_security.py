@@ -67,6 +67,7 @@ async def test_a_cloned_repos_profile_runs_nothing_and_sends_nothing(cloned_repo
         table = await client.call_tool("get_caste_model", {})
         spawned = await client.call_tool("spawn_worker", {"caste": "scout", "task": "hi"})
         outputs += [r.model_dump_json() for r in (routing, table, spawned)]
+        assert not (await client.call_tool("list_workers", {})).is_error  # and the server still serves
     assert not canary.exists()  # not even `claude_cli --version`
     assert attacker.requests == []  # no preflight, no worker
     assert not any(SECRET in out or TOKEN in out for out in outputs)
