@@ -88,6 +88,16 @@ TOOL_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("spawn_worker", {"caste": "builder", "task": "hi", "timeout_s": 1e300}, "at most 86400 seconds"),
     ("get_worker", {"worker_id": "x", "wait_s": -1}, "greater than or equal to 0"),
     ("get_worker", {"worker_id": "x", "wait_s": 1e9}, "less than or equal to 3600"),
+    ("get_worker", {"worker_id": "x", "offset": -1}, "greater than or equal to 0"),
+    ("get_worker", {"worker_id": "x", "limit": 10**9}, "less than or equal to 100000"),
+    # the cooperation tools
+    ("spawn_worker", {"caste": "builder", "task": "hi", "isolation": "container"}, "Input should be 'none' or"),
+    ("spawn_worker", {"caste": "builder", "task": "hi", "isolation": "worktree", "base": "--output=x"}, "base"),
+    ("spawn_worker", {"caste": "builder", "task": "hi", "output_schema": {"type": 5}}, "not a valid JSON Schema"),
+    ("spawn_worker", {"caste": "builder", "task": "hi", "output_schema": "yes"}, "valid dictionary"),
+    ("continue_worker", {"worker_id": "nobody-1", "message": "more"}, "No worker 'nobody-1'"),
+    ("continue_worker", {"worker_id": "nobody-1"}, "message"),
+    ("discard_worker", {"worker_id": "../../etc"}, "No worker '../../etc'"),
 ]
 
 

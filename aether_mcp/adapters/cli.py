@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     doctor.set_defaults(run=_doctor)
 
     workers = commands.add_parser("workers", parents=[common], help="recent workers from the spawn log, newest first")
+    workers.add_argument(
+        "action", nargs="?", choices=["clean"], help="clean: remove workers' git worktrees whose branch is merged"
+    )
+    workers.add_argument("--all", action="store_true", help="with clean: remove unmerged worktrees too")
     workers.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     workers.add_argument("--json", action="store_true", help="print JSON lines' fields as a JSON list")
     workers.set_defaults(run=_workers)
@@ -244,6 +248,9 @@ def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
 def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
     from ..workers.spawn_log import read_spawn_log
 
+    if args.action == "clean":
+        return _clean_worktrees(store, everything=args.all)
+
     log = store.state_dir / "spawn-log.jsonl"
     entries = read_spawn_log(log, args.limit)
     if args.json:
@@ -269,6 +276,17 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
             )
         )
     print(table(rows))
+    return 0
+
+
+def _clean_worktrees(store: ProfileStore, everything: bool) -> int:
+    from ..workers import worktree
+
+    removed = worktree.clean(worktree.repository_root(store.cwd), everything)
+    for branch in removed:
+        print(f"removed {branch} and its worktree")
+    if not removed:
+        print("No worker worktrees to remove." if everything else "No merged worker worktrees to remove.")
     return 0
 
 

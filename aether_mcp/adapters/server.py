@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -25,7 +25,8 @@ from pydantic import Field
 from ..errors import AetherError
 from ..flat_schema import FlatRecord
 from ..profile.store import CasteModels, ProfileStore, ResetResult, SetResult
-from ..workers.colony import Colony
+from ..workers.colony import Colony, Worker
+from ..workers.proof import OUTPUT_PAGE
 from ..workers.result import WorkerLine, WorkerResult
 from . import doctor, http
 from .doctor import RoutingReport
@@ -269,6 +270,34 @@ def _owner(ctx: Context[Any]) -> str:
     return "sessionless" if headers is not None else "stdio"
 
 
+TimeoutSeconds = Annotated[
+    float | None, Field(description="Kill the worker after this many seconds. Default: the caste's setting.")
+]
+OutputSchema = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="A JSON Schema object the answer must fit: the result then carries structured_output, "
+        "validated; an answer that does not fit is a failed worker."
+    ),
+]
+
+
+async def _reply(ctx: Context[Any], colony: Colony, worker: Worker, wait: bool) -> WorkerResult:
+    """The worker's record at once, or, with `wait`, when it ends (with progress notes meanwhile)."""
+    if not wait:
+        return worker.result
+    try:
+        while not worker.done.is_set():
+            await worker.news()
+            if worker.turns and not worker.done.is_set():
+                tool = f", last tool {worker.last_tool}" if worker.last_tool else ""
+                await ctx.report_progress(worker.turns, None, f"{worker.result.caste}: turn {worker.turns}{tool}")
+    except anyio.get_cancelled_exc_class():
+        colony.cancel(worker.result.worker_id, _owner(ctx))
+        raise
+    return worker.result
+
+
 def _add_worker_tools(server: MCPServer[Any]) -> None:
     @_tool(
         server,
@@ -293,30 +322,72 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
         wait: Annotated[
             bool, Field(description="True: return when the worker ends. False: return at once with its worker_id.")
         ] = True,
-        timeout_s: Annotated[
-            float | None, Field(description="Kill the worker after this many seconds. Default: the caste's setting.")
+        timeout_s: TimeoutSeconds = None,
+        isolation: Annotated[
+            Literal["none", "worktree"] | None,
+            Field(
+                description="worktree: the worker works in a fresh git worktree on a branch of its own "
+                "(aether/<worker_id>), so parallel workers cannot write over each other. Default: the caste's setting."
+            ),
         ] = None,
+        base: Annotated[
+            str | None,
+            Field(max_length=200, description="With isolation 'worktree': the commit or branch to start from (HEAD)."),
+        ] = None,
+        output_schema: OutputSchema = None,
     ) -> WorkerResult:
         """Start a Claude Code worker of a caste on that caste's model, and report which model really served it.
 
         Use this instead of the Task tool for Aether castes: the worker runs as
         its own headless Claude Code process with the caste's model, tools and
         permissions. With wait=false it runs in the background: follow it with
-        get_worker. Check routing_verified and routing_evidence in the result."""
+        get_worker. Check routing_verified and routing_evidence in the result.
+        With isolation 'worktree' the result names its branch, commits and
+        diffstat; merge the branch or drop it with discard_worker."""
         colony = _colony(ctx)
-        worker = await colony.spawn(caste, task, cwd=cwd, model=model, timeout_s=timeout_s, owner=_owner(ctx))
-        if not wait:
-            return worker.result
-        try:
-            while not worker.done.is_set():
-                await worker.news()
-                if worker.turns and not worker.done.is_set():
-                    tool = f", last tool {worker.last_tool}" if worker.last_tool else ""
-                    await ctx.report_progress(worker.turns, None, f"{worker.result.caste}: turn {worker.turns}{tool}")
-        except anyio.get_cancelled_exc_class():
-            colony.cancel(worker.result.worker_id, _owner(ctx))
-            raise
-        return worker.result
+        worker = await colony.spawn(
+            caste,
+            task,
+            cwd=cwd,
+            model=model,
+            timeout_s=timeout_s,
+            isolation=isolation,
+            base=base,
+            output_schema=output_schema,
+            owner=_owner(ctx),
+        )
+        return await _reply(ctx, colony, worker, wait)
+
+    @_tool(
+        server,
+        ToolAnnotations(
+            title="Send a worker a follow-up",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=False,
+            open_world_hint=True,
+        ),
+    )
+    async def continue_worker(  # noqa: PLR0917 (the tool's parameters are its contract)
+        worker_id: Annotated[str, Field(description="A finished worker of this session.")],
+        message: Annotated[str, Field(description="The next message in that worker's conversation.")],
+        ctx: Context[Any],
+        wait: Annotated[
+            bool, Field(description="True: return when the turn ends. False: return at once with its worker_id.")
+        ] = True,
+        timeout_s: TimeoutSeconds = None,
+        output_schema: OutputSchema = None,
+    ) -> WorkerResult:
+        """Continue a finished worker's conversation with a follow-up, e.g. a watcher's findings back to the builder.
+
+        The new turn runs on the same caste, model, directory or worktree and
+        permissions, with its own routing proof; its result has a worker_id
+        of its own, `continues` and `turn`."""
+        colony = _colony(ctx)
+        worker = await colony.continue_worker(
+            worker_id, message, timeout_s=timeout_s, output_schema=output_schema, owner=_owner(ctx)
+        )
+        return await _reply(ctx, colony, worker, wait)
 
     @_tool(
         server,
@@ -330,13 +401,41 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
         wait_s: Annotated[
             float, Field(ge=0, le=3600, description="Wait up to this many seconds for the worker to finish.")
         ] = 0,
+        offset: Annotated[
+            int, Field(ge=0, description="Read the answer from this character on (see output_chars).")
+        ] = 0,
+        limit: Annotated[int, Field(ge=1, le=100_000, description="At most this many characters of the answer.")] = (
+            OUTPUT_PAGE
+        ),
     ) -> WorkerResult:
-        """A worker's status, and its full result once it has finished. Set wait_s to wait for it."""
+        """A worker's status, and its full result once it has finished. Set wait_s to wait for it.
+
+        A long answer comes in pages: when output_chars is more than offset plus
+        the output's length, call again with a larger offset."""
         worker = _colony(ctx).get(worker_id, _owner(ctx))
         if wait_s:
             with anyio.move_on_after(wait_s):
                 await worker.done.wait()
-        return worker.result
+        return worker.page(offset, limit)
+
+    @_tool(
+        server,
+        ToolAnnotations(
+            title="Drop a worker's worktree",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=False,
+            open_world_hint=False,
+        ),
+    )
+    async def discard_worker(
+        worker_id: Annotated[str, Field(description="A finished worker of this session that has a worktree.")],
+        ctx: Context[Any],
+    ) -> WorkerResult:
+        """Remove a finished worker's git worktree and its branch, with whatever they hold.
+
+        Use it after merging the branch, or to drop work you do not want."""
+        return _colony(ctx).discard(worker_id, _owner(ctx)).result
 
     @_tool(
         server,

@@ -9,7 +9,7 @@ nobody can answer (`dontAsk` denies what is not pre-approved). A profile's
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, SecretStr
 
@@ -90,6 +90,7 @@ class WorkerSettings(BaseModel):
     mcp_servers: dict[str, dict[str, Any]]
     endpoint: str | None
     auth_token: SecretStr | None
+    isolation: Literal["none", "worktree"] = "none"
 
 
 def settings_for(profile: Profile, caste: str) -> WorkerSettings:
@@ -115,6 +116,7 @@ def settings_for(profile: Profile, caste: str) -> WorkerSettings:
         mcp_servers=merged.get("mcp_servers", {}),
         endpoint=endpoint,
         auth_token=SecretStr(token) if isinstance(token, str) else token,
+        isolation=merged.get("isolation") or "none",
     )
 
 

@@ -73,6 +73,7 @@ class CasteSettings(_Section):
     mcp_servers: dict[str, dict[str, Any]] | None = None
     endpoint: str | None = None
     auth_token: SecretStr | None = None
+    isolation: Literal["none", "worktree"] | None = None
 
 
 class WorkersSection(_Section):

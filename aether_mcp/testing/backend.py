@@ -41,6 +41,7 @@ class Recorded:
     stream: bool = False
     authorized: bool = True
     tool_names: tuple[str, ...] = ()
+    conversation: tuple[str, ...] = ()  # the text of each message the request carried, in order
 
 
 class LocalBackend:
@@ -62,6 +63,9 @@ class LocalBackend:
         self.token = token
         self.claims = dict(claims or {})
         self.scripts = {model: deque(turns) for model, turns in (scripts or {}).items()}
+        # model -> the turn that answers every task (a request whose last message is not a tool result):
+        # each of many parallel workers gets it once, in whatever order their requests come.
+        self.on_task: dict[str, Turn] = {}
         self.models = list(models or [])
         self.fail_status = fail_status
         self.close_mid_stream = close_mid_stream
@@ -162,7 +166,9 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
             authorized = self._authorized()
             model = body.get("model")
             tools = tuple(t.get("name", "") for t in body.get("tools") or [] if isinstance(t, dict))
-            backend.record(Recorded("POST", self.path, model, bool(body.get("stream")), authorized, tools))
+            messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+            said = tuple(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
+            backend.record(Recorded("POST", self.path, model, bool(body.get("stream")), authorized, tools, said))
             if not authorized:
                 return self._error(401, "authentication_error", "invalid x-api-key or bearer token")
             if not self.path.startswith("/v1/messages"):
@@ -233,7 +239,8 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
 def _answer(backend: LocalBackend, body: dict[str, Any]) -> dict[str, Any]:
     asked = str(body.get("model") or "")
     served = backend.claims.get(asked, asked)
-    turn = backend.next_turn(asked) or Turn(text=_default_text(served, body))
+    fresh = backend.on_task.get(asked) if _answers_a_task(body) else None
+    turn = fresh or backend.next_turn(asked) or Turn(text=_default_text(served, body))
     if turn.tool:
         block: dict[str, Any] = {
             "type": "tool_use",
@@ -267,6 +274,18 @@ def _default_text(served: str, body: dict[str, Any]) -> str:
         if isinstance(block, dict) and block.get("type") == "tool_result"
     ]
     return f"served-by {served}" + "".join(f"\n\ntool result:\n{r}" for r in results)
+
+
+def _answers_a_task(body: dict[str, Any]) -> bool:
+    """True when the last message is the user's own words, not the result of a tool the model called."""
+    # The CLI may end with a message of its own (role "system"): the conversation is users and assistants.
+    said = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
+    last = said[-1] if said else {}
+    content = last.get("content")
+    blocks = content if isinstance(content, list) else []
+    return last.get("role") == "user" and not any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks
+    )
 
 
 def _text_of(content: Any) -> str:

@@ -12,18 +12,21 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import FrameType
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ..errors import AetherError
+from ..errors import AetherError, sentences
 from ..profile.schema import Profile
 from ..profile.store import ProfileStore
+from . import worktree
 from .preflight import Preflight, ProxyChecker
 from .process import RunOutcome, finish_process, kill_group_now, run_worker
-from .proof import settle
+from .proof import check_output_schema, page, settle
 from .result import WorkerLine, WorkerResult
 from .secrets import redact, worker_secrets
 from .spawn_log import append_entry
@@ -33,6 +36,7 @@ from .warm import WarmPool
 
 log = logging.getLogger("aether_mcp")
 
+Isolation = Literal["none", "worktree"]
 PRESTART_DELAY_S = 1.0
 MAX_TASK_BYTES = 1024 * 1024
 # Finished workers kept for get_worker and list_workers (their task text is dropped when they finish).
@@ -55,6 +59,10 @@ LOG_FIELDS = {
     "finished_at",
     "cwd",
     "transcript_path",
+    "continues",
+    "turn",
+    "branch",
+    "commits",
 }
 
 
@@ -72,6 +80,12 @@ class Worker:
         self.pid: int | None = None
         self.turns = 0
         self.last_tool: str | None = None
+        self.worktree: worktree.Worktree | None = None
+        self.answer: str | None = None  # the whole answer, redacted; result.output holds its first page
+
+    def page(self, offset: int, limit: int) -> WorkerResult:
+        """The worker's record with the part of its answer from `offset`, at most `limit` characters."""
+        return self.result.model_copy(update={"output": page(self.answer, offset, limit), "output_offset": offset})
 
     def notify(self) -> None:
         """Wake whoever waits for news of this worker (progress, start, end)."""
@@ -127,11 +141,78 @@ class Colony:
         cwd: str | None = None,
         model: str | None = None,
         timeout_s: float | None = None,
+        isolation: Isolation | None = None,
+        base: str | None = None,
+        output_schema: dict[str, Any] | None = None,
         owner: str = "",
     ) -> Worker:
         """Check everything a worker needs, then start it (or queue it). Refusals raise before anything runs.
 
         `owner` is who may see and stop the worker (an MCP session); workers of other owners stay hidden."""
+        profile = self._admit(task)
+        spec = self._spec(profile, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
+        spec.output_schema = check_output_schema(output_schema) if output_schema is not None else None
+        isolation = isolation or spec.settings.isolation
+        if worktree.check_base(base) is not None and isolation != "worktree":
+            raise AetherError("base applies only with isolation 'worktree'.")
+        preflight = await self._preflight(spec)
+        tree = None
+        if isolation == "worktree":
+            tree = await anyio.to_thread.run_sync(self._worktree_for, spec, base)
+        return self._start(spec, profile, preflight, owner, tree)
+
+    async def continue_worker(
+        self,
+        worker_id: str,
+        message: str,
+        *,
+        timeout_s: float | None = None,
+        output_schema: dict[str, Any] | None = None,
+        owner: str = "",
+    ) -> Worker:
+        """A follow-up turn in a finished worker's conversation: same caste, model, directory and permissions."""
+        previous = self.get(worker_id, owner)
+        if not previous.done.is_set():
+            raise AetherError(f"Worker '{worker_id}' is still {previous.result.status}.", "Wait for it with get_worker")
+        if previous.result.session_id is None:
+            raise AetherError(f"Worker '{worker_id}' has no conversation to continue (its CLI never started one).")
+        profile = self._admit(message)
+        fresh = self._spec(
+            profile, previous.result.caste, message, cwd=None, model=previous.spec.model, timeout_s=timeout_s
+        )
+        spec = replace(
+            previous.spec,
+            worker_id=fresh.worker_id,
+            task=message,
+            transcript_path=fresh.transcript_path,
+            resume=previous.result.session_id,
+            output_schema=check_output_schema(output_schema) if output_schema is not None else None,
+            settings=fresh.settings if timeout_s is not None else previous.spec.settings,
+        )
+        preflight = await self._preflight(spec)
+        if previous.worktree is not None:
+            await anyio.to_thread.run_sync(worktree.restore, previous.worktree)
+        worker = self._start(spec, profile, preflight, owner, previous.worktree)
+        worker.result.continues, worker.result.turn = worker_id, previous.result.turn + 1
+        return worker
+
+    def discard(self, worker_id: str, owner: str = "") -> Worker:
+        """Drop a finished worker's worktree and branch, whatever they hold."""
+        worker = self.get(worker_id, owner)
+        if not worker.done.is_set():
+            raise AetherError(f"Worker '{worker_id}' is still {worker.result.status}.", "Cancel it first")
+        tree = worker.worktree
+        if tree is None:
+            raise AetherError(f"Worker '{worker_id}' has no worktree to discard.")
+        worktree.remove(tree)
+        for other in self._workers.values():
+            if other.worktree == tree:
+                other.worktree = None
+                other.result.worktree = other.result.branch = None
+        return worker
+
+    def _admit(self, task: str) -> Profile:
+        """The trusted profile, when the colony can take one more worker with this task."""
         if self._group is None:
             raise AetherError("The colony is closed; no more workers can start.")
         if not task.strip():
@@ -148,13 +229,33 @@ class Colony:
                 f"{waiting} workers are already queued, the most workers.max_queued_workers allows.",
                 "Wait for some to finish, or cancel some",
             )
-        spec = self._spec(profile, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
-        preflight = None
-        if spec.settings.endpoint:
-            token = spec.settings.auth_token.get_secret_value() if spec.settings.auth_token else None
-            preflight = await anyio.to_thread.run_sync(
-                self._checker.preflight, spec.settings.endpoint, token, spec.model
-            )
+        return profile
+
+    async def _preflight(self, spec: WorkerSpec) -> Preflight | None:
+        if not spec.settings.endpoint:
+            return None
+        token = spec.settings.auth_token.get_secret_value() if spec.settings.auth_token else None
+        preflight: Preflight = await anyio.to_thread.run_sync(
+            self._checker.preflight, spec.settings.endpoint, token, spec.model
+        )
+        return preflight
+
+    def _worktree_for(self, spec: WorkerSpec, base: str | None) -> worktree.Worktree:
+        """A fresh worktree for the worker; its directory becomes the same place inside that worktree."""
+        repo = worktree.repository_root(self.store.cwd)
+        tree = worktree.create(repo, self.store.cwd, spec.worker_id, base)
+        spec.cwd = tree.path / spec.cwd.relative_to(repo) if spec.cwd.is_relative_to(repo) else tree.path
+        return tree
+
+    def _start(
+        self,
+        spec: WorkerSpec,
+        profile: Profile,
+        preflight: Preflight | None,
+        owner: str,
+        tree: worktree.Worktree | None,
+    ) -> Worker:
+        assert self._group is not None
         result = WorkerResult(
             worker_id=spec.worker_id,
             caste=spec.caste,
@@ -164,8 +265,12 @@ class Colony:
             transcript_path=str(spec.transcript_path),
             cli=f"{spec.cli.path} ({spec.cli.rule})",
             cwd=str(spec.cwd),
+            worktree=str(tree.path) if tree else None,
+            branch=tree.branch if tree else None,
+            base=tree.base if tree else None,
         )
         worker = Worker(result, spec, preflight, owner)
+        worker.worktree = tree
         self._workers[spec.worker_id] = worker
         self._prune()
         if self._limit is None:
@@ -259,16 +364,31 @@ class Colony:
         secrets = worker_secrets(worker.spec.settings, self._environ)
         result.finished_at = _now()
         if outcome is not None:
-            settle(result, worker.spec, outcome, worker.preflight, secrets)
+            worker.answer = settle(result, worker.spec, outcome, worker.preflight, secrets)
         elif failure is not None:
             result.status, result.error = "failed", redact(failure, secrets)
         else:
             result.status = "cancelled"
             result.error = "Cancelled before it finished; the worker and its process group were killed."
         worker.spec.task = ""  # the history keeps what ran and how it went, not what it was told
+        if worker.worktree is not None:
+            self._report_worktree(worker)
         self._log(result)
         worker.done.set()
         worker.notify()
+
+    def _report_worktree(self, worker: Worker) -> None:
+        """What the worker left in its worktree; a worktree it left untouched is removed with its branch."""
+        tree, result = worker.worktree, worker.result
+        assert tree is not None
+        try:
+            found = worktree.report(tree)
+            result.commits, result.diffstat = found.commits, found.diffstat or None
+            if not found.changed:
+                worktree.remove(tree)
+                result.worktree = result.branch = None
+        except AetherError as exc:  # the worker's result stands; the worktree stays for the user to look at
+            result.error = sentences(result.error, f"Its worktree could not be read: {exc}") or None
 
     def _log(self, result: WorkerResult) -> None:
         """One JSON line per finished worker: what ran, on which model, and whether that was proven."""
@@ -305,6 +425,8 @@ class Colony:
                 status=w.result.status,
                 routing_verified=w.result.routing_verified,
                 duration_s=w.result.duration_s,
+                worktree=w.result.worktree,
+                turn=w.result.turn,
             )
             for w in reversed(self._workers.values())
             if w.owner == owner

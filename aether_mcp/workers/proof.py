@@ -9,10 +9,14 @@ stands for count as one).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from ..errors import sentences
+import jsonschema
+
+from ..errors import AetherError, sentences
 from .preflight import Preflight
 from .process import RunOutcome
 from .result import WorkerResult
@@ -23,7 +27,7 @@ from .stream import StreamSummary
 # Claude Code's aliases and the dated IDs a first-party backend answers with,
 # e.g. `sonnet` -> `claude-sonnet-4-5-20250929`.
 ALIASES = ("opus", "sonnet", "haiku")
-OUTPUT_CAP = 20_000
+OUTPUT_PAGE = 20_000  # characters of the answer a result carries; get_worker reads the rest page by page
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,9 @@ def judge(assigned: str | None, summary: StreamSummary, preflight: Preflight | N
 
 def settle(
     result: WorkerResult, spec: WorkerSpec, outcome: RunOutcome, preflight: Preflight | None, secrets: list[str]
-) -> None:
-    """Fill in a finished worker's record: its status, its output, its proof, and what went wrong."""
+) -> str | None:
+    """Fill in a finished worker's record: its status, its proof, what went wrong, and the first page of its
+    answer. Returns the whole answer (redacted), for reading page by page."""
     summary = outcome.summary
     verdict = judge(result.model, summary, preflight)
     result.models_reported = summary.models_reported()
@@ -94,8 +99,11 @@ def settle(
     result.usage = summary.usage
     result.cost_usd = summary.cost_usd
     result.session_id = summary.session_id
-    result.output = _capped(redact(summary.result_text, secrets), result.transcript_path)
+    answer = redact(summary.result_text, secrets)
+    result.output, result.output_chars = page(answer, 0, OUTPUT_PAGE), len(answer) if answer is not None else None
     failure = describe_failure(spec, outcome)
+    if spec.output_schema is not None and failure is None:
+        result.structured_output = summary.structured_output
     if outcome.timed_out:
         result.status = "timed_out"
     elif failure:
@@ -104,6 +112,7 @@ def settle(
         result.status = "succeeded"
     routing = None if verdict.verified else f"Routing not verified: {verdict.problem}"
     result.error = redact(sentences(failure, routing), secrets) or None
+    return answer
 
 
 def describe_failure(spec: WorkerSpec, outcome: RunOutcome) -> str | None:
@@ -132,10 +141,39 @@ def describe_failure(spec: WorkerSpec, outcome: RunOutcome) -> str | None:
         if outcome.exit_code:
             return f"The Claude Code CLI exited with status {outcome.exit_code}: {tail}"
         return f"The worker's stream ended without a result line ({tail}); see the transcript."
+    if spec.output_schema is not None:
+        misfit = schema_misfit(spec.output_schema, summary.structured_output)
+        if misfit is not None:
+            return f"The worker's answer does not fit output_schema: {misfit}"
     return None
 
 
-def _capped(text: str | None, transcript: str | None) -> str | None:
-    if text is None or len(text) <= OUTPUT_CAP:
-        return text
-    return text[:OUTPUT_CAP] + f"\n[... {len(text) - OUTPUT_CAP} more characters in {transcript}]"
+MAX_SCHEMA_BYTES = 64 * 1024
+
+
+def check_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Refuse an output_schema that is too large to pass on or is not a JSON Schema."""
+    size = len(json.dumps(schema))
+    if size > MAX_SCHEMA_BYTES:
+        raise AetherError(f"output_schema is {size:,} bytes of JSON; at most {MAX_SCHEMA_BYTES:,} are allowed.")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.exceptions.SchemaError as exc:
+        raise AetherError(f"output_schema is not a valid JSON Schema: {exc.message}") from None
+    return schema
+
+
+def schema_misfit(schema: dict[str, Any], value: Any) -> str | None:
+    """Why `value` does not fit `schema`, in one line; None when it does."""
+    if value is None:
+        return "it gave no structured answer (the model never made a valid StructuredOutput call)"
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path) or "the top level"
+    return f"at {where}: {error.message}"
+
+
+def page(text: str | None, offset: int, limit: int) -> str | None:
+    return None if text is None else text[offset : offset + limit]

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import AetherError
 from ..private_files import write_private
@@ -47,6 +48,8 @@ class WorkerSpec:
     max_retries: int = 2
     api_timeout_ms: int = 120_000
     env_passthrough: list[str] = field(default_factory=list)
+    output_schema: dict[str, Any] | None = None  # the CLI's --json-schema: the answer comes as structured_output
+    resume: str | None = None  # a follow-up turn: the CLI session to continue
 
 
 def build_spec(
@@ -137,6 +140,10 @@ def build_command(spec: WorkerSpec) -> list[str]:
         command += ["--allowedTools", ",".join(s.allowed_tools)]
     if s.disallowed_tools:
         command += ["--disallowedTools", ",".join(s.disallowed_tools)]
+    if spec.output_schema is not None:
+        command += ["--json-schema", json.dumps(spec.output_schema)]
+    if spec.resume is not None:
+        command += ["--resume", spec.resume]
     # Only the caste's own MCP servers, from a 0600 file (their env may hold secrets): a worker never
     # loads aether-mcp from the project's .mcp.json, so it cannot start a colony of its own.
     command += ["--strict-mcp-config", "--mcp-config", str(mcp_config_path(spec))]

@@ -28,6 +28,7 @@ class StreamSummary:
     usage: dict[str, Any] | None = None
     cost_usd: float | None = None
     session_id: str | None = None
+    structured_output: Any = None  # what the model gave the CLI's StructuredOutput tool, when a schema was asked
     permission_denials: list[str] = field(default_factory=list)
     malformed_lines: int = 0
     synthetic_messages: int = 0
@@ -82,6 +83,7 @@ class StreamSummary:
         model_usage = event.get("modelUsage")
         if isinstance(model_usage, dict):
             self.usage_models = [str(m) for m in model_usage]
+        self.structured_output = event.get("structured_output")
         denials = event.get("permission_denials")
         if isinstance(denials, list):
             self.permission_denials = [str(d.get("tool_name")) for d in denials if isinstance(d, dict)]

@@ -1,0 +1,138 @@
+"""A git worktree of its own for a worker: a branch, a folder, what it committed, and cleaning up after it.
+
+Built on git itself rather than the CLI's --worktree: each worktree is made by
+the server before its worker starts, from a base the server resolved to one
+commit, on a branch named after the worker, so parallel workers can neither
+share a tree nor commit to each other's branches. Worktree creation is
+serialised within the server: git locks its refs, but two `worktree add` calls
+at once can still trip over each other.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AetherError
+from ..private_files import private_dir
+from ..profile.store import STATE_DIR
+
+BRANCH_PREFIX = "aether/"
+# A base names a commit or a branch: no option (leading '-'), no space or control character.
+_BASE = re.compile(r"[A-Za-z0-9_./@^~{}:+-]{1,200}")
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Worktree:
+    repo: Path  # the main work tree
+    path: Path
+    branch: str
+    base: str  # the commit it started from
+
+
+@dataclass(frozen=True)
+class WorktreeReport:
+    commits: list[str]  # "<short sha> <subject>", oldest first
+    diffstat: str
+    changed: bool  # commits, or changes not committed yet
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` and return its output; a failure is an AetherError with git's own words."""
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AetherError(f"git {args[0]} could not run: {exc}") from None
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise AetherError(f"git {args[0]} failed: {said[-1] if said else f'exit {done.returncode}'}")
+    return done.stdout.strip()
+
+
+def repository_root(folder: Path) -> Path:
+    """The top of the git work tree `folder` is in; an error that says so outside git."""
+    try:
+        return Path(git(folder, "rev-parse", "--show-toplevel"))
+    except AetherError:
+        raise AetherError(
+            f"isolation 'worktree' needs a git repository, and {folder} is not in one",
+            "Run git init there, or spawn without isolation",
+        ) from None
+
+
+def check_base(base: str | None) -> str | None:
+    """Refuse a base that git could read as an option, or that no commit or branch could be called."""
+    if base is not None and (base.startswith("-") or not _BASE.fullmatch(base)):
+        raise AetherError(f"base {base!r} is not a commit or branch name.")
+    return base
+
+
+def create(repo: Path, home: Path, worker_id: str, base: str | None) -> Worktree:
+    """A new worktree for `worker_id` on branch aether/<worker_id>, from `base` (default: HEAD)."""
+    check_base(base)
+    try:
+        commit = git(repo, "rev-parse", "--verify", "--quiet", f"{base or 'HEAD'}^{{commit}}")
+    except AetherError:
+        raise AetherError(
+            f"base '{base or 'HEAD'}' names no commit in {repo}",
+            "Give a branch, a tag or a commit that exists (a new repository needs a first commit)",
+        ) from None
+    folder = private_dir(home / STATE_DIR / "worktrees", home)
+    worktree = Worktree(repo, folder / worker_id, BRANCH_PREFIX + worker_id, commit)
+    with _lock:
+        git(repo, "worktree", "add", "--quiet", "-b", worktree.branch, str(worktree.path), commit)
+    return worktree
+
+
+def restore(worktree: Worktree) -> None:
+    """Put back a worktree that was removed because it had no changes (its branch went with it)."""
+    if not worktree.path.exists():
+        with _lock:
+            git(worktree.repo, "worktree", "add", "--quiet", "-B", worktree.branch, str(worktree.path), worktree.base)
+
+
+def report(worktree: Worktree) -> WorktreeReport:
+    """What the worker did in its worktree, against its base."""
+    log = git(worktree.path, "log", "--reverse", "--format=%h %s", f"{worktree.base}..HEAD")
+    untracked = git(worktree.path, "ls-files", "--others", "--exclude-standard").splitlines()
+    # Committed and not yet committed changes to tracked files alike, against the base; new files apart.
+    diffstat = git(worktree.path, "diff", "--stat", worktree.base)
+    if untracked:
+        diffstat += f"\n {len(untracked)} untracked file(s): {', '.join(untracked[:10])}"
+    commits = log.splitlines() if log else []
+    return WorktreeReport(commits, diffstat.strip(), bool(commits or untracked or diffstat))
+
+
+def remove(worktree: Worktree) -> None:
+    """Remove the worktree and its branch, whatever they hold."""
+    with _lock:
+        if worktree.path.exists():
+            git(worktree.repo, "worktree", "remove", "--force", str(worktree.path))
+        branches = git(worktree.repo, "branch", "--list", worktree.branch)
+        if branches:
+            git(worktree.repo, "branch", "--quiet", "-D", worktree.branch)
+
+
+def clean(repo: Path, everything: bool) -> list[str]:
+    """Remove aether's worktrees whose branch is merged into HEAD (all of them with `everything`); their branches."""
+    merged = set(git(repo, "branch", "--format=%(refname:short)", "--merged", "HEAD").splitlines())
+    removed = []
+    for path, branch in _aether_worktrees(repo):
+        if everything or branch in merged:
+            remove(Worktree(repo, path, branch, ""))
+            removed.append(branch)
+    return removed
+
+
+def _aether_worktrees(repo: Path) -> list[tuple[Path, str]]:
+    found, path = [], None
+    for line in git(repo, "worktree", "list", "--porcelain").splitlines():
+        if line.startswith("worktree "):
+            path = Path(line.removeprefix("worktree "))
+        elif line.startswith("branch refs/heads/" + BRANCH_PREFIX) and path is not None:
+            found.append((path, line.removeprefix("branch refs/heads/")))
+    return found

@@ -1,0 +1,181 @@
+"""Workers that work together: their own worktrees, follow-up turns, structured answers, answers in pages.
+
+Real Claude Code CLI, real git; only the model is scripted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_profile
+from mcp import Client
+
+from aether_mcp.adapters.server import build_server
+from aether_mcp.profile.store import ProfileStore
+from aether_mcp.testing.backend import LocalBackend, Turn
+
+pytestmark = pytest.mark.anyio
+
+VERDICT = {"type": "object", "properties": {"verdict": {"enum": ["pass", "fail"]}}, "required": ["verdict"]}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(isolated: Path, backend: LocalBackend) -> Path:
+    """The project is a git repository with one commit; .aether/ is ignored, as aether-mcp's state."""
+    git(isolated, "init", "-q", "-b", "main")
+    (isolated / ".gitignore").write_text(".aether/\n")
+    (isolated / "README.md").write_text("the project\n")
+    write_profile(isolated / "model-profiles.yaml", backend.url)
+    git(isolated, "add", ".")
+    git(isolated, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "first")
+    return isolated
+
+
+def ok(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content[0].text
+    data: dict[str, Any] = result.structured_content
+    return data
+
+
+COMMIT_MY_NAME = (
+    'basename "$PWD" > same.txt && git add same.txt && '
+    'git -c user.email=w@x -c user.name=w commit -qm "from $(basename "$PWD")"'
+)
+
+
+async def test_four_builders_in_worktrees_at_once_each_keep_their_own_work(repo: Path, backend: LocalBackend) -> None:
+    backend.on_task["kimi-k2.5"] = Turn(tool="Bash", tool_input={"command": COMMIT_MY_NAME, "description": "commit"})
+    head = git(repo, "rev-parse", "HEAD")
+    async with Client(build_server(ProfileStore())) as client:
+        started = [
+            ok(
+                await client.call_tool(
+                    "spawn_worker",
+                    {"caste": "builder", "task": "write same.txt", "isolation": "worktree", "wait": False},
+                )
+            )
+            for _ in range(4)
+        ]
+        done = [ok(await client.call_tool("get_worker", {"worker_id": s["worker_id"], "wait_s": 120})) for s in started]
+        listed = ok(await client.call_tool("list_workers", {}))["workers"]
+    assert [d["status"] for d in done] == ["succeeded"] * 4, [d["error"] for d in done]
+    for result in done:
+        worker_id = result["worker_id"]
+        assert result["branch"] == f"aether/{worker_id}" and result["base"] == head
+        assert result["worktree"] == str(repo / ".aether" / "worktrees" / worker_id)
+        assert len(result["commits"]) == 1 and result["commits"][0].endswith(f"from {worker_id}")
+        assert "same.txt | 1 +" in result["diffstat"]
+        # its branch holds its own commit, on the base, with its own content
+        assert git(repo, "rev-list", "--count", f"{head}..{result['branch']}") == "1"
+        assert git(repo, "show", f"{result['branch']}:same.txt") == worker_id
+    assert {w["worktree"] for w in listed} == {d["worktree"] for d in done}
+    # the main tree and its HEAD are untouched
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "status", "--porcelain") == ""
+    assert not (repo / "same.txt").exists()
+
+
+async def test_an_untouched_worktree_goes_and_a_kept_one_is_discarded(repo: Path, backend: LocalBackend) -> None:
+    async with Client(build_server(ProfileStore())) as client:
+        idle = ok(await client.call_tool("spawn_worker", {"caste": "scout", "task": "look", "isolation": "worktree"}))
+        assert (idle["worktree"], idle["branch"], idle["commits"]) == (None, None, [])
+        backend.scripts["kimi-k2.5"] = deque(
+            [Turn(tool="Bash", tool_input={"command": COMMIT_MY_NAME, "description": "commit"})]
+        )
+        kept = ok(await client.call_tool("spawn_worker", {"caste": "builder", "task": "b", "isolation": "worktree"}))
+        assert Path(kept["worktree"]).is_dir()
+        dropped = ok(await client.call_tool("discard_worker", {"worker_id": kept["worker_id"]}))
+        assert dropped["worktree"] is None
+    assert not Path(kept["worktree"]).exists()
+    assert git(repo, "branch", "--list", "aether/*") == ""
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_workers_clean_removes_merged_worktrees(repo: Path, cli_env: dict[str, str]) -> None:
+    for name in ("merged", "unmerged"):
+        git(repo, "worktree", "add", "-q", "-b", f"aether/{name}", str(repo / ".aether" / name), "HEAD")
+    (repo / ".aether" / "unmerged" / "x").write_text("x")
+    git(repo / ".aether" / "unmerged", "add", "x")
+    git(repo / ".aether" / "unmerged", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x")
+    cleaned = subprocess.run(
+        ["aether-mcp", "workers", "clean"], env=cli_env, capture_output=True, text=True, check=False
+    )
+    assert cleaned.stdout == "removed aether/merged and its worktree\n", cleaned.stderr
+    assert git(repo, "branch", "--format=%(refname:short)", "--list", "aether/*") == "aether/unmerged"
+    everything = subprocess.run(
+        ["aether-mcp", "workers", "clean", "--all"], env=cli_env, capture_output=True, text=True, check=False
+    )
+    assert everything.stdout == "removed aether/unmerged and its worktree\n"
+
+
+async def test_outside_git_a_worktree_is_refused(colony_profile: Path, backend: LocalBackend) -> None:
+    async with Client(build_server(ProfileStore())) as client:
+        refused = await client.call_tool("spawn_worker", {"caste": "builder", "task": "b", "isolation": "worktree"})
+        assert refused.is_error
+        assert f"isolation 'worktree' needs a git repository, and {colony_profile.parent} is not in one" in (
+            refused.content[0].text  # type: ignore[union-attr]
+        )
+        bad_base = await client.call_tool("spawn_worker", {"caste": "builder", "task": "b", "base": "main"})
+        assert bad_base.is_error and "base applies only with isolation 'worktree'" in bad_base.content[0].text  # type: ignore[union-attr]
+    assert backend.models_asked() == []
+
+
+async def test_a_follow_up_continues_the_same_conversation(repo: Path, backend: LocalBackend) -> None:
+    async with Client(build_server(ProfileStore())) as client:
+        first = ok(await client.call_tool("spawn_worker", {"caste": "builder", "task": "write the parser"}))
+        second = ok(
+            await client.call_tool(
+                "continue_worker", {"worker_id": first["worker_id"], "message": "the watcher found a bug in line 3"}
+            )
+        )
+        chain = ok(await client.call_tool("get_worker", {"worker_id": second["worker_id"]}))
+    asked = [r for r in backend.requests if r.path.startswith("/v1/messages")]
+    assert [r.model for r in asked] == ["kimi-k2.5", "kimi-k2.5"]
+    later = asked[1].conversation
+    assert any("write the parser" in text for text in later)  # the first turn's conversation came along
+    assert any("served-by kimi-k2.5" in text for text in later)
+    assert "the watcher found a bug in line 3" in later[-1]
+    assert first["routing_verified"] and second["routing_verified"]
+    assert (second["continues"], second["turn"], second["session_id"]) == (first["worker_id"], 2, first["session_id"])
+    assert (chain["continues"], chain["turn"]) == (first["worker_id"], 2)
+    log = [__import__("json").loads(line) for line in (repo / ".aether" / "spawn-log.jsonl").read_text().splitlines()]
+    assert [(e["worker_id"], e["continues"], e["turn"]) for e in log] == [
+        (first["worker_id"], None, 1),
+        (second["worker_id"], first["worker_id"], 2),
+    ]
+
+
+async def test_a_structured_answer_is_validated(colony_profile: Path, backend: LocalBackend) -> None:
+    async with Client(build_server(ProfileStore())) as client:
+        backend.scripts["minimax-2.5"] = deque([Turn(tool="StructuredOutput", tool_input={"verdict": "pass"})])
+        fits = ok(await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": VERDICT}))
+        # a model that only answers in prose never makes a valid StructuredOutput call
+        prose = ok(await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": VERDICT}))
+        bad = await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": {"type": 5}})
+    assert (fits["status"], fits["structured_output"], fits["error"]) == ("succeeded", {"verdict": "pass"}, None)
+    assert (prose["status"], prose["structured_output"]) == ("failed", None)
+    assert prose["error"].startswith("The worker's answer does not fit output_schema: it gave no structured answer")
+    assert bad.is_error and "output_schema is not a valid JSON Schema" in bad.content[0].text  # type: ignore[union-attr]
+
+
+async def test_a_long_answer_reads_in_pages(colony_profile: Path, backend: LocalBackend) -> None:
+    answer = "".join(f"{i:06d}" for i in range(10_000))  # 60,000 characters
+    backend.scripts["kimi-k2.5"] = deque([Turn(text=answer)])
+    async with Client(build_server(ProfileStore())) as client:
+        first = ok(await client.call_tool("spawn_worker", {"caste": "builder", "task": "t"}))
+        pages = [first["output"]]
+        while first["output_chars"] > sum(len(p) for p in pages):
+            offset = sum(len(p) for p in pages)
+            more = ok(await client.call_tool("get_worker", {"worker_id": first["worker_id"], "offset": offset}))
+            assert more["output_offset"] == offset
+            pages.append(more["output"])
+    assert first["output_chars"] == 60_000 and len(pages) == 3
+    assert "".join(pages) == answer
