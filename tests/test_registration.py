@@ -17,7 +17,7 @@ from aether_mcp.workers.claude_cli import find_cli
 ROOT = Path(__file__).resolve().parent.parent
 INSPECTOR = ROOT / ".npm-tools" / "node_modules" / ".bin" / "mcp-inspector"
 TOOLS = ["get_caste_model", "set_caste_model", "reset_caste_model", "check_routing"]
-TOOLS += ["spawn_worker", "get_worker", "list_workers", "cancel_worker"]
+TOOLS += ["spawn_worker", "continue_worker", "get_worker", "list_workers", "cancel_worker", "discard_worker"]
 
 
 def client_env(home: Path) -> dict[str, str]:

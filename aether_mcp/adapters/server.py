@@ -55,7 +55,9 @@ Use get_caste_model to see the routing table, set_caste_model to move a caste
 to another model (stored as a user override in the profile), and
 reset_caste_model to return it to the profile's own model. spawn_worker starts
 a worker of a caste as its own Claude Code process on that caste's model and
-reports the evidence of which model served it (routing_verified)."""
+reports the evidence of which model served it (routing_verified). Workers that
+write code side by side take isolation="worktree"; continue_worker sends a
+finished worker a follow-up; output_schema asks for a JSON answer."""
 
 
 class _RejectUnknownArguments:
@@ -440,11 +442,12 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
     @_tool(
         server,
         ToolAnnotations(
-            title="This server's workers", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+            title="This session's workers", read_only_hint=True, idempotent_hint=True, open_world_hint=False
         ),
     )
     async def list_workers(ctx: Context[Any]) -> WorkerList:
-        """This server's workers, newest first: id, caste, model, status, verified, duration."""
+        """The workers this session started, newest first: id, caste, model, status, verified, duration,
+        worktree and turn."""
         return WorkerList(workers=_colony(ctx).list(_owner(ctx)))
 
     @_tool(
