@@ -9,6 +9,7 @@ The records themselves do not change: only the schema they publish.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +25,15 @@ class FlatRecord(BaseModel):
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        schema = handler.resolve_ref_schema(handler(core_schema))
-        flat: JsonSchemaValue = _flatten(schema, lambda ref: handler.resolve_ref_schema({"$ref": ref}))
-        return flat
+        # Made once per record: several tools share a result type, and a server builds them all as it starts.
+        flat = _made.get(cls)
+        if flat is None:
+            schema = handler.resolve_ref_schema(handler(core_schema))
+            flat = _made[cls] = _flatten(schema, lambda ref: handler.resolve_ref_schema({"$ref": ref}))
+        return copy.deepcopy(flat)
+
+
+_made: dict[type[FlatRecord], JsonSchemaValue] = {}
 
 
 def _flatten(node: Any, resolve: Callable[[str], dict[str, Any]]) -> Any:

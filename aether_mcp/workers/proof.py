@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
-
 from ..errors import AetherError, sentences
 from .preflight import Preflight
 from .process import RunOutcome
@@ -153,6 +151,8 @@ MAX_SCHEMA_BYTES = 64 * 1024
 
 def check_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Refuse an output_schema that is too large to pass on or is not a JSON Schema."""
+    import jsonschema  # on first use: the server starts without it
+
     size = len(json.dumps(schema))
     if size > MAX_SCHEMA_BYTES:
         raise AetherError(f"output_schema is {size:,} bytes of JSON; at most {MAX_SCHEMA_BYTES:,} are allowed.")
@@ -165,6 +165,8 @@ def check_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 def schema_misfit(schema: dict[str, Any], value: Any) -> str | None:
     """Why `value` does not fit `schema`, in one line; None when it does."""
+    import jsonschema
+
     if value is None:
         return "it gave no structured answer (the model never made a valid StructuredOutput call)"
     validator = jsonschema.validators.validator_for(schema)(schema)
