@@ -349,9 +349,12 @@ class Colony:
     def _refill(self, worker: Worker, taken: bool) -> None:
         """Keep the caste's warm workers topped up: after a take, or when its default worker found none.
 
-        A spawn with its own model or directory is not the caste's usual worker: nothing is pre-started for it."""
-        count = self._warm_counts.get(worker.spec.caste, 0)
-        usual = worker.result.model_source != "explicit" and worker.spec.cwd == self.store.cwd
+        A spawn with its own model, directory or answer schema, or a follow-up, is not the caste's usual worker:
+        nothing is pre-started for it."""
+        spec = worker.spec
+        count = self._warm_counts.get(spec.caste, 0)
+        usual = worker.result.model_source != "explicit" and spec.cwd == self.store.cwd
+        usual = usual and spec.output_schema is None and spec.resume is None
         if count and (taken or usual) and self._group is not None:
             self._group.start_soon(self._warm.fill, self._group, worker.spec, count)
 
