@@ -27,6 +27,8 @@ def private_dir(path: Path, base: Path) -> Path:
     Every folder from `base` down is checked: a link or a file in the way is an error."""
     folder = base
     for part in path.relative_to(base).parts:
+        if part in ("..", "."):
+            raise AetherError(f"{path} is not a plain path below {base}")
         folder = folder / part
         with contextlib.suppress(FileExistsError):
             os.mkdir(folder, DIR_MODE)

@@ -437,7 +437,7 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
         """Remove a finished worker's git worktree and its branch, with whatever they hold.
 
         Use it after merging the branch, or to drop work you do not want."""
-        return _colony(ctx).discard(worker_id, _owner(ctx)).result
+        return (await _colony(ctx).discard(worker_id, _owner(ctx))).result
 
     @_tool(
         server,

@@ -120,9 +120,13 @@ def read_profile(
     if isinstance(data.get("proxy"), dict):
         expanded["proxy"] = _expanded(data["proxy"], environ)
     workers = data.get("workers")
-    if isinstance(workers, dict) and isinstance(workers.get("castes"), dict):
-        castes = {k: _expanded(v, environ) if isinstance(v, dict) else v for k, v in workers["castes"].items()}
-        expanded["workers"] = {**workers, "castes": castes}
+    if isinstance(workers, dict):
+        expanded["workers"] = dict(workers)
+        if isinstance(workers.get("defaults"), dict):
+            expanded["workers"]["defaults"] = _expanded(workers["defaults"], environ)
+        if isinstance(workers.get("castes"), dict):
+            castes = workers["castes"].items()
+            expanded["workers"]["castes"] = {k: _expanded(v, environ) if isinstance(v, dict) else v for k, v in castes}
     try:
         return Profile.model_validate(expanded), data
     except ValidationError as exc:

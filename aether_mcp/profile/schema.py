@@ -91,6 +91,11 @@ class WorkersSection(_Section):
     defaults: CasteSettings = Field(default_factory=CasteSettings)
     castes: dict[str, CasteSettings] = Field(default_factory=dict)
 
+    @field_validator("castes", "warm_workers", mode="after")
+    @classmethod
+    def _caste_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _plain_caste_names(value)
+
 
 class Profile(BaseModel):
     """A parsed profile. Unknown top-level sections are allowed and ignored."""
@@ -106,6 +111,11 @@ class Profile(BaseModel):
     user_overrides: dict[str, str] | None = None
     proxy: ProxySettings | None = None
     workers: WorkersSection = Field(default_factory=WorkersSection)
+
+    @field_validator("worker_models", "user_overrides", mode="after")
+    @classmethod
+    def _caste_names(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else _plain_caste_names(value)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -131,6 +141,14 @@ class Profile(BaseModel):
 def caste_key(name: str) -> str:
     """The form two spellings of one caste share: `Route-Setter` and `route_setter` are one caste."""
     return name.strip().lower().replace("-", "_")
+
+
+def _plain_caste_names(castes: dict[str, Any]) -> dict[str, Any]:
+    """A caste's name becomes a worker id, a file name and a branch name: letters, digits, '-' and '_' only."""
+    for name in castes:
+        if not _CASTE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a caste name: start with a letter, then letters, digits, '-' or '_'")
+    return castes
 
 
 def check_model_name(model: str) -> str:

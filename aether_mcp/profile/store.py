@@ -96,7 +96,7 @@ class _Parsed:
     """A parsed profile and the stat of the file it came from: parsed again only when the file changes."""
 
     path: Path
-    signature: tuple[int, int, int]  # mtime_ns, size, inode
+    signature: tuple[int, int, int, int]  # mtime_ns, size, inode; the trust file's mtime_ns
     profile: Profile
     untrusted: list[str]  # the settings that can run code or move a secret, and are not trusted
 
@@ -169,7 +169,8 @@ class ProfileStore:
             stat = where.path.stat()
         except FileNotFoundError:
             raise ProfileError(f"Profile not found: {where.path} (chosen by {where.rule}).") from None
-        signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        # The trust file counts too: `aether-mcp trust` run beside a live server takes effect at once.
+        signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, self._trust.version())
         cached = self._cache
         if cached is not None and cached.path == where.path and cached.signature == signature:
             return cached, where

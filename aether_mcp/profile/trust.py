@@ -68,6 +68,13 @@ class TrustStore:
     def path(self) -> Path:
         return (self._folder or user_config_dir()) / FILE_NAME
 
+    def version(self) -> int:
+        """Changes whenever the trust file does (its mtime in ns; 0 while there is none)."""
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return 0
+
     def _read(self) -> dict[str, str]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from ..errors import AetherError, sentences
+from ..errors import AetherError, UnknownCasteError, sentences
 from ..profile.schema import Profile
 from ..profile.store import ProfileStore
 from . import worktree
@@ -176,6 +176,10 @@ class Colony:
             raise AetherError(f"Worker '{worker_id}' is still {previous.result.status}.", "Wait for it with get_worker")
         if previous.result.session_id is None:
             raise AetherError(f"Worker '{worker_id}' has no conversation to continue (its CLI never started one).")
+        if previous.worktree is None and not previous.spec.cwd.is_dir():
+            raise AetherError(f"Worker '{worker_id}' worked in {previous.spec.cwd}, which is gone (discarded?).")
+        if previous.worktree is not None and self._turn_running(previous.worktree):
+            raise AetherError(f"Another turn is running in the worktree of '{worker_id}'.", "Wait for it to finish")
         profile = self._admit(message)
         fresh = self._spec(
             profile, previous.result.caste, message, cwd=None, model=previous.spec.model, timeout_s=timeout_s
@@ -187,7 +191,10 @@ class Colony:
             transcript_path=fresh.transcript_path,
             resume=previous.result.session_id,
             output_schema=check_output_schema(output_schema) if output_schema is not None else None,
-            settings=fresh.settings if timeout_s is not None else previous.spec.settings,
+            # The earlier turn's endpoint, token and permissions, whatever the profile says now.
+            settings=previous.spec.settings.model_copy(update={"timeout_s": fresh.settings.timeout_s})
+            if timeout_s is not None
+            else previous.spec.settings,
         )
         preflight = await self._preflight(spec)
         if previous.worktree is not None:
@@ -196,7 +203,7 @@ class Colony:
         worker.result.continues, worker.result.turn = worker_id, previous.result.turn + 1
         return worker
 
-    def discard(self, worker_id: str, owner: str = "") -> Worker:
+    async def discard(self, worker_id: str, owner: str = "") -> Worker:
         """Drop a finished worker's worktree and branch, whatever they hold."""
         worker = self.get(worker_id, owner)
         if not worker.done.is_set():
@@ -204,12 +211,18 @@ class Colony:
         tree = worker.worktree
         if tree is None:
             raise AetherError(f"Worker '{worker_id}' has no worktree to discard.")
-        worktree.remove(tree)
+        if self._turn_running(tree):
+            raise AetherError(f"A follow-up of '{worker_id}' is still running in its worktree.", "Cancel it first")
+        await anyio.to_thread.run_sync(worktree.remove, tree)
         for other in self._workers.values():
             if other.worktree == tree:
                 other.worktree = None
                 other.result.worktree = other.result.branch = None
         return worker
+
+    def _turn_running(self, tree: worktree.Worktree, other_than: Worker | None = None) -> bool:
+        """Whether a worker (other than `other_than`) is still at work in `tree`."""
+        return any(w.worktree == tree and not w.done.is_set() and w is not other_than for w in self._workers.values())
 
     def _admit(self, task: str) -> Profile:
         """The trusted profile, when the colony can take one more worker with this task."""
@@ -242,7 +255,7 @@ class Colony:
 
     def _worktree_for(self, spec: WorkerSpec, base: str | None) -> worktree.Worktree:
         """A fresh worktree for the worker; its directory becomes the same place inside that worktree."""
-        repo = worktree.repository_root(self.store.cwd)
+        repo = worktree.repository_root(spec.cwd)  # the repository the worker was to work in
         tree = worktree.create(repo, self.store.cwd, spec.worker_id, base)
         spec.cwd = tree.path / spec.cwd.relative_to(repo) if spec.cwd.is_relative_to(repo) else tree.path
         return tree
@@ -269,13 +282,13 @@ class Colony:
             branch=tree.branch if tree else None,
             base=tree.base if tree else None,
         )
+        self._warm_counts = _warm_counts(profile)
         worker = Worker(result, spec, preflight, owner)
         worker.worktree = tree
         self._workers[spec.worker_id] = worker
         self._prune()
         if self._limit is None:
             self._limit = anyio.Semaphore(profile.workers.max_concurrent_workers)
-        self._warm_counts = _warm_counts(profile)
         self._group.start_soon(self._run, worker)
         return worker
 
@@ -317,7 +330,10 @@ class Colony:
         except Exception as exc:  # noqa: BLE001 (one worker's fault must not end the colony's task group)
             log.warning("worker %s could not run: %s: %s", worker.result.worker_id, type(exc).__name__, exc)
             if not worker.done.is_set():
-                self._finish(worker, None, failure=f"The worker could not run: {exc}")
+                worker.result.status, worker.result.error = "failed", f"The worker could not run: {exc}"
+                worker.worktree = None  # left as it is, for the user to look at
+                with anyio.CancelScope(shield=True):
+                    await self._finish(worker, None, failure=worker.result.error)
 
     async def _run_one(self, worker: Worker) -> None:
         assert self._limit is not None
@@ -336,15 +352,18 @@ class Colony:
                     on_started=_pid_setter(worker),
                     warm_process=warm,
                 )
-                self._finish(worker, outcome)  # the result is out as soon as the stream gives it
-                with anyio.CancelScope(shield=True):
-                    await finish_process(outcome.process)
+                try:
+                    await self._finish(worker, outcome)  # the result is out as soon as the stream gives it
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await finish_process(outcome.process)
                 worker.pid = None  # its group is gone: nothing left for kill_all_now to signal
                 # Refill only now: a CLI starting beside a running worker, or before its answer is
                 # sent, takes the CPU and the event loop they need.
                 self._refill(worker, taken=worker.result.warm)
         if outcome is None:  # cancelled before the worker answered
-            self._finish(worker, None)
+            with anyio.CancelScope(shield=True):
+                await self._finish(worker, None)
 
     def _refill(self, worker: Worker, taken: bool) -> None:
         """Keep the caste's warm workers topped up: after a take, or when its default worker found none.
@@ -362,7 +381,7 @@ class Colony:
         worker.turns, worker.last_tool = summary.turns, summary.last_tool
         worker.notify()
 
-    def _finish(self, worker: Worker, outcome: RunOutcome | None, failure: str | None = None) -> None:
+    async def _finish(self, worker: Worker, outcome: RunOutcome | None, failure: str | None = None) -> None:
         result = worker.result
         secrets = worker_secrets(worker.spec.settings, self._environ)
         result.finished_at = _now()
@@ -375,7 +394,7 @@ class Colony:
             result.error = "Cancelled before it finished; the worker and its process group were killed."
         worker.spec.task = ""  # the history keeps what ran and how it went, not what it was told
         if worker.worktree is not None:
-            self._report_worktree(worker)
+            await anyio.to_thread.run_sync(self._report_worktree, worker)  # git, off the event loop
         self._log(result)
         worker.done.set()
         worker.notify()
@@ -387,9 +406,11 @@ class Colony:
         try:
             found = worktree.report(tree)
             result.commits, result.diffstat = found.commits, found.diffstat or None
-            if not found.changed:
+            if not found.changed and not self._turn_running(tree, other_than=worker):
                 worktree.remove(tree)
                 result.worktree = result.branch = None
+            else:
+                worktree.unlock(tree)
         except AetherError as exc:  # the worker's result stands; the worktree stays for the user to look at
             result.error = sentences(result.error, f"Its worktree could not be read: {exc}") or None
 
@@ -487,8 +508,11 @@ def _warm_counts(profile: Profile) -> dict[str, int]:
     """Warm workers wanted per caste, keyed by the caste's name as the profile spells it."""
     counts = {}
     for name, count in profile.workers.warm_workers.items():
-        if count:
-            counts[profile.find_caste(name)] = count
+        try:
+            if count:
+                counts[profile.find_caste(name)] = count
+        except UnknownCasteError:  # a typo there must not stop spawns: the caste just gets no warm workers
+            log.warning("workers.warm_workers names no caste: %s", name)
     return counts
 
 

@@ -101,7 +101,8 @@ def settle(
     result.output, result.output_chars = page(answer, 0, OUTPUT_PAGE), len(answer) if answer is not None else None
     failure = describe_failure(spec, outcome)
     if spec.output_schema is not None and failure is None:
-        result.structured_output = summary.structured_output
+        # The same redaction as the text answer: a secret the model put in a JSON value is taken out too.
+        result.structured_output = json.loads(redact(json.dumps(summary.structured_output), secrets) or "null")
     if outcome.timed_out:
         result.status = "timed_out"
     elif failure:
@@ -160,17 +161,36 @@ def check_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.exceptions.SchemaError as exc:
         raise AetherError(f"output_schema is not a valid JSON Schema: {exc.message}") from None
+    outside = next((ref for ref in _refs(schema) if not ref.startswith("#")), None)
+    if outside is not None:
+        # A reference out of the schema would make the server fetch a URL or read a file.
+        raise AetherError(f"output_schema refers outside itself ({outside!r}); write the definition in $defs.")
     return schema
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, list):
+        return [ref for item in node for ref in _refs(item)]
+    if not isinstance(node, dict):
+        return []
+    own = [str(node[k]) for k in ("$ref", "$dynamicRef") if k in node]
+    return own + [ref for value in node.values() for ref in _refs(value)]
 
 
 def schema_misfit(schema: dict[str, Any], value: Any) -> str | None:
     """Why `value` does not fit `schema`, in one line; None when it does."""
     import jsonschema
+    import referencing
+    import referencing.exceptions
 
     if value is None:
         return "it gave no structured answer (the model never made a valid StructuredOutput call)"
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    # An empty registry: references resolve inside the schema or not at all, never over the network.
+    validator = jsonschema.validators.validator_for(schema)(schema, registry=referencing.Registry())
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except referencing.exceptions.Unresolvable as exc:
+        return f"the schema has a reference that leads nowhere ({exc})"
     if error is None:
         return None
     where = "/".join(str(part) for part in error.absolute_path) or "the top level"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from ..profile.castes import WorkerSettings
 
 REDACTED = "[redacted]"
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASS|AUTH|CREDENTIAL|COOKIE|SESSION", re.IGNORECASE)
 # The server's own credentials: a worker never gets them, but a tool could still find and print them.
 SERVER_SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
@@ -16,8 +18,8 @@ def worker_secrets(settings: WorkerSettings, environ: Mapping[str, str]) -> list
     values = [settings.auth_token.get_secret_value()] if settings.auth_token else []
     for server in settings.mcp_servers.values():
         env = server.get("env")
-        if isinstance(env, dict):
-            values += [str(v) for v in env.values()]
+        if isinstance(env, dict):  # the values of keys named like secrets, not `DEBUG: "true"`
+            values += [str(v) for k, v in env.items() if SECRET_NAME.search(str(k))]
     values += [environ[k] for k in SERVER_SECRETS if environ.get(k)]
     # Longest first, so a secret that contains another is removed whole.
     return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)

@@ -22,6 +22,7 @@ from ..profile.resolution import Source, resolve
 from ..profile.schema import Profile, check_model_name
 from ..profile.store import STATE_DIR
 from .claude_cli import ClaudeCli, find_cli
+from .worktree import find_repository
 
 # Only these reach a worker from the server's own environment (plus LC_* and
 # the profile's workers.env_passthrough): a worker must not pick up a stray
@@ -119,11 +120,11 @@ def working_directory(cwd: str | None, home: Path, allowed_dirs: Sequence[str] =
 
 
 def project_root(home: Path) -> Path:
-    """The top of the git work tree `home` is in; `home` itself outside git."""
-    for folder in (home, *home.parents):
-        if (folder / ".git").exists():
-            return folder
-    return home
+    """The top of the git work tree `home` is in, as git itself sees it; `home` itself outside git.
+
+    Git's own rules, not a search for a `.git` folder: git refuses a repository another user owns, so a
+    `/tmp/.git` someone planted does not make all of /tmp one project."""
+    return find_repository(home) or home
 
 
 def build_command(spec: WorkerSpec) -> list[str]:

@@ -11,6 +11,7 @@ between two tasks, and is killed when it has waited too long.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
 import anyio
@@ -18,6 +19,8 @@ from anyio.abc import TaskGroup
 
 from .process import kill_group, kill_group_now, start_process
 from .spec import WorkerSpec, build_command, build_env
+
+log = logging.getLogger("aether_mcp")
 
 Key = tuple[tuple[str, ...], str, tuple[tuple[str, str], ...]]
 
@@ -41,6 +44,7 @@ class WarmPool:
             process = waiting.pop(0)
             if process.returncode is None:
                 return process
+            kill_group_now(process.pid)  # it died waiting: whatever it started goes too
         return None
 
     async def fill(self, group: TaskGroup, spec: WorkerSpec, count: int) -> None:
@@ -55,6 +59,8 @@ class WarmPool:
                 process = await start_process(spec, self._environ, warm=True)
                 waiting.append(process)
                 group.start_soon(self._reap, key, process)
+        except Exception as exc:  # noqa: BLE001 (a pool that cannot fill is no reason to end the server)
+            log.warning("warm workers for %s not started: %s: %s", spec.caste, type(exc).__name__, exc)
         finally:
             self._filling.discard(key)
 

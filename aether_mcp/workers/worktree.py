@@ -21,6 +21,7 @@ from ..private_files import private_dir
 from ..profile.store import STATE_DIR
 
 BRANCH_PREFIX = "aether/"
+LOCK_REASON = "aether-mcp: its worker is running"
 # A base names a commit or a branch: no option (leading '-'), no space or control character.
 _BASE = re.compile(r"[A-Za-z0-9_./@^~{}:+-]{1,200}")
 _lock = threading.Lock()
@@ -44,7 +45,14 @@ class WorktreeReport:
 def git(repo: Path, *args: str) -> str:
     """Run git in `repo` and return its output; a failure is an AetherError with git's own words."""
     try:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",  # file names are bytes: one that is not UTF-8 must not break the report
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AetherError(f"git {args[0]} could not run: {exc}") from None
     if done.returncode != 0:
@@ -53,15 +61,23 @@ def git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def repository_root(folder: Path) -> Path:
-    """The top of the git work tree `folder` is in; an error that says so outside git."""
+def find_repository(folder: Path) -> Path | None:
+    """The top of the git work tree `folder` is in, as git sees it (a repository another user owns is none)."""
     try:
         return Path(git(folder, "rev-parse", "--show-toplevel"))
     except AetherError:
+        return None
+
+
+def repository_root(folder: Path) -> Path:
+    """The top of the git work tree `folder` is in; an error that says so outside git."""
+    found = find_repository(folder)
+    if found is None:
         raise AetherError(
             f"isolation 'worktree' needs a git repository, and {folder} is not in one",
             "Run git init there, or spawn without isolation",
-        ) from None
+        )
+    return found
 
 
 def check_base(base: str | None) -> str | None:
@@ -85,14 +101,22 @@ def create(repo: Path, home: Path, worker_id: str, base: str | None) -> Worktree
     worktree = Worktree(repo, folder / worker_id, BRANCH_PREFIX + worker_id, commit)
     with _lock:
         git(repo, "worktree", "add", "--quiet", "-b", worktree.branch, str(worktree.path), commit)
+        git(repo, "worktree", "lock", "--reason", LOCK_REASON, str(worktree.path))
     return worktree
 
 
 def restore(worktree: Worktree) -> None:
     """Put back a worktree that was removed because it had no changes (its branch went with it)."""
-    if not worktree.path.exists():
-        with _lock:
+    with _lock:
+        if not worktree.path.exists():
             git(worktree.repo, "worktree", "add", "--quiet", "-B", worktree.branch, str(worktree.path), worktree.base)
+        git(worktree.repo, "worktree", "lock", "--reason", LOCK_REASON, str(worktree.path))
+
+
+def unlock(worktree: Worktree) -> None:
+    """The worker is done with it: `aether-mcp workers clean` may now consider it."""
+    with _lock:
+        git(worktree.repo, "worktree", "unlock", str(worktree.path))
 
 
 def report(worktree: Worktree) -> WorktreeReport:
@@ -110,29 +134,33 @@ def report(worktree: Worktree) -> WorktreeReport:
 def remove(worktree: Worktree) -> None:
     """Remove the worktree and its branch, whatever they hold."""
     with _lock:
-        if worktree.path.exists():
-            git(worktree.repo, "worktree", "remove", "--force", str(worktree.path))
+        if worktree.path.exists():  # forced twice: also when it is locked, or holds changes
+            git(worktree.repo, "worktree", "remove", "--force", "--force", str(worktree.path))
         branches = git(worktree.repo, "branch", "--list", worktree.branch)
         if branches:
             git(worktree.repo, "branch", "--quiet", "-D", worktree.branch)
 
 
 def clean(repo: Path, everything: bool) -> list[str]:
-    """Remove aether's worktrees whose branch is merged into HEAD (all of them with `everything`); their branches."""
+    """Remove aether's worktrees whose branch is merged into HEAD and that hold no uncommitted work (with
+    `everything`, all of them), and their branches. A worktree whose worker still runs (locked) stays."""
     merged = set(git(repo, "branch", "--format=%(refname:short)", "--merged", "HEAD").splitlines())
     removed = []
-    for path, branch in _aether_worktrees(repo):
-        if everything or branch in merged:
+    for path, branch, locked in _aether_worktrees(repo):
+        if locked:
+            continue
+        if everything or (branch in merged and not git(path, "status", "--porcelain")):
             remove(Worktree(repo, path, branch, ""))
             removed.append(branch)
     return removed
 
 
-def _aether_worktrees(repo: Path) -> list[tuple[Path, str]]:
-    found, path = [], None
-    for line in git(repo, "worktree", "list", "--porcelain").splitlines():
-        if line.startswith("worktree "):
-            path = Path(line.removeprefix("worktree "))
-        elif line.startswith("branch refs/heads/" + BRANCH_PREFIX) and path is not None:
-            found.append((path, line.removeprefix("branch refs/heads/")))
+def _aether_worktrees(repo: Path) -> list[tuple[Path, str, bool]]:
+    """(path, branch, locked) of each worktree on an aether/ branch, from git's porcelain listing."""
+    found = []
+    for record in git(repo, "worktree", "list", "--porcelain").split("\n\n"):
+        fields = dict(line.partition(" ")[::2] for line in record.splitlines())
+        branch = fields.get("branch", "").removeprefix("refs/heads/")
+        if branch.startswith(BRANCH_PREFIX) and "worktree" in fields:
+            found.append((Path(fields["worktree"]), branch, "locked" in fields))
     return found
