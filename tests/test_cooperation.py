@@ -179,3 +179,39 @@ async def test_a_long_answer_reads_in_pages(colony_profile: Path, backend: Local
             pages.append(more["output"])
     assert first["output_chars"] == 60_000 and len(pages) == 3
     assert "".join(pages) == answer
+
+
+async def test_a_file_name_that_is_not_utf8_does_not_break_the_report(repo: Path, backend: LocalBackend) -> None:
+    make = "git config core.quotePath false && touch \"$(printf 'bad\\377name')\""
+    backend.on_task["kimi-k2.5"] = Turn(tool="Bash", tool_input={"command": make, "description": "odd name"})
+    async with Client(build_server(ProfileStore())) as client:
+        result = ok(await client.call_tool("spawn_worker", {"caste": "builder", "task": "b", "isolation": "worktree"}))
+        assert not (await client.call_tool("list_workers", {})).is_error  # the server still serves
+    assert result["status"] == "succeeded" and result["worktree"]
+    assert "1 untracked file(s): bad" in result["diffstat"]
+
+
+def test_workers_clean_keeps_uncommitted_work_and_running_workers(repo: Path, cli_env: dict[str, str]) -> None:
+    for name in ("dirty", "running"):
+        git(repo, "worktree", "add", "-q", "-b", f"aether/{name}", str(repo / ".aether" / name), "HEAD")
+    (repo / ".aether" / "dirty" / "feature.py").write_text("work in progress\n")
+    git(repo, "worktree", "lock", str(repo / ".aether" / "running"))
+    for args in (["clean"], ["clean", "--all"]):
+        subprocess.run(["aether-mcp", "workers", *args], env=cli_env, capture_output=True, text=True, check=True)
+        assert (repo / ".aether" / "running").is_dir()  # a locked worktree belongs to a running worker
+    assert not (repo / ".aether" / "dirty").exists()  # --all took the uncommitted one, only then
+
+
+async def test_a_schema_cannot_reach_out_and_a_broken_one_fails_the_worker_only(
+    colony_profile: Path, backend: LocalBackend
+) -> None:
+    async with Client(build_server(ProfileStore())) as client:
+        remote = {"$ref": f"{backend.url}/schema.json"}
+        refused = await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": remote})
+        assert refused.is_error and "output_schema refers outside itself" in refused.content[0].text  # type: ignore[union-attr]
+        backend.scripts["minimax-2.5"] = deque([Turn(tool="StructuredOutput", tool_input={"verdict": "pass"})])
+        nowhere = {"type": "object", "properties": {"verdict": {"$ref": "#/$defs/missing"}}}
+        broken = ok(await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": nowhere}))
+        assert not (await client.call_tool("list_workers", {})).is_error
+    assert broken["status"] == "failed"
+    assert [r.path for r in backend.requests if "schema" in r.path] == []

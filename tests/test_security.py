@@ -312,3 +312,47 @@ async def test_the_archaeologist_reads_history_but_cannot_write_with_git(isolate
     assert not (isolated / "written").exists() and not (isolated / "written2").exists()
     denials = next(json.loads(line) for line in transcript.splitlines() if '"type":"result"' in line)
     assert [d["tool_input"]["command"] for d in denials["permission_denials"]] == commands[1:]
+
+
+def test_a_caste_name_cannot_be_a_path(isolated: Path) -> None:
+    (isolated / "model-profiles.yaml").write_text('worker_models: {"../../../escaped/x": m1}\n')
+    with pytest.raises(Exception, match=r"'../../../escaped/x' is not a caste name"):
+        ProfileStore().load()
+
+
+async def test_trust_given_beside_a_running_server_takes_effect_at_once(
+    isolated: Path, backend: LocalBackend, cli_env: dict[str, str]
+) -> None:
+    (isolated / "model-profiles.yaml").write_text(
+        f"worker_models: {{builder: kimi-k2.5}}\nproxy: {{endpoint: '{backend.url}', auth_token: {TOKEN}}}\n"
+    )
+    async with Client(build_server(ProfileStore())) as client:
+        assert (await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi"})).is_error
+        subprocess.run(["aether-mcp", "trust"], env=cli_env, capture_output=True, check=True)
+        after = await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi"})
+    assert after.structured_content is not None and after.structured_content["status"] == "succeeded"
+
+
+async def test_a_secret_in_a_structured_answer_is_redacted(
+    colony_profile: Path, backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = {"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"]}
+    backend.scripts["minimax-2.5"] = __import__("collections").deque(
+        [Turn(tool="StructuredOutput", tool_input={"note": f"the token is {TOKEN}"})]
+    )
+    async with Client(build_server(ProfileStore())) as client:
+        result = await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": schema})
+    assert result.structured_content is not None
+    assert result.structured_content["structured_output"] == {"note": "the token is [redacted]"}
+
+
+async def test_a_misspelt_warm_caste_does_not_stop_spawns(isolated: Path, backend: LocalBackend) -> None:
+    write_profile(isolated / "model-profiles.yaml", backend.url, "workers: {warm_workers: {scuot: 1}}\n")
+    async with Client(build_server(ProfileStore())) as client:
+        for _ in range(2):
+            result = await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi"})
+            assert result.structured_content is not None and result.structured_content["status"] == "succeeded"
+        assert [w["status"] for w in (await client.call_tool("list_workers", {})).structured_content["workers"]] == [  # type: ignore[index]
+            "succeeded",
+            "succeeded",
+        ]
