@@ -166,7 +166,7 @@ async def _follow(
     while True:
         try:
             line = await process.stdout.readline()
-        except ValueError:  # a line past MAX_LINE: keep what fits, count it as malformed
+        except ValueError:  # a line past MAX_LINE: asyncio drops it; count it as malformed
             summary.malformed_lines += 1
             continue
         if not line:
