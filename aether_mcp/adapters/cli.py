@@ -246,12 +246,12 @@ def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
-    from ..workers.spawn_log import read_spawn_log
+    from ..workers.spawn_log import log_path, read_spawn_log
 
     if args.action == "clean":
         return _clean_worktrees(store, everything=args.all)
 
-    log = store.state_dir / "spawn-log.jsonl"
+    log = log_path(store.state_dir)
     entries = read_spawn_log(log, args.limit)
     if args.json:
         print(json.dumps(entries, indent=2))

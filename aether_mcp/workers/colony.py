@@ -29,8 +29,8 @@ from .process import RunOutcome, finish_process, kill_group_now, run_worker
 from .proof import check_output_schema, page, settle
 from .result import WorkerLine, WorkerResult
 from .secrets import redact, worker_secrets
-from .spawn_log import append_entry
-from .spec import WorkerSpec, build_spec
+from .spawn_log import append_entry, log_path
+from .spec import WorkerSpec, build_spec, check_timeout, new_worker_id, transcript_path
 from .stream import StreamSummary
 from .warm import WarmPool
 
@@ -181,20 +181,19 @@ class Colony:
         if previous.worktree is not None and self._turn_running(previous.worktree):
             raise AetherError(f"Another turn is running in the worktree of '{worker_id}'.", "Wait for it to finish")
         profile = self._admit(message)
-        fresh = self._spec(
-            profile, previous.result.caste, message, cwd=None, model=previous.spec.model, timeout_s=timeout_s
-        )
+        turn_id = new_worker_id(previous.result.caste)
+        # The earlier turn's endpoint, token and permissions, whatever the profile says now.
+        settings = previous.spec.settings
+        if check_timeout(timeout_s) is not None:
+            settings = settings.model_copy(update={"timeout_s": timeout_s})
         spec = replace(
             previous.spec,
-            worker_id=fresh.worker_id,
+            worker_id=turn_id,
             task=message,
-            transcript_path=fresh.transcript_path,
+            transcript_path=transcript_path(self.store.cwd, turn_id),
             resume=previous.result.session_id,
             output_schema=check_output_schema(output_schema) if output_schema is not None else None,
-            # The earlier turn's endpoint, token and permissions, whatever the profile says now.
-            settings=previous.spec.settings.model_copy(update={"timeout_s": fresh.settings.timeout_s})
-            if timeout_s is not None
-            else previous.spec.settings,
+            settings=settings,
         )
         preflight = await self._preflight(spec)
         if previous.worktree is not None:
@@ -330,10 +329,9 @@ class Colony:
         except Exception as exc:  # noqa: BLE001 (one worker's fault must not end the colony's task group)
             log.warning("worker %s could not run: %s: %s", worker.result.worker_id, type(exc).__name__, exc)
             if not worker.done.is_set():
-                worker.result.status, worker.result.error = "failed", f"The worker could not run: {exc}"
                 worker.worktree = None  # left as it is, for the user to look at
                 with anyio.CancelScope(shield=True):
-                    await self._finish(worker, None, failure=worker.result.error)
+                    await self._finish(worker, None, failure=f"The worker could not run: {exc}")
 
     async def _run_one(self, worker: Worker) -> None:
         assert self._limit is not None
@@ -418,7 +416,7 @@ class Colony:
         """One JSON line per finished worker: what ran, on which model, and whether that was proven."""
         entry = result.model_dump(mode="json", include=LOG_FIELDS)
         try:
-            append_entry(self.state_dir / "spawn-log.jsonl", self.store.cwd, entry)
+            append_entry(log_path(self.state_dir), self.store.cwd, entry)
         except (AetherError, OSError) as exc:  # the worker's own result stands; only its log line is lost
             log.warning("spawn log not written: %s", exc)
 

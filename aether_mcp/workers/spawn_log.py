@@ -11,6 +11,10 @@ from typing import Any
 from ..private_files import open_private
 
 
+def log_path(state_dir: Path) -> Path:
+    return state_dir / "spawn-log.jsonl"
+
+
 def append_entry(path: Path, base: Path, entry: dict[str, Any]) -> None:
     """Append one line in a single O_APPEND write, so servers sharing the log never interleave lines.
 

@@ -68,8 +68,7 @@ def build_spec(
 
     `home` is the server's working directory: the default `cwd`, and where `.aether/workers/` keeps transcripts.
     Bad input raises here, before anything runs."""
-    if timeout_s is not None and not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN fails this too
-        raise AetherError(f"The timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds, not {timeout_s}.")
+    check_timeout(timeout_s)
     entry = resolve(profile, caste, task)
     chosen, source = entry.model, entry.source
     if model is not None:
@@ -77,7 +76,7 @@ def build_spec(
     settings = settings_for(profile, entry.caste)
     if timeout_s is not None:
         settings = settings.model_copy(update={"timeout_s": timeout_s})
-    worker_id = f"{entry.caste.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+    worker_id = new_worker_id(entry.caste)
     return WorkerSpec(
         worker_id=worker_id,
         caste=entry.caste,
@@ -88,11 +87,25 @@ def build_spec(
         home=home,
         settings=settings,
         cli=find_cli(profile, environ),
-        transcript_path=home / STATE_DIR / "workers" / f"{worker_id}.jsonl",
+        transcript_path=transcript_path(home, worker_id),
         max_retries=profile.workers.max_retries,
         api_timeout_ms=profile.workers.api_timeout_ms,
         env_passthrough=profile.workers.env_passthrough,
     )
+
+
+def check_timeout(timeout_s: float | None) -> float | None:
+    if timeout_s is not None and not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN fails this too
+        raise AetherError(f"The timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds, not {timeout_s}.")
+    return timeout_s
+
+
+def new_worker_id(caste: str) -> str:
+    return f"{caste.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+
+
+def transcript_path(home: Path, worker_id: str) -> Path:
+    return home / STATE_DIR / "workers" / f"{worker_id}.jsonl"
 
 
 def working_directory(cwd: str | None, home: Path, allowed_dirs: Sequence[str] = ()) -> Path:
