@@ -78,9 +78,14 @@ def replace_private(path: Path, base: Path, data: bytes) -> None:
     os.replace(temp, path)
 
 
-def user_config_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The user's own aether-mcp folder ($XDG_CONFIG_HOME/aether-mcp, else ~/.config/aether-mcp), 0700."""
+def user_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the user's own aether-mcp folder is ($XDG_CONFIG_HOME/aether-mcp, else ~/.config/aether-mcp)."""
     env = os.environ if environ is None else environ
-    root = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
-    root.mkdir(parents=True, exist_ok=True)
-    return private_dir(root / "aether-mcp", root)
+    return Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config") / "aether-mcp"
+
+
+def user_config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The user's own aether-mcp folder, made (0700) if it is missing."""
+    folder = user_config_path(environ)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return private_dir(folder, folder.parent)

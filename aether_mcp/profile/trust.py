@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AetherError
-from ..private_files import replace_private, user_config_dir
+from ..private_files import replace_private, user_config_dir, user_config_path
 from .castes import widened_permissions
 from .schema import Profile
 
@@ -66,7 +66,8 @@ class TrustStore:
 
     @property
     def path(self) -> Path:
-        return (self._folder or user_config_dir()) / FILE_NAME
+        # Only a path: it is looked at on every profile look-up, and made only when something is trusted.
+        return (self._folder or user_config_path()) / FILE_NAME
 
     def version(self) -> int:
         """Changes whenever the trust file does (its mtime in ns; 0 while there is none)."""
@@ -90,8 +91,8 @@ class TrustStore:
     def trust(self, profile_path: Path, settings: Mapping[str, Any]) -> None:
         trusted = self._read()
         trusted[str(profile_path.resolve())] = digest(settings)
-        folder = self.path.parent
-        replace_private(self.path, folder, (json.dumps(trusted, indent=2, sort_keys=True) + "\n").encode())
+        folder = self._folder or user_config_dir()
+        replace_private(folder / FILE_NAME, folder, (json.dumps(trusted, indent=2, sort_keys=True) + "\n").encode())
 
 
 def untrusted_error(profile_path: Path, names: list[str]) -> UntrustedProfileError:
