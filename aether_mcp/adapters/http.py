@@ -15,18 +15,14 @@ import secrets
 import shlex
 import stat
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import AetherError
 from ..private_files import user_config_dir, write_private
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 PATH = "/mcp"
 
@@ -78,7 +74,7 @@ def allowed_hosts(host: str, port: int, extra: list[str]) -> list[str]:
     return [f"{name}:{port}" for name in [*names, *extra]]
 
 
-def bearer_guard(app: App, token: str) -> App:
+def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
     """`app`, answering 401 to every HTTP request without `Authorization: Bearer <token>`."""
     expected = f"Bearer {token}".encode()
 
