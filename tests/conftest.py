@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -86,6 +87,21 @@ def trusted(path: Path) -> Path:
 def colony_profile(isolated: Path, backend) -> Path:
     """A profile in the working directory whose proxy is the local backend."""
     return write_profile(isolated / "model-profiles.yaml", backend.url)
+
+
+def structured(result: Any) -> dict[str, Any]:
+    """A tool result that must have succeeded: its structured content."""
+    assert not result.is_error, result.content[0].text
+    assert result.structured_content is not None
+    data: dict[str, Any] = result.structured_content
+    return data
+
+
+def error_text(result: Any) -> str:
+    """A tool result that must be an error: its message."""
+    assert result.is_error
+    text: str = result.content[0].text
+    return text
 
 
 @pytest.fixture

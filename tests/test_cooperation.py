@@ -8,10 +8,9 @@ from __future__ import annotations
 import subprocess
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import write_profile
+from conftest import structured, write_profile
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server
@@ -39,12 +38,6 @@ def repo(isolated: Path, backend: LocalBackend) -> Path:
     return isolated
 
 
-def ok(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content[0].text
-    data: dict[str, Any] = result.structured_content
-    return data
-
-
 COMMIT_MY_NAME = (
     'basename "$PWD" > same.txt && git add same.txt && '
     'git -c user.email=w@x -c user.name=w commit -qm "from $(basename "$PWD")"'
@@ -56,7 +49,7 @@ async def test_four_builders_in_worktrees_at_once_each_keep_their_own_work(repo:
     head = git(repo, "rev-parse", "HEAD")
     async with Client(build_server(ProfileStore())) as client:
         started = [
-            ok(
+            structured(
                 await client.call_tool(
                     "spawn_worker",
                     {"caste": "builder", "task": "write same.txt", "isolation": "worktree", "wait": False},
@@ -64,8 +57,11 @@ async def test_four_builders_in_worktrees_at_once_each_keep_their_own_work(repo:
             )
             for _ in range(4)
         ]
-        done = [ok(await client.call_tool("get_worker", {"worker_id": s["worker_id"], "wait_s": 120})) for s in started]
-        listed = ok(await client.call_tool("list_workers", {}))["workers"]
+        done = [
+            structured(await client.call_tool("get_worker", {"worker_id": s["worker_id"], "wait_s": 120}))
+            for s in started
+        ]
+        listed = structured(await client.call_tool("list_workers", {}))["workers"]
     assert [d["status"] for d in done] == ["succeeded"] * 4, [d["error"] for d in done]
     for result in done:
         worker_id = result["worker_id"]
@@ -85,14 +81,18 @@ async def test_four_builders_in_worktrees_at_once_each_keep_their_own_work(repo:
 
 async def test_an_untouched_worktree_goes_and_a_kept_one_is_discarded(repo: Path, backend: LocalBackend) -> None:
     async with Client(build_server(ProfileStore())) as client:
-        idle = ok(await client.call_tool("spawn_worker", {"caste": "scout", "task": "look", "isolation": "worktree"}))
+        idle = structured(
+            await client.call_tool("spawn_worker", {"caste": "scout", "task": "look", "isolation": "worktree"})
+        )
         assert (idle["worktree"], idle["branch"], idle["commits"]) == (None, None, [])
         backend.scripts["kimi-k2.5"] = deque(
             [Turn(tool="Bash", tool_input={"command": COMMIT_MY_NAME, "description": "commit"})]
         )
-        kept = ok(await client.call_tool("spawn_worker", {"caste": "builder", "task": "b", "isolation": "worktree"}))
+        kept = structured(
+            await client.call_tool("spawn_worker", {"caste": "builder", "task": "b", "isolation": "worktree"})
+        )
         assert Path(kept["worktree"]).is_dir()
-        dropped = ok(await client.call_tool("discard_worker", {"worker_id": kept["worker_id"]}))
+        dropped = structured(await client.call_tool("discard_worker", {"worker_id": kept["worker_id"]}))
         assert dropped["worktree"] is None
     assert not Path(kept["worktree"]).exists()
     assert git(repo, "branch", "--list", "aether/*") == ""
@@ -130,13 +130,13 @@ async def test_outside_git_a_worktree_is_refused(colony_profile: Path, backend: 
 
 async def test_a_follow_up_continues_the_same_conversation(repo: Path, backend: LocalBackend) -> None:
     async with Client(build_server(ProfileStore())) as client:
-        first = ok(await client.call_tool("spawn_worker", {"caste": "builder", "task": "write the parser"}))
-        second = ok(
+        first = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "write the parser"}))
+        second = structured(
             await client.call_tool(
                 "continue_worker", {"worker_id": first["worker_id"], "message": "the watcher found a bug in line 3"}
             )
         )
-        chain = ok(await client.call_tool("get_worker", {"worker_id": second["worker_id"]}))
+        chain = structured(await client.call_tool("get_worker", {"worker_id": second["worker_id"]}))
     asked = [r for r in backend.requests if r.path.startswith("/v1/messages")]
     assert [r.model for r in asked] == ["kimi-k2.5", "kimi-k2.5"]
     later = asked[1].conversation
@@ -156,9 +156,13 @@ async def test_a_follow_up_continues_the_same_conversation(repo: Path, backend: 
 async def test_a_structured_answer_is_validated(colony_profile: Path, backend: LocalBackend) -> None:
     async with Client(build_server(ProfileStore())) as client:
         backend.scripts["minimax-2.5"] = deque([Turn(tool="StructuredOutput", tool_input={"verdict": "pass"})])
-        fits = ok(await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": VERDICT}))
+        fits = structured(
+            await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": VERDICT})
+        )
         # a model that only answers in prose never makes a valid StructuredOutput call
-        prose = ok(await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": VERDICT}))
+        prose = structured(
+            await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": VERDICT})
+        )
         bad = await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": {"type": 5}})
     assert (fits["status"], fits["structured_output"], fits["error"]) == ("succeeded", {"verdict": "pass"}, None)
     assert (prose["status"], prose["structured_output"]) == ("failed", None)
@@ -170,11 +174,11 @@ async def test_a_long_answer_reads_in_pages(colony_profile: Path, backend: Local
     answer = "".join(f"{i:06d}" for i in range(10_000))  # 60,000 characters
     backend.scripts["kimi-k2.5"] = deque([Turn(text=answer)])
     async with Client(build_server(ProfileStore())) as client:
-        first = ok(await client.call_tool("spawn_worker", {"caste": "builder", "task": "t"}))
+        first = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "t"}))
         pages = [first["output"]]
         while first["output_chars"] > sum(len(p) for p in pages):
             offset = sum(len(p) for p in pages)
-            more = ok(await client.call_tool("get_worker", {"worker_id": first["worker_id"], "offset": offset}))
+            more = structured(await client.call_tool("get_worker", {"worker_id": first["worker_id"], "offset": offset}))
             assert more["output_offset"] == offset
             pages.append(more["output"])
     assert first["output_chars"] == 60_000 and len(pages) == 3
@@ -185,7 +189,9 @@ async def test_a_file_name_that_is_not_utf8_does_not_break_the_report(repo: Path
     make = "git config core.quotePath false && touch \"$(printf 'bad\\377name')\""
     backend.on_task["kimi-k2.5"] = Turn(tool="Bash", tool_input={"command": make, "description": "odd name"})
     async with Client(build_server(ProfileStore())) as client:
-        result = ok(await client.call_tool("spawn_worker", {"caste": "builder", "task": "b", "isolation": "worktree"}))
+        result = structured(
+            await client.call_tool("spawn_worker", {"caste": "builder", "task": "b", "isolation": "worktree"})
+        )
         assert not (await client.call_tool("list_workers", {})).is_error  # the server still serves
     assert result["status"] == "succeeded" and result["worktree"]
     assert "1 untracked file(s): bad" in result["diffstat"]
@@ -211,7 +217,9 @@ async def test_a_schema_cannot_reach_out_and_a_broken_one_fails_the_worker_only(
         assert refused.is_error and "output_schema refers outside itself" in refused.content[0].text  # type: ignore[union-attr]
         backend.scripts["minimax-2.5"] = deque([Turn(tool="StructuredOutput", tool_input={"verdict": "pass"})])
         nowhere = {"type": "object", "properties": {"verdict": {"$ref": "#/$defs/missing"}}}
-        broken = ok(await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": nowhere}))
+        broken = structured(
+            await client.call_tool("spawn_worker", {"caste": "watcher", "task": "t", "output_schema": nowhere})
+        )
         assert not (await client.call_tool("list_workers", {})).is_error
     assert broken["status"] == "failed"
     assert [r.path for r in backend.requests if "schema" in r.path] == []

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, claude_processes, trusted, wait_for, write_profile
+from conftest import TOKEN, claude_processes, error_text, trusted, wait_for, write_profile
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server
@@ -27,10 +27,6 @@ from aether_mcp.workers.colony import Colony
 pytestmark = pytest.mark.anyio
 
 SECRET = "AKIA-SECRET-do-not-send-3f9"
-
-
-def text_of(result: Any) -> str:
-    return str(result.content[0].text)
 
 
 # --- 2. a cloned repository's profile ------------------------------------------------
@@ -87,8 +83,8 @@ async def test_a_cloned_repos_profile_runs_nothing_and_sends_nothing(cloned_repo
         "workers.castes.scout.allowed_tools",
         "workers.castes.scout.mcp_servers",
     ):
-        assert setting in text_of(spawned)
-    assert f"run: aether-mcp trust {folder / 'model-profiles.yaml'}" in text_of(spawned)
+        assert setting in error_text(spawned)
+    assert f"run: aether-mcp trust {folder / 'model-profiles.yaml'}" in error_text(spawned)
 
 
 async def test_trust_then_an_outside_edit_asks_again_and_our_own_writes_keep_it(
@@ -120,7 +116,7 @@ async def test_trust_then_an_outside_edit_asks_again_and_our_own_writes_keep_it(
 
     profile.write_text(profile.read_text().replace(backend.url, backend.url + "/elsewhere"))  # an outside edit
     again = await spawn()
-    assert again.is_error and "proxy.endpoint" in text_of(again)
+    assert again.is_error and "proxy.endpoint" in error_text(again)
     assert backend.models_asked() == ["kimi-k2.5", "glm-5"]
 
 
@@ -140,7 +136,7 @@ async def test_cwd_outside_the_project_is_refused(colony_profile: Path, backend:
         for cwd in ("/", str(colony_profile.parent.parent)):
             refused = await client.call_tool("spawn_worker", {"caste": "builder", "task": "id", "cwd": cwd})
             assert refused.is_error
-            assert f"cwd '{cwd}' is outside this project ({colony_profile.parent})" in text_of(refused)
+            assert f"cwd '{cwd}' is outside this project ({colony_profile.parent})" in error_text(refused)
         assert not (await client.call_tool("list_workers", {})).is_error
     assert backend.models_asked() == []
 
@@ -206,7 +202,7 @@ async def test_the_queue_and_the_task_are_bounded(isolated: Path, backend: Local
     backend.delay_s = 2
     async with Client(build_server(ProfileStore())) as client:
         big = await client.call_tool("spawn_worker", {"caste": "builder", "task": "x" * (1024 * 1024 + 1)})
-        assert big.is_error and "a task may be at most 1,048,576" in text_of(big)
+        assert big.is_error and "a task may be at most 1,048,576" in error_text(big)
 
         async def statuses_are(*expected: str) -> bool:
             listed = (await client.call_tool("list_workers", {})).structured_content
@@ -218,7 +214,7 @@ async def test_the_queue_and_the_task_are_bounded(isolated: Path, backend: Local
         assert not (await client.call_tool("spawn_worker", spawn)).is_error
         assert await statuses_are("queued", "running")
         full = await client.call_tool("spawn_worker", spawn)
-        assert full.is_error and "1 workers are already queued" in text_of(full)
+        assert full.is_error and "1 workers are already queued" in error_text(full)
 
 
 async def test_finished_workers_are_pruned_and_forget_their_task(

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import TOKEN, claude_processes, wait_for, write_profile
+from conftest import TOKEN, claude_processes, error_text, structured, wait_for, write_profile
 from mcp import Client, StdioServerParameters
 
 from aether_mcp.adapters.server import build_server
@@ -21,19 +21,6 @@ from aether_mcp.profile.store import ProfileStore
 from aether_mcp.testing.backend import LocalBackend
 
 pytestmark = pytest.mark.anyio
-
-
-def structured(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content[0].text
-    assert result.structured_content is not None
-    data: dict[str, Any] = result.structured_content
-    return data
-
-
-def error_text(result: Any) -> str:
-    assert result.is_error
-    text: str = result.content[0].text
-    return text
 
 
 def stdio_server(cwd: Path, *extra: str) -> StdioServerParameters:
