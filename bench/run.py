@@ -24,6 +24,8 @@ from typing import Any
 import anyio
 from mcp import Client, StdioServerParameters, types
 
+from aether_mcp.profile.agents import AgentScan
+from aether_mcp.profile.catalog import CasteCatalog
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import LocalBackend
 from aether_mcp.workers.claude_cli import find_cli
@@ -226,7 +228,8 @@ class Bench:
     def direct_command(self, profile_path: Path, caste: str) -> tuple[list[str], dict[str, str]]:
         """The command and environment spawn_worker builds, for running the CLI directly."""
         profile = parse_profile(profile_path.read_text(), profile_path, {})
-        spec = build_spec(profile, caste, "say hi", home=self.folder, environ=os.environ)
+        catalog = CasteCatalog(profile, AgentScan(), {})
+        spec = build_spec(catalog, caste, "say hi", home=self.folder, environ=os.environ)
         write_worker_files(spec)  # the MCP config the command line points to
         return build_command(spec), build_env(spec, self.env)
 

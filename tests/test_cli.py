@@ -23,14 +23,14 @@ def test_list_prints_an_aligned_table(aether_profile: Path, cli_env: dict[str, s
     result = run("caste-models", "list", env=cli_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        "CASTE         MODEL        SOURCE    PROVIDER  CONTEXT\n"
-        "prime         glm-5        profile   zhipu     200,000\n"
-        "architect     glm-5        profile   zhipu     200,000\n"
-        "oracle        minimax-2.5  profile   minimax   200,000\n"
-        "builder       kimi-k2.5    profile   kimi      256,000\n"
-        "scout*        glm-5        override  zhipu     200,000\n"
-        "route_setter  glm-5        profile   zhipu     200,000\n"
-        "watcher       minimax-2.5  profile   minimax   200,000\n"
+        "CASTE         MODEL        SOURCE    AGENT  PROVIDER  CONTEXT\n"
+        "prime         glm-5        profile   -      zhipu     200,000\n"
+        "architect     glm-5        profile   -      zhipu     200,000\n"
+        "oracle        minimax-2.5  profile   -      minimax   200,000\n"
+        "builder       kimi-k2.5    profile   -      kimi      256,000\n"
+        "scout*        glm-5        override  -      zhipu     200,000\n"
+        "route_setter  glm-5        profile   -      zhipu     200,000\n"
+        "watcher       minimax-2.5  profile   -      minimax   200,000\n"
         "\n"
         f"Profile: {aether_profile} (.aether/model-profiles.yaml)\n"
         "* user override (aether-mcp caste-models reset CASTE removes it)\n"
@@ -49,11 +49,11 @@ def test_slot_castes_show_their_slot(isolated: Path, cli_env: dict[str, str]) ->
     (isolated / "model-profiles.yaml").write_text((DATA / "aether-slots.yaml").read_text())
     result = run("caste-models", "list", env=cli_env)
     assert result.stdout.splitlines()[1:6] == [
-        "prime       glm-5        slot (opus)        -         -",
-        "builder     glm-5-turbo  slot (sonnet)      -         -",
-        "scout       glm-4.5-air  slot (haiku)       -         -",
-        "chronicler  kimi-k2.5    default (inherit)  -         -",
-        "oracle      minimax-2.5  profile            -         -",
+        "prime       glm-5          slot (opus)    -      -         -",
+        "builder     glm-5-turbo    slot (sonnet)  -      -         -",
+        "scout       glm-4.5-air    slot (haiku)   -      -         -",
+        "chronicler  (CLI default)  inherit        -      -         -",
+        "oracle      minimax-2.5    profile        -      -         -",
     ]
 
 

@@ -44,11 +44,12 @@ def test_slot_form_loads_unchanged() -> None:
         ("aether-slots.yaml", "builder", None, "glm-5-turbo", "slot", "sonnet"),
         ("aether-slots.yaml", "scout", None, "glm-4.5-air", "slot", "haiku"),
         ("aether-slots.yaml", "oracle", None, "minimax-2.5", "profile", None),
-        ("aether-slots.yaml", "chronicler", None, "kimi-k2.5", "default", "inherit"),
+        # inherit is the parent session's model; this server was not told one, so the CLI picks its own.
+        ("aether-slots.yaml", "chronicler", None, None, "inherit", "inherit"),
     ],
 )
 def test_resolution_sources(
-    fixture: str, caste: str, task: str | None, model: str, source: str, slot: str | None
+    fixture: str, caste: str, task: str | None, model: str | None, source: str, slot: str | None
 ) -> None:
     entry = resolve(load(fixture), caste, task)
     assert (entry.model, entry.source, entry.slot) == (model, source, slot)
@@ -102,11 +103,16 @@ def test_task_routing_only_for_a_caste_without_a_model(task: str | None, model: 
     assert resolve(profile, "builder", task).model == "kimi-k2.5"
 
 
-def test_inherit_without_default_model_leaves_the_cli_default() -> None:
-    text = "model_slots: {inherit: null}\nworker_models: {scout: inherit}\n"
-    entry = resolve(parse_profile(text, "p.yaml", {}), "scout")
-    assert (entry.model, entry.source, entry.slot) == (None, "cli_default", "inherit")
-    assert entry.note is not None and "CLI's own default" in entry.note
+def test_inherit_is_the_parent_sessions_model() -> None:
+    """Aether's `inherit: null  # uses parent model`: the server's ANTHROPIC_MODEL, never task routing."""
+    text = "model_slots: {inherit: null}\nworker_models: {scout: inherit}\ntask_routing: {default_model: kimi}\n"
+    profile = parse_profile(text, "p.yaml", {})
+    entry = resolve(profile, "scout", parent_model="parent-model")
+    assert (entry.model, entry.source, entry.slot) == ("parent-model", "inherit", "inherit")
+    assert entry.note is not None and "ANTHROPIC_MODEL" in entry.note
+    unknown = resolve(profile, "scout", "design it")
+    assert (unknown.model, unknown.source) == (None, "inherit")
+    assert unknown.note is not None and "CLI's own default" in unknown.note
 
 
 @pytest.mark.parametrize("name", ["route-setter", "ROUTE_SETTER", "Route-Setter", " route_setter "])

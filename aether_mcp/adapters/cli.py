@@ -295,19 +295,27 @@ def _list(store: ProfileStore, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(listing)
         return 0
-    print(table([("CASTE", "MODEL", "SOURCE", "PROVIDER", "CONTEXT")] + [_row(entry) for entry in listing.castes]))
+    header = ("CASTE", "MODEL", "SOURCE", "AGENT", "PROVIDER", "CONTEXT")
+    print(table([header] + [_row(entry) for entry in listing.castes]))
     print(f"\nProfile: {listing.path} ({listing.rule})")
+    for problem in listing.agent_problems:
+        print(f"Agent file not read in full: {problem}")
     if any(entry.override for entry in listing.castes):
         print("* user override (aether-mcp caste-models reset CASTE removes it)")
     return 0
 
 
-def _row(entry: CasteModel) -> tuple[str, str, str, str, str]:
+def _row(entry: CasteModel) -> tuple[str, str, str, str, str, str]:
     meta = entry.metadata
     context = f"{meta.context_window:,}" if meta and meta.context_window else "-"
-    source = entry.source + (f" ({entry.slot})" if entry.slot else "")
+    source = entry.source + (f" ({entry.slot})" if entry.slot and entry.slot != entry.source else "")
     caste = entry.caste + ("*" if entry.override else "")
-    return caste, entry.model or "(CLI default)", source, (meta.provider if meta else None) or "-", context
+    agent = entry.agent.name if entry.agent else "-"
+    return caste, _model(entry.model), source, agent, (meta.provider if meta else None) or "-", context
+
+
+def _model(model: str | None) -> str:
+    return model or "(CLI default)"
 
 
 def _set(store: ProfileStore, args: argparse.Namespace) -> int:
@@ -318,7 +326,8 @@ def _set(store: ProfileStore, args: argparse.Namespace) -> int:
         return 0
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
-    print(f"{result.caste}: {result.previous or '(CLI default)'} -> {result.model} (override in {result.path})")
+    now = _model(result.model) + (f" (slot {result.slot})" if result.slot else "")
+    print(f"{result.caste}: {_model(result.previous)} -> {now} (override in {result.path})")
     return 0
 
 

@@ -14,8 +14,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import AetherError, sentences
 from ..flat_schema import FlatRecord
-from ..profile.castes import settings_for
-from ..profile.resolution import resolve
+from ..profile.catalog import CasteCatalog
 from ..profile.schema import Profile
 from ..profile.store import ProfileStore
 from ..workers.claude_cli import find_cli
@@ -53,10 +52,29 @@ def check_routing(
     except AetherError as exc:  # nothing the untrusted settings name is run or contacted
         checks.append(_failed("trust", exc, f"aether-mcp trust {where.path}"))
         return RoutingReport(healthy=False, checks=checks)
+    catalog = store.catalog()
+    checks += _agent_checks(store, catalog)
     checks.append(_cli_check(profile, environ))
-    castes = [profile.find_caste(caste)] if caste is not None else profile.castes()
-    checks += _route_checks(profile, castes, checker or ProxyChecker(ttl_s=0))
+    castes = [catalog.find(caste)] if caste is not None else catalog.names()
+    checks += _route_checks(catalog, castes, checker or ProxyChecker(ttl_s=0))
     return RoutingReport(healthy=all(c.verdict != "fail" for c in checks), checks=checks)
+
+
+def _agent_checks(store: ProfileStore, catalog: CasteCatalog) -> list[Check]:
+    """How many agents are castes, each file that could not be read in full, and agents waiting for trust."""
+    found = len(catalog.scan.agents)
+    checks = [Check(name="agents", verdict="ok", detail=f"{found} Claude Code agents are castes")] if found else []
+    checks += [Check(name="agent file", verdict="note", detail=problem) for problem in catalog.scan.problems]
+    for agent in store.untrusted_agents():
+        checks.append(
+            Check(
+                name=f"trust {agent.name}",
+                verdict="fail",
+                detail=f"{agent.path} sets {', '.join(sorted(agent.sensitive_settings()))}, not yet trusted",
+                fix=f"Review it, then run: aether-mcp trust {agent.path}",
+            )
+        )
+    return checks
 
 
 def _failed(name: str, exc: AetherError, fix: str) -> Check:
@@ -80,13 +98,13 @@ def _cli_check(profile: Profile, environ: Mapping[str, str]) -> Check:
     return Check(name="claude cli", verdict="ok", detail=f"{cli.path} ({cli.rule}), {version}")
 
 
-def _route_checks(profile: Profile, castes: list[str], checker: ProxyChecker) -> list[Check]:
+def _route_checks(catalog: CasteCatalog, castes: list[str], checker: ProxyChecker) -> list[Check]:
     """Per endpoint: reachable, token accepted; per caste: its model routed."""
     checks: list[Check] = []
     listings: dict[str, ModelList | None] = {}
     for name in castes:
-        settings = settings_for(profile, name)
-        model = resolve(profile, name).model
+        settings = catalog.settings(name)
+        model = catalog.resolve(name).model
         endpoint = settings.endpoint
         if endpoint is None:
             checks.append(
@@ -150,10 +168,10 @@ async def live_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[C
     """Spawn one one-turn worker per distinct model and check that its routing is verified."""
     from ..workers.colony import Colony  # the worker engine loads only for a live check
 
-    profile, _ = store.load_trusted()
+    catalog = store.catalog(trusted=True)
     first_caste: dict[str | None, str] = {}
-    for name in profile.castes():
-        first_caste.setdefault(resolve(profile, name).model, name)
+    for name in catalog.names():
+        first_caste.setdefault(catalog.resolve(name).model, name)
     checks = []
     async with Colony(store, environ) as colony:
         for model, caste in first_caste.items():

@@ -1,6 +1,9 @@
 """What each caste's workers may do, and the role each is told it plays.
 
-The shipped settings follow least privilege: castes that only read or plan
+A caste with a Claude Code agent file runs as that agent: its prompt, its
+tools (which a worker, unable to answer a permission prompt, uses unasked),
+its permission mode and turns. A caste without one gets the shipped settings
+below. The shipped settings follow least privilege: castes that only read or plan
 cannot edit files, and no worker is left waiting for a permission prompt that
 nobody can answer (`dontAsk` denies what is not pre-approved). A profile's
 `workers` section overrides them: `workers.defaults` for every caste, then
@@ -13,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, SecretStr
 
-from .schema import Profile, caste_key
+from .agents import Agent, caste_key
+from .schema import Profile
 
 READ_TOOLS = ["Read", "Glob", "Grep", "WebSearch", "WebFetch"]
 EDIT_TOOLS = ["Edit", "Write", "NotebookEdit"]
@@ -58,7 +62,6 @@ SHIPPED: dict[str, dict[str, Any]] = {
 }
 
 ROLES = {
-    "prime": "You coordinate the colony: break the goal into tasks and say which caste should take each.",
     "queen": "You coordinate the colony: break the goal into tasks and say which caste should take each.",
     "builder": "You write and change code to complete the task, then check that it works.",
     "watcher": "You test and review. Run the checks, read the change, and report what is wrong. Do not edit files.",
@@ -93,10 +96,11 @@ class WorkerSettings(BaseModel):
     isolation: Literal["none", "worktree"] = "none"
 
 
-def settings_for(profile: Profile, caste: str) -> WorkerSettings:
-    """Shipped settings for the caste, then the profile's defaults, then its entry for the caste."""
+def settings_for(profile: Profile, caste: str, agent: Agent | None = None) -> WorkerSettings:
+    """The agent's settings (else the shipped ones) for the caste, then the profile's defaults, then its entry
+    for the caste."""
     key = caste_key(caste)
-    merged: dict[str, Any] = dict(SHIPPED.get(key, _READ_ONLY))
+    merged: dict[str, Any] = _agent_settings(agent) if agent is not None else dict(SHIPPED.get(key, _READ_ONLY))
     layers = [profile.workers.defaults]
     layers += [s for name, s in profile.workers.castes.items() if caste_key(name) == key]
     for layer in layers:
@@ -106,7 +110,7 @@ def settings_for(profile: Profile, caste: str) -> WorkerSettings:
     token = merged.get("auth_token") if "endpoint" in merged else (proxy.auth_token if proxy else None)
     return WorkerSettings(
         caste=caste,
-        role=merged.get("role") or ROLES.get(key, f"You are a {caste} worker in an Aether colony."),
+        role=merged.get("role") or _role(key, caste, agent),
         permission_mode=merged["permission_mode"],
         allowed_tools=merged.get("allowed_tools", []),
         disallowed_tools=merged.get("disallowed_tools", []),
@@ -118,6 +122,29 @@ def settings_for(profile: Profile, caste: str) -> WorkerSettings:
         auth_token=SecretStr(token) if isinstance(token, str) else token,
         isolation=merged.get("isolation") or "none",
     )
+
+
+def _agent_settings(agent: Agent) -> dict[str, Any]:
+    """What the agent file says of permissions, turns and isolation; the CLI applies the rest of it."""
+    front = agent.frontmatter
+    mode = front.get("permissionMode")
+    turns = front.get("maxTurns")
+    found: dict[str, Any] = {
+        "permission_mode": mode if mode in MODE_RANK else "dontAsk",
+        "allowed_tools": agent.tools or [],
+        "disallowed_tools": front.get("disallowedTools") or [],
+        "isolation": "worktree" if front.get("isolation") == "worktree" else "none",
+    }
+    if isinstance(turns, int) and not isinstance(turns, bool) and turns >= 1:
+        found["max_turns"] = turns
+    return found
+
+
+def _role(key: str, caste: str, agent: Agent | None) -> str:
+    """The line appended to the system prompt: none for an agent, whose own prompt is the system prompt."""
+    if agent is not None:
+        return ""
+    return ROLES.get(key, f"You are a {caste} worker in an Aether colony.")
 
 
 # How much a permission mode lets a worker do unasked, least first.

@@ -1,4 +1,4 @@
-"""Which model a caste uses, and why: override, its own entry, task routing, then the default."""
+"""Which model a caste uses, and why: override, its profile entry, its agent's `model:`, task routing, the default."""
 
 from __future__ import annotations
 
@@ -7,9 +7,18 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .agents import Agent, caste_key
 from .schema import ModelMetadata, Profile
 
-Source = Literal["override", "profile", "slot", "task", "default", "explicit", "cli_default"]
+Source = Literal["override", "profile", "slot", "agent", "inherit", "task", "default", "explicit", "cli_default"]
+INHERIT = "inherit"
+
+
+class AgentRef(BaseModel):
+    """The Claude Code agent a caste runs as."""
+
+    name: str = Field(description="The agent's name, as --agent takes it.")
+    path: str = Field(description="The agent file.")
 
 
 class CasteModel(BaseModel):
@@ -20,8 +29,9 @@ class CasteModel(BaseModel):
     source: Source = Field(
         description=(
             "Why this model: override (user_overrides), profile (worker_models), slot (worker_models names a "
-            "model_slots entry), task (task_routing keyword match), default (task_routing.default_model), "
-            "explicit (given for one worker), cli_default (no model: the Claude Code CLI picks its own)."
+            "model_slots entry), agent (the agent file's model: line), inherit (the parent session's model), "
+            "task (task_routing keyword match), default (task_routing.default_model), explicit (given for one "
+            "worker), cli_default (no model: the Claude Code CLI picks its own)."
         )
     )
     slot: str | None = Field(default=None, description="The model slot the entry named (opus, sonnet, haiku, inherit).")
@@ -29,34 +39,67 @@ class CasteModel(BaseModel):
     override: str | None = Field(default=None, description="The caste's user_overrides entry, if any.")
     metadata: ModelMetadata | None = Field(default=None, description="model_metadata for the model, if any.")
     note: str | None = Field(default=None, description="How an inherit slot or a missing entry was resolved.")
+    agent: AgentRef | None = Field(
+        default=None, description="The Claude Code agent the caste runs as (its prompt, tools); null: none."
+    )
 
 
-def resolve(profile: Profile, caste: str, task: str | None = None) -> CasteModel:
-    """The effective model of `caste`: override, then its own entry, then task routing, then the default."""
-    name = profile.find_caste(caste)
-    override = (profile.user_overrides or {}).get(name)
-    entry = profile.worker_models.get(name)
-    base = CasteModel(caste=name, model=None, source="cli_default", default_model=entry, override=override)
+def resolve(
+    profile: Profile,
+    caste: str,
+    task: str | None = None,
+    *,
+    agent: Agent | None = None,
+    parent_model: str | None = None,
+) -> CasteModel:
+    """The effective model of `caste`: override, its profile entry, its agent's `model:`, task routing, default.
+
+    `caste` is a profile caste, or, with `agent`, the agent's caste. `parent_model` is what `inherit` means:
+    the parent session's model, when the server knows it."""
+    name = caste if agent is not None else profile.find_caste(caste)
+    override = _entry(profile.user_overrides or {}, name)
+    entry = _entry(profile.worker_models, name)
+    ref = AgentRef(name=agent.name, path=str(agent.path)) if agent is not None else None
+    base = CasteModel(caste=name, model=None, source="cli_default", default_model=entry, override=override, agent=ref)
 
     if override is not None:
-        chosen = _through_slot(profile, override, base.model_copy(update={"source": "override"}))
+        chosen = _through_slot(profile, override, base.model_copy(update={"source": "override"}), parent_model)
     elif entry is not None:
-        chosen = _through_slot(profile, entry, base.model_copy(update={"source": "profile"}))
+        chosen = _through_slot(profile, entry, base.model_copy(update={"source": "profile"}), parent_model)
+    elif agent is not None and agent.model is not None:
+        chosen = _through_slot(profile, agent.model, base.model_copy(update={"source": "agent"}), parent_model)
     else:
         chosen = base
-    if chosen.model is None:
+    if chosen.model is None and chosen.source != "inherit":
         chosen = _route_task(profile, task, chosen)
     if chosen.model is not None and profile.model_metadata:
         chosen.metadata = profile.model_metadata.get(chosen.model)
     return chosen
 
 
-def _through_slot(profile: Profile, name: str, chosen: CasteModel) -> CasteModel:
-    """Resolve a model_slots name; any other name is a model as it stands."""
-    slots = profile.model_slots
-    if slots is None or name not in slots:
+def _entry(entries: dict[str, str | None] | dict[str, str], caste: str) -> str | None:
+    """The caste's entry however the file spells the caste (`route-setter` for `route_setter`)."""
+    key = caste_key(caste)
+    return next((value for name, value in entries.items() if caste_key(name) == key), None)
+
+
+def _through_slot(profile: Profile, name: str, chosen: CasteModel, parent_model: str | None) -> CasteModel:
+    """Resolve a model_slots name; `inherit` with no model of its own is the parent's; any other name is a model
+    as it stands."""
+    slots = profile.model_slots or {}
+    target = slots.get(name)
+    if name == INHERIT and target is None:
+        if parent_model:
+            note = "inherit: the parent session's model (ANTHROPIC_MODEL in the server's environment)"
+        else:
+            note = (
+                "inherit: the parent session's model, which the server does not know (no ANTHROPIC_MODEL in its "
+                "environment), so the worker uses the Claude Code CLI's own default"
+            )
+        update = {"model": parent_model or None, "slot": name, "source": "inherit", "note": note}
+        return chosen.model_copy(update=update)
+    if name not in slots:
         return chosen.model_copy(update={"model": name})
-    target = slots[name]
     source: Source = "slot" if chosen.source == "profile" else chosen.source
     return chosen.model_copy(update={"model": target, "slot": name, "source": source})
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ..errors import InvalidModelError, UnknownCasteError
+from .agents import caste_key
 
 # Claude Code's own model aliases: the names model_slots maps.
 SLOT_NAMES = ("opus", "sonnet", "haiku", "inherit")
@@ -136,11 +137,6 @@ class Profile(BaseModel):
             if caste_key(caste) == wanted:
                 return caste
         raise UnknownCasteError(f"Unknown caste '{name}'. Known castes: {', '.join(self.castes()) or '(none)'}.")
-
-
-def caste_key(name: str) -> str:
-    """The form two spellings of one caste share: `Route-Setter` and `route_setter` are one caste."""
-    return name.strip().lower().replace("-", "_")
 
 
 def _plain_caste_names(castes: dict[str, Any]) -> dict[str, Any]:

@@ -20,9 +20,12 @@ from pydantic import Field
 
 from ..errors import ProfileError, UnknownCasteError
 from ..flat_schema import FlatRecord
+from ..git import find_repository
+from .agents import Agent, AgentScan, agent_dirs, scan_agents
+from .catalog import CasteCatalog
 from .parsing import MAX_PROFILE_BYTES, parse_profile, read_profile
-from .resolution import CasteModel, resolve
-from .schema import Profile, check_model_name, check_new_caste_name
+from .resolution import CasteModel
+from .schema import SLOT_NAMES, Profile, check_model_name, check_new_caste_name
 from .trust import TrustStore, sensitive_settings, untrusted_error
 
 ENV_VAR = "AETHER_MODEL_PROFILES"
@@ -67,17 +70,23 @@ def _absolute(path: Path | str, cwd: Path) -> Path:
 
 
 class CasteModels(FlatRecord):
-    castes: list[CasteModel] = Field(description="One entry per caste asked for, in profile order.")
+    castes: list[CasteModel] = Field(
+        description="One entry per caste asked for: the profile's in file order, then the agents' it does not name."
+    )
     path: str = Field(description="The profile file in use.")
     rule: str = Field(description="Which rule chose that file (--profiles, AETHER_MODEL_PROFILES, ...).")
     proxy_endpoint: str | None = Field(
         description="The proxy workers talk to; null when they use the CLI's own backend."
     )
+    agent_problems: list[str] = Field(
+        default_factory=list, description="Agent files that could not be read in full: path and reason."
+    )
 
 
 class SetResult(FlatRecord):
     caste: str = Field(description="The caste, as the profile spells it.")
-    model: str = Field(description="The model now in effect for the caste.")
+    model: str | None = Field(description="The model now in effect for the caste (null: the CLI's default).")
+    slot: str | None = Field(default=None, description="The model slot stored, when the model given was one.")
     previous: str | None = Field(description="The model in effect before the change (null: the CLI's default).")
     path: str = Field(description="The profile file that was written.")
     created: bool = Field(default=False, description="True when this write created the profile file.")
@@ -102,7 +111,7 @@ class _Parsed:
 
 
 class TrustResult(FlatRecord):
-    path: str = Field(description="The profile file now trusted.")
+    path: str = Field(description="The profile or agent file now trusted.")
     settings: list[str] = Field(description="The settings trusted: each can run a program or receive a secret.")
 
 
@@ -126,6 +135,7 @@ class ProfileStore:
         self._cache: _Parsed | None = None
         self._guard = threading.Lock()
         self._trust = trust or TrustStore()
+        self._root: Path | None = None
 
     @property
     def location(self) -> Location:
@@ -155,13 +165,45 @@ class ProfileStore:
         return self._parsed()[0].untrusted
 
     def trust(self, path: Path | str | None = None) -> TrustResult:
-        """Trust the settings in `path` (default: the profile in use) that can run code or move a secret."""
+        """Trust the settings in `path` (default: the profile in use) that can run code or move a secret.
+
+        `path` may be one of the project's agent files: then its tools, permission mode, hooks and MCP servers."""
         target = _absolute(path, self.cwd) if path else self.location.path
+        agent = next((a for a in self.agents().agents.values() if a.path.resolve() == target.resolve()), None)
+        if agent is not None:
+            self._trust.trust(agent.path, agent.sensitive_settings())
+            return TrustResult(path=str(agent.path), settings=sorted(agent.sensitive_settings()))
         profile, data = read_profile(_read(target), target, self._environ)
         settings = sensitive_settings(profile, data)
         self._trust.trust(target, settings)
         self._cache = None
         return TrustResult(path=str(target), settings=sorted(settings))
+
+    def untrusted_agents(self) -> list[Agent]:
+        """The project's agents whose tools, permission mode, hooks or MCP servers wait for `aether-mcp trust`.
+
+        The user's own agents (~/.claude/agents) are trusted as their own settings are."""
+        return [agent for agent in self.agents().agents.values() if self._untrusted(agent)]
+
+    def _untrusted(self, agent: Agent) -> list[str]:
+        """What in `agent` can run a program or widen a worker's permissions and is not trusted."""
+        settings = agent.sensitive_settings()
+        if agent.user_level or not settings or self._trust.trusts(agent.path, settings):
+            return []
+        return sorted(settings)
+
+    def agents(self) -> AgentScan:
+        """The Claude Code agents a worker in this project would see (each file parsed again only when it changed)."""
+        if self._root is None:
+            self._root = find_repository(self.cwd) or self.cwd
+        home = self._environ.get("HOME")
+        return scan_agents(agent_dirs(self.cwd, self._root, Path(home) if home else None))
+
+    def catalog(self, *, trusted: bool = False) -> CasteCatalog:
+        """Every caste: the profile's and the agents'. `trusted`: for running workers, so the profile must be
+        trusted, and an agent's settings are given to a worker only once trusted."""
+        profile, _ = self.load_trusted() if trusted else self.load()
+        return CasteCatalog(profile, self.agents(), self._environ, self._untrusted if trusted else None)
 
     def _parsed(self) -> tuple[_Parsed, Location]:
         where = self.location
@@ -185,13 +227,15 @@ class ProfileStore:
 
     def caste_models(self, caste: str | None = None, task: str | None = None) -> CasteModels:
         """The routing table: one caste, or every caste, with the model each uses and why."""
-        profile, where = self.load()
-        names = [profile.find_caste(caste)] if caste is not None else profile.castes()
+        catalog = self.catalog()
+        names = [catalog.find(caste)] if caste is not None else catalog.names()
+        profile = catalog.profile
         return CasteModels(
-            castes=[resolve(profile, name, task) for name in names],
-            path=str(where.path),
-            rule=where.rule,
+            castes=[catalog.resolve(name, task) for name in names],
+            path=str(self.location.path),
+            rule=self.location.rule,
             proxy_endpoint=profile.proxy.endpoint if profile.proxy else None,
+            agent_problems=catalog.scan.problems,
         )
 
     def set_override(self, caste: str, model: str, create: bool = False) -> SetResult:
@@ -199,42 +243,53 @@ class ProfileStore:
         from .yaml_edit import set_override  # writers only
 
         check_model_name(model)
-        _caste_to_write(self.load()[0], caste, create)  # bad input is refused before anything is created or locked
+        _caste_to_write(self.catalog(), caste, create)  # bad input is refused before anything is created or locked
         target, created = self._writable()
+        scan = self.agents()
         with self._locked(target):
             text = _read(target)
-            profile = parse_profile(text, target, self._environ)
-            name = _caste_to_write(profile, caste, create)
-            previous = resolve(profile, name).model if name in profile.castes() else None
-            _write_atomic(target, set_override(text, name, model))
+            catalog = CasteCatalog(parse_profile(text, target, self._environ), scan, self._environ)
+            name = _caste_to_write(catalog, caste, create)
+            previous = catalog.resolve(name).model if name in catalog.names() else None
+            edited = set_override(text, name, model)
+            _write_atomic(target, edited)
+        now = CasteCatalog(parse_profile(edited, target, self._environ), scan, self._environ).resolve(name)
+        profile = catalog.profile
         warnings = []
         if created:
             warnings.append(f"Created {target} from the packaged default profile.")
-        if profile.model_metadata is not None and model not in profile.model_metadata:
-            known = ", ".join(profile.model_metadata) or "(none)"
-            warnings.append(f"Model '{model}' is not in model_metadata (known: {known}); check the proxy routes it.")
+        is_slot = model in SLOT_NAMES or model in (profile.model_slots or {})
+        if not is_slot and profile.model_metadata is not None and model not in profile.model_metadata:
+            listed = ", ".join(profile.model_metadata) or "(none)"
+            warnings.append(f"Model '{model}' is not in model_metadata (known: {listed}); check the proxy routes it.")
         return SetResult(
-            caste=name, model=model, previous=previous, path=str(target), created=created, warnings=warnings
+            caste=name,
+            model=now.model,
+            slot=now.slot,
+            previous=previous,
+            path=str(target),
+            created=created,
+            warnings=warnings,
         )
 
     def reset_override(self, caste: str) -> ResetResult:
         """Remove the caste's user_overrides entry, so its profile model applies again."""
         from .yaml_edit import remove_override  # writers only
 
-        profile, where = self.load()
-        name = profile.find_caste(caste)
-        if name not in (profile.user_overrides or {}):  # nothing to remove: nothing is locked or written
-            return ResetResult(caste=name, model=resolve(profile, name).model, had_override=False, path=str(where.path))
+        catalog, where = self.catalog(), self.location
+        name = catalog.find(caste)
+        if name not in (catalog.profile.user_overrides or {}):  # nothing to remove: nothing is locked or written
+            return ResetResult(caste=name, model=catalog.resolve(name).model, had_override=False, path=str(where.path))
         with self._locked(where.path):
             text = _read(where.path)
-            profile = parse_profile(text, where.path, self._environ)
-            name = profile.find_caste(caste)
-            had = name in (profile.user_overrides or {})
+            catalog = CasteCatalog(parse_profile(text, where.path, self._environ), catalog.scan, self._environ)
+            name = catalog.find(caste)
+            had = name in (catalog.profile.user_overrides or {})
             if had:
                 edited = remove_override(text, name)
                 _write_atomic(where.path, edited)
-                profile = parse_profile(edited, where.path, self._environ)
-        return ResetResult(caste=name, model=resolve(profile, name).model, had_override=had, path=str(where.path))
+                catalog = CasteCatalog(parse_profile(edited, where.path, self._environ), catalog.scan, self._environ)
+        return ResetResult(caste=name, model=catalog.resolve(name).model, had_override=had, path=str(where.path))
 
     def _writable(self) -> tuple[Path, bool]:
         """The file to write; the packaged default is copied to .aether/ first, never written itself."""
@@ -257,10 +312,10 @@ class ProfileStore:
         return _FileLock(path, self._guard)
 
 
-def _caste_to_write(profile: Profile, caste: str, create: bool) -> str:
-    """The caste's name as the file spells it; a new, well-formed name only when `create` is set."""
+def _caste_to_write(catalog: CasteCatalog, caste: str, create: bool) -> str:
+    """The caste's name (the profile's spelling, else its agent's); a new, well-formed name only with `create`."""
     try:
-        return profile.find_caste(caste)
+        return catalog.find(caste)
     except UnknownCasteError:
         if not create:
             raise

@@ -42,6 +42,9 @@ class Recorded:
     authorized: bool = True
     tool_names: tuple[str, ...] = ()
     conversation: tuple[str, ...] = ()  # the text of each message the request carried, in order
+    system: str = ""  # the system prompt's text
+    size: int = 0  # the request body's bytes
+    agent_id: str | None = None  # Claude Code's x-claude-code-agent-id header: set on a sub-agent's requests
 
 
 class LocalBackend:
@@ -159,8 +162,9 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
                 return self._error(400, "invalid_request_error", "body is not JSON")
             authorized = self._authorized()
@@ -168,7 +172,20 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
             tools = tuple(t.get("name", "") for t in body.get("tools") or [] if isinstance(t, dict))
             messages = body.get("messages") if isinstance(body.get("messages"), list) else []
             said = tuple(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
-            backend.record(Recorded("POST", self.path, model, bool(body.get("stream")), authorized, tools, said))
+            backend.record(
+                Recorded(
+                    "POST",
+                    self.path,
+                    model,
+                    bool(body.get("stream")),
+                    authorized,
+                    tools,
+                    said,
+                    system=_text_of(body.get("system")),
+                    size=len(raw),
+                    agent_id=self.headers.get("x-claude-code-agent-id"),
+                )
+            )
             if not authorized:
                 return self._error(401, "authentication_error", "invalid x-api-key or bearer token")
             if not self.path.startswith("/v1/messages"):

@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..errors import AetherError, UnknownCasteError, sentences
-from ..profile.schema import Profile
+from ..profile.catalog import CasteCatalog
 from ..profile.store import ProfileStore
 from . import worktree
 from .preflight import Preflight, ProxyChecker
@@ -149,8 +149,8 @@ class Colony:
         """Check everything a worker needs, then start it (or queue it). Refusals raise before anything runs.
 
         `owner` is who may see and stop the worker (an MCP session); workers of other owners stay hidden."""
-        profile = self._admit(task)
-        spec = self._spec(profile, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
+        catalog = self._admit(task)
+        spec = self._spec(catalog, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
         spec.output_schema = check_output_schema(output_schema) if output_schema is not None else None
         isolation = isolation or spec.settings.isolation
         if worktree.check_base(base) is not None and isolation != "worktree":
@@ -159,7 +159,7 @@ class Colony:
         tree = None
         if isolation == "worktree":
             tree = await anyio.to_thread.run_sync(self._worktree_for, spec, base)
-        return self._start(spec, profile, preflight, owner, tree)
+        return self._start(spec, catalog, preflight, owner, tree)
 
     async def continue_worker(
         self,
@@ -180,7 +180,7 @@ class Colony:
             raise AetherError(f"Worker '{worker_id}' worked in {previous.spec.cwd}, which is gone (discarded?).")
         if previous.worktree is not None and self._turn_running(previous.worktree):
             raise AetherError(f"Another turn is running in the worktree of '{worker_id}'.", "Wait for it to finish")
-        profile = self._admit(message)
+        catalog = self._admit(message)
         turn_id = new_worker_id(previous.result.caste)
         # The earlier turn's endpoint, token and permissions, whatever the profile says now.
         settings = previous.spec.settings
@@ -198,7 +198,7 @@ class Colony:
         preflight = await self._preflight(spec)
         if previous.worktree is not None:
             await anyio.to_thread.run_sync(worktree.restore, previous.worktree)
-        worker = self._start(spec, profile, preflight, owner, previous.worktree)
+        worker = self._start(spec, catalog, preflight, owner, previous.worktree)
         worker.result.continues, worker.result.turn = worker_id, previous.result.turn + 1
         return worker
 
@@ -223,8 +223,8 @@ class Colony:
         """Whether a worker (other than `other_than`) is still at work in `tree`."""
         return any(w.worktree == tree and not w.done.is_set() and w is not other_than for w in self._workers.values())
 
-    def _admit(self, task: str) -> Profile:
-        """The trusted profile, when the colony can take one more worker with this task."""
+    def _admit(self, task: str) -> CasteCatalog:
+        """The castes of the trusted profile, when the colony can take one more worker with this task."""
         if self._group is None:
             raise AetherError("The colony is closed; no more workers can start.")
         if not task.strip():
@@ -234,14 +234,15 @@ class Colony:
                 f"The task is {len(task.encode()):,} bytes; a task may be at most {MAX_TASK_BYTES:,}.",
                 "Put the material in a file in the worker's directory and name the file in the task",
             )
-        profile, _ = self.store.load_trusted()
+        catalog = self.store.catalog(trusted=True)
+        profile = catalog.profile
         waiting = sum(1 for w in self._workers.values() if w.result.status == "queued")
         if waiting >= profile.workers.max_queued_workers:
             raise AetherError(
                 f"{waiting} workers are already queued, the most workers.max_queued_workers allows.",
                 "Wait for some to finish, or cancel some",
             )
-        return profile
+        return catalog
 
     async def _preflight(self, spec: WorkerSpec) -> Preflight | None:
         if not spec.settings.endpoint:
@@ -262,7 +263,7 @@ class Colony:
     def _start(
         self,
         spec: WorkerSpec,
-        profile: Profile,
+        catalog: CasteCatalog,
         preflight: Preflight | None,
         owner: str,
         tree: worktree.Worktree | None,
@@ -281,21 +282,28 @@ class Colony:
             branch=tree.branch if tree else None,
             base=tree.base if tree else None,
         )
-        self._warm_counts = _warm_counts(profile)
+        self._warm_counts = _warm_counts(catalog)
         worker = Worker(result, spec, preflight, owner)
         worker.worktree = tree
         self._workers[spec.worker_id] = worker
         self._prune()
         if self._limit is None:
-            self._limit = anyio.Semaphore(profile.workers.max_concurrent_workers)
+            self._limit = anyio.Semaphore(catalog.profile.workers.max_concurrent_workers)
         self._group.start_soon(self._run, worker)
         return worker
 
     def _spec(
-        self, profile: Profile, caste: str, task: str, *, cwd: str | None, model: str | None, timeout_s: float | None
+        self,
+        catalog: CasteCatalog,
+        caste: str,
+        task: str,
+        *,
+        cwd: str | None,
+        model: str | None,
+        timeout_s: float | None,
     ) -> WorkerSpec:
         return build_spec(
-            profile,
+            catalog,
             caste,
             task,
             home=self.store.cwd,
@@ -311,10 +319,10 @@ class Colony:
         It waits a moment first: reading the profile and starting CLIs would slow the session's first requests."""
         await anyio.sleep(PRESTART_DELAY_S)
         try:
-            profile, _ = self.store.load_trusted()
-            self._warm.idle_s = profile.workers.warm_idle_s
-            self._warm_counts = _warm_counts(profile)
-            specs = [self._spec(profile, c, "", cwd=None, model=None, timeout_s=None) for c in self._warm_counts]
+            catalog = self.store.catalog(trusted=True)
+            self._warm.idle_s = catalog.profile.workers.warm_idle_s
+            self._warm_counts = _warm_counts(catalog)
+            specs = [self._spec(catalog, c, "", cwd=None, model=None, timeout_s=None) for c in self._warm_counts]
         except AetherError as exc:  # a spawn will report the same problem when it happens
             log.warning("no warm workers: %s", exc)
             return
@@ -502,13 +510,13 @@ def _restore_sigterm(previous: SignalHandler) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _warm_counts(profile: Profile) -> dict[str, int]:
-    """Warm workers wanted per caste, keyed by the caste's name as the profile spells it."""
+def _warm_counts(catalog: CasteCatalog) -> dict[str, int]:
+    """Warm workers wanted per caste, keyed by the caste's own name."""
     counts = {}
-    for name, count in profile.workers.warm_workers.items():
+    for name, count in catalog.profile.workers.warm_workers.items():
         try:
             if count:
-                counts[profile.find_caste(name)] = count
+                counts[catalog.find(name)] = count
         except UnknownCasteError:  # a typo there must not stop spawns: the caste just gets no warm workers
             log.warning("workers.warm_workers names no caste: %s", name)
     return counts

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AetherError
+from ..git import find_repository
 from ..private_files import write_private
-from ..profile.castes import WorkerSettings, settings_for
-from ..profile.resolution import Source, resolve
-from ..profile.schema import Profile, check_model_name
+from ..profile.agents import Agent
+from ..profile.castes import WorkerSettings
+from ..profile.catalog import CasteCatalog
+from ..profile.resolution import Source
+from ..profile.schema import check_model_name
 from ..profile.store import STATE_DIR
 from .claude_cli import ClaudeCli, find_cli
-from .worktree import find_repository
 
 # Only these reach a worker from the server's own environment (plus LC_* and
 # the profile's workers.env_passthrough): a worker must not pick up a stray
@@ -51,10 +53,12 @@ class WorkerSpec:
     env_passthrough: list[str] = field(default_factory=list)
     output_schema: dict[str, Any] | None = None  # the CLI's --json-schema: the answer comes as structured_output
     resume: str | None = None  # a follow-up turn: the CLI session to continue
+    agent: Agent | None = None  # the Claude Code agent the worker runs as
+    context_window: int | None = None  # model_metadata's, for a model the CLI does not know
 
 
 def build_spec(
-    profile: Profile,
+    catalog: CasteCatalog,
     caste: str,
     task: str,
     *,
@@ -69,11 +73,13 @@ def build_spec(
     `home` is the server's working directory: the default `cwd`, and where `.aether/workers/` keeps transcripts.
     Bad input raises here, before anything runs."""
     check_timeout(timeout_s)
-    entry = resolve(profile, caste, task)
+    profile = catalog.profile
+    entry = catalog.resolve(caste, task)
     chosen, source = entry.model, entry.source
     if model is not None:
         chosen, source = check_model_name(model), "explicit"
-    settings = settings_for(profile, entry.caste)
+    settings = catalog.settings(entry.caste)
+    metadata = (profile.model_metadata or {}).get(chosen) if chosen else None
     if timeout_s is not None:
         settings = settings.model_copy(update={"timeout_s": timeout_s})
     worker_id = new_worker_id(entry.caste)
@@ -91,6 +97,8 @@ def build_spec(
         max_retries=profile.workers.max_retries,
         api_timeout_ms=profile.workers.api_timeout_ms,
         env_passthrough=profile.workers.env_passthrough,
+        agent=catalog.agent(entry.caste),
+        context_window=metadata.context_window if metadata else None,
     )
 
 
@@ -146,7 +154,13 @@ def build_command(spec: WorkerSpec) -> list[str]:
     command = [spec.cli.path, "-p", "--output-format", "stream-json", "--verbose"]
     if spec.model:
         command += ["--model", spec.model]
-    command += ["--append-system-prompt", s.role, "--permission-mode", s.permission_mode]
+    if spec.agent is not None:
+        # The agent's own definition, from a 0600 file of ours: the worker reads neither the project's settings
+        # (so not its agents either) nor an agent file that changed after the spawn was checked.
+        command += ["--agents", str(agents_path(spec)), "--agent", spec.agent.name]
+    if s.role:
+        command += ["--append-system-prompt", s.role]
+    command += ["--permission-mode", s.permission_mode]
     command += ["--max-turns", str(s.max_turns)]
     if s.max_budget_usd is not None:
         command += ["--max-budget-usd", f"{s.max_budget_usd:g}"]
@@ -177,6 +191,9 @@ def routing_env(spec: WorkerSpec) -> dict[str, str]:
         env["API_TIMEOUT_MS"] = str(spec.api_timeout_ms)
     if spec.model:
         env["ANTHROPIC_MODEL"] = spec.model
+        if spec.context_window:
+            # Without it the CLI assumes 1M tokens for a model it does not know, and compacts too late.
+            env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] = str(spec.context_window)
         if endpoint:
             # Nothing inside the worker may fall back to a model the proxy does not route.
             for variable in (
@@ -215,6 +232,19 @@ def mcp_config_path(spec: WorkerSpec) -> Path:
     return spec.home / STATE_DIR / "workers" / f"mcp-{digest}.json"
 
 
+def agents_text(spec: WorkerSpec) -> str:
+    assert spec.agent is not None
+    return json.dumps({spec.agent.name: spec.agent.definition()}, sort_keys=True)
+
+
+def agents_path(spec: WorkerSpec) -> Path:
+    """Named by its content, as the MCP config is."""
+    digest = hashlib.sha256(agents_text(spec).encode()).hexdigest()[:16]
+    return spec.home / STATE_DIR / "workers" / f"agents-{digest}.json"
+
+
 def write_worker_files(spec: WorkerSpec) -> None:
     """What the command line points to, written before the worker starts (0600, no link followed)."""
     write_private(mcp_config_path(spec), spec.home, mcp_config_text(spec).encode())
+    if spec.agent is not None:
+        write_private(agents_path(spec), spec.home, agents_text(spec).encode())

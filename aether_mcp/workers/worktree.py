@@ -11,12 +11,12 @@ at once can still trip over each other.
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AetherError
+from ..git import find_repository, git
 from ..private_files import private_dir
 from ..profile.store import STATE_DIR
 
@@ -40,33 +40,6 @@ class WorktreeReport:
     commits: list[str]  # "<short sha> <subject>", oldest first
     diffstat: str
     changed: bool  # commits, or changes not committed yet
-
-
-def git(repo: Path, *args: str) -> str:
-    """Run git in `repo` and return its output; a failure is an AetherError with git's own words."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args],
-            capture_output=True,
-            encoding="utf-8",
-            errors="replace",  # file names are bytes: one that is not UTF-8 must not break the report
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AetherError(f"git {args[0]} could not run: {exc}") from None
-    if done.returncode != 0:
-        said = (done.stderr or done.stdout).strip().splitlines()
-        raise AetherError(f"git {args[0]} failed: {said[-1] if said else f'exit {done.returncode}'}")
-    return done.stdout.strip()
-
-
-def find_repository(folder: Path) -> Path | None:
-    """The top of the git work tree `folder` is in, as git sees it (a repository another user owns is none)."""
-    try:
-        return Path(git(folder, "rev-parse", "--show-toplevel"))
-    except AetherError:
-        return None
 
 
 def repository_root(folder: Path) -> Path:
