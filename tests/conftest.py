@@ -160,3 +160,65 @@ def no_worker_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory):
     yield
     anyio.run(wait_for, lambda: not claude_processes(base))
     assert claude_processes(base) == [], "Claude Code processes started by the tests are still running"
+
+
+# An Aether-shaped project: agent files in .claude/agents/ant/, written for these tests in the shapes a real
+# Aether project has (a comma list of tools, a YAML list, a mapping of tools to true/false with `mode: subagent`,
+# a `model:` slot or `inherit` or none), plus two files that are not agents.
+AGENTS = {
+    "aether-builder.md": (
+        "---\nname: aether-builder\ndescription: Writes code test-first\ntools: Read, Write, Edit, Bash, Grep, Glob\n"
+        "model: sonnet\n---\n\nYou are the Builder ant. BUILDER-RULES: write the failing test first, then the code.\n"
+    ),
+    "aether-watcher.md": (
+        "---\nname: aether-watcher\ndescription: Verifies\ntools:\n  - Read\n  - Grep\n  - Bash\nmodel: opus\n---\n"
+        "You are the Watcher ant. WATCHER-STEPS: run the tests, read the diff.\n"
+    ),
+    "aether-queen.md": "---\nname: aether-queen\ndescription: Coordinates\nmodel: opus\n---\nQUEEN-PROMPT\n",
+    "aether-scout.md": (
+        "---\nname: aether-scout\ndescription: Quick research\ntools: Read, Grep, Glob\nmodel: inherit\n---\n"
+        "SCOUT-PROMPT\n"
+    ),
+    "aether-surveyor-nest.md": "---\nname: aether-surveyor-nest\ndescription: Maps the nest\n---\nSURVEYOR-PROMPT\n",
+    "aether-porter.md": (
+        "---\nname: aether-porter\ndescription: Carries files\nmode: subagent\ntools:\n  read: false\n"
+        "  Read: true\n  Grep: true\n  Bash: false\nmodel: sonnet\n---\nPORTER-PROMPT\n"
+    ),
+    "aether-medic.md": "---\nname: aether-medic\ndescription: [unclosed\nmodel: glm-5\n---\nMEDIC-PROMPT\n",
+    "README.md": "# Aether's agents\nNot an agent: no frontmatter.\n",
+}
+AETHER_PROFILE = """\
+# slot form, as Aether wrote it
+model_slots:
+  opus: glm-5
+  sonnet: kimi-k2.5
+  haiku: minimax-2.5
+  inherit: null  # uses parent model
+worker_models:
+  watcher: minimax-2.5
+model_metadata:
+  kimi-k2.5: {provider: kimi, context_window: 256000}
+  glm-5: {provider: z.ai, context_window: 200000}
+task_routing:
+  default_model: glm-5
+proxy:
+  endpoint: ENDPOINT
+  auth_token: TOKEN
+"""
+
+
+def write_aether_project(root: Path, endpoint: str) -> Path:
+    """Agent files, a slot-form profile whose proxy is `endpoint`, and git: all trusted, as `install` leaves it."""
+    folder = root / ".claude" / "agents" / "ant"
+    folder.mkdir(parents=True)
+    for name, text in AGENTS.items():
+        (folder / name).write_text(text)
+    profile = root / "model-profiles.yaml"
+    profile.write_text(AETHER_PROFILE.replace("ENDPOINT", endpoint).replace("TOKEN", TOKEN))
+    trusted(profile)
+    from aether_mcp.profile.store import ProfileStore
+
+    store = ProfileStore(profile, cwd=root)
+    for agent in store.untrusted_agents():
+        store.trust(agent.path)
+    return profile

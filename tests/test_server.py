@@ -14,7 +14,8 @@ import yaml
 from mcp import Client, StdioServerParameters
 
 from aether_mcp.adapters.server import build_server
-from aether_mcp.profile.store import ProfileStore, packaged_default
+from aether_mcp.profile.location import packaged_default
+from aether_mcp.profile.store import ProfileStore
 
 SNAPSHOT = Path(__file__).parent / "data" / "tools_list.json"
 

@@ -10,7 +10,8 @@ import pytest
 
 from aether_mcp.errors import InvalidModelError, ProfileError, UnknownCasteError
 from aether_mcp.profile import yaml_edit
-from aether_mcp.profile.store import ProfileStore, locate, packaged_default
+from aether_mcp.profile.location import locate, packaged_default
+from aether_mcp.profile.store import ProfileStore
 
 DATA = Path(__file__).parent / "data"
 

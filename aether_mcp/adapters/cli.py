@@ -9,23 +9,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from ..errors import AetherError
-from ..profile.resolution import CasteModel
-from ..profile.store import ProfileStore
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from ..profile.resolution import CasteModel
+    from ..profile.store import ProfileStore
     from ..workers.colony import Worker
     from ..workers.result import WorkerResult
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words == ["hook", "pre-tool-use"]:  # Claude Code runs this before every sub-agent call: nothing else loads
+        from .hook import main as hook
+
+        return hook()
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
         return 2
+    from ..profile.store import ProfileStore  # pydantic and YAML load only for the commands that read a profile
+
     store = ProfileStore(getattr(args, "profiles", None))
     try:
         return int(args.run(store, args) or 0)
@@ -103,15 +110,46 @@ def _parser() -> argparse.ArgumentParser:
     path.add_argument("--json", action="store_true", help="print JSON")
     path.set_defaults(run=_path)
 
+    _add_project_commands(commands, common)
+    return parser
+
+
+def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     trust = commands.add_parser(
         "trust",
         parents=[common],
         help="trust a profile's settings that can run programs or send secrets (proxy, tokens, claude_cli, ...)",
     )
-    trust.add_argument("path", nargs="?", help="the profile file (default: the one in use)")
+    trust.add_argument(
+        "path", nargs="?", help="a profile or agent file (default: the profile in use and the project's agents)"
+    )
     trust.add_argument("--json", action="store_true", help="print JSON")
     trust.set_defaults(run=_trust)
-    return parser
+    install = commands.add_parser(
+        "install",
+        parents=[common],
+        help="route this project's castes: register the server in .mcp.json and the sub-agent hook, trust its agents",
+    )
+    install.add_argument(
+        "--shared", action="store_true", help="put the hook in .claude/settings.json (default: settings.local.json)"
+    )
+    install.add_argument("--no-trust", action="store_true", help="do not trust the project's profile and agents")
+    install.set_defaults(run=_install)
+    uninstall = commands.add_parser("uninstall", parents=[common], help="take out exactly what install added")
+    uninstall.add_argument("--shared", action="store_true", help="the hook was installed with --shared")
+    uninstall.set_defaults(run=_uninstall)
+
+    hook = commands.add_parser("hook", parents=[common], help="Claude Code hooks (run by Claude Code, not by hand)")
+    hook.add_argument("event", choices=["pre-tool-use"])
+    hook.set_defaults(run=lambda store, args: _run_hook())
+
+    agents = commands.add_parser("agents", parents=[common], help="native mode: the agents' own model: lines")
+    agent_verbs = agents.add_subparsers(title="verbs", metavar="VERB", required=True)
+    sync = agent_verbs.add_parser(
+        "sync", parents=[common], help="write each caste's model into its agent file's model: line"
+    )
+    sync.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file differs")
+    sync.set_defaults(run=_agents_sync)
 
 
 def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -354,14 +392,60 @@ def _reset(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _trust(store: ProfileStore, args: argparse.Namespace) -> int:
-    result = store.trust(args.path)
+    results = [store.trust(args.path)] if args.path else store.trust_project()
     if args.json:
-        _print_json(result)
-    elif result.settings:
-        print(f"Trusted {result.path}: {', '.join(result.settings)}")
+        _print_json({"trusted": [r.model_dump(mode="json") for r in results]})
+        return 0
+    for result in results:
+        if result.settings:
+            print(f"Trusted {result.path}: {', '.join(result.settings)}")
+        else:
+            print(f"{result.path} sets nothing that can run programs or send secrets: there was nothing to trust.")
+    if any(r.settings for r in results):
         print("A change to any of these settings asks for trust again; set and reset keep it.")
-    else:
-        print(f"{result.path} sets nothing that can run programs or send secrets: there was nothing to trust.")
+    return 0
+
+
+def _install(store: ProfileStore, args: argparse.Namespace) -> int:
+    from .install import command_on_path, install
+
+    for change in install(store.cwd, shared=args.shared):
+        print(f"{change.file}: {change.done}")
+    if not args.no_trust:
+        for result in store.trust_project():
+            if result.settings:
+                print(f"Trusted {result.path}: {', '.join(result.settings)}")
+    if not command_on_path():
+        print("Warning: aether-mcp is not on PATH; Claude Code starts the server and the hook by that name.")
+    print("Start Claude Code here: each caste now runs through mcp__aether__spawn_worker on its own model.")
+    return 0
+
+
+def _uninstall(store: ProfileStore, args: argparse.Namespace) -> int:
+    from .install import uninstall
+
+    for change in uninstall(store.cwd, shared=args.shared):
+        print(f"{change.file}: {change.done}")
+    return 0
+
+
+def _run_hook() -> int:
+    from .hook import main as hook
+
+    return hook()
+
+
+def _agents_sync(store: ProfileStore, args: argparse.Namespace) -> int:
+    from .native import drift, sync
+
+    changed = drift(store) if args.check else sync(store)
+    for item in changed:
+        verb = "differs" if args.check else "now"
+        print(f"{item.path}: model {item.written or '(none)'} -> {item.wanted} ({item.caste}, {verb})")
+    if args.check:
+        print("Agent files match the routing." if not changed else f"{len(changed)} agent files differ.")
+        return 1 if changed else 0
+    print(f"{len(changed)} agent files changed." if changed else "Agent files already match the routing.")
     return 0
 
 

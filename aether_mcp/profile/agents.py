@@ -112,6 +112,14 @@ def caste_key(name: str) -> str:
     return "queen" if key == "prime" else key
 
 
+def caste_name(agent_name: str) -> str:
+    """The caste an agent is, for one the profile does not name: `aether-surveyor-nest` is `surveyor-nest`."""
+    prefix = len("aether-")
+    if agent_name.lower().startswith(("aether-", "aether_")) and len(agent_name) > prefix:
+        return agent_name[prefix:]
+    return agent_name
+
+
 def agent_dirs(cwd: Path, project_root: Path, home: Path | None) -> list[tuple[Path, bool]]:
     """The agents folders Claude Code reads for a session in `cwd`, nearest first, each with whether it is the
     user's own."""

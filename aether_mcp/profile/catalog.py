@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ..errors import UnknownCasteError
-from .agents import Agent, AgentScan, caste_key
+from .agents import Agent, AgentScan, caste_key, caste_name
 from .castes import WorkerSettings, settings_for
 from .resolution import CasteModel, resolve
 from .schema import Profile
@@ -37,7 +37,7 @@ class CasteCatalog:
         for name in profile.castes():
             names.setdefault(caste_key(name), name)
         for key, agent in sorted(scan.agents.items()):
-            names.setdefault(key, _caste_name(agent.name))
+            names.setdefault(key, caste_name(agent.name))
         self._names = names
 
     def names(self) -> list[str]:
@@ -69,11 +69,3 @@ class CasteCatalog:
             if waiting:
                 raise untrusted_error(agent.path, waiting)
         return settings_for(self.profile, name, agent)
-
-
-def _caste_name(agent_name: str) -> str:
-    """`aether-surveyor-nest` is the caste `surveyor-nest`."""
-    prefix = len("aether-")
-    if agent_name.lower().startswith(("aether-", "aether_")) and len(agent_name) > prefix:
-        return agent_name[prefix:]
-    return agent_name

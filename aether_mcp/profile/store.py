@@ -8,65 +8,24 @@ atomically. A file that does not parse is never overwritten.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
+from ..atomic import write_atomic
 from ..errors import ProfileError, UnknownCasteError
 from ..flat_schema import FlatRecord
 from ..git import find_repository
 from .agents import Agent, AgentScan, agent_dirs, scan_agents
 from .catalog import CasteCatalog
+from .location import FILE_NAME, STATE_DIR, Location, absolute, locate
 from .parsing import MAX_PROFILE_BYTES, parse_profile, read_profile
 from .resolution import CasteModel
 from .schema import SLOT_NAMES, Profile, check_model_name, check_new_caste_name
 from .trust import TrustStore, sensitive_settings, untrusted_error
-
-ENV_VAR = "AETHER_MODEL_PROFILES"
-FILE_NAME = "model-profiles.yaml"
-# aether-mcp's own folder under the working directory: a profile copied from the
-# packaged default, the spawn log, the workers' transcripts.
-STATE_DIR = ".aether"
-Rule = Literal[
-    "--profiles", "AETHER_MODEL_PROFILES", ".aether/model-profiles.yaml", "model-profiles.yaml", "packaged default"
-]
-
-
-@dataclass(frozen=True)
-class Location:
-    path: Path
-    rule: Rule
-
-    @property
-    def packaged(self) -> bool:
-        return self.rule == "packaged default"
-
-
-def packaged_default() -> Path:
-    return Path(str(resources.files("aether_mcp") / FILE_NAME))
-
-
-def locate(explicit: Path | str | None, cwd: Path, environ: Mapping[str, str]) -> Location:
-    """The profile in use: --profiles, $AETHER_MODEL_PROFILES, .aether/, the working directory, the package."""
-    if explicit:
-        return Location(_absolute(explicit, cwd), "--profiles")
-    if environ.get(ENV_VAR):
-        return Location(_absolute(environ[ENV_VAR], cwd), "AETHER_MODEL_PROFILES")
-    for candidate, rule in ((cwd / STATE_DIR / FILE_NAME, ".aether/model-profiles.yaml"), (cwd / FILE_NAME, FILE_NAME)):
-        if candidate.is_file():
-            return Location(candidate, rule)  # type: ignore[arg-type]
-    return Location(packaged_default(), "packaged default")
-
-
-def _absolute(path: Path | str, cwd: Path) -> Path:
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else cwd / candidate
 
 
 class CasteModels(FlatRecord):
@@ -168,7 +127,7 @@ class ProfileStore:
         """Trust the settings in `path` (default: the profile in use) that can run code or move a secret.
 
         `path` may be one of the project's agent files: then its tools, permission mode, hooks and MCP servers."""
-        target = _absolute(path, self.cwd) if path else self.location.path
+        target = absolute(path, self.cwd) if path else self.location.path
         agent = next((a for a in self.agents().agents.values() if a.path.resolve() == target.resolve()), None)
         if agent is not None:
             self._trust.trust(agent.path, agent.sensitive_settings())
@@ -178,6 +137,11 @@ class ProfileStore:
         self._trust.trust(target, settings)
         self._cache = None
         return TrustResult(path=str(target), settings=sorted(settings))
+
+    def trust_project(self) -> list[TrustResult]:
+        """Trust the profile in use (unless it is the packaged one) and every project agent that waits for trust."""
+        results = [] if self.location.packaged else [self.trust()]
+        return results + [self.trust(agent.path) for agent in self.untrusted_agents()]
 
     def untrusted_agents(self) -> list[Agent]:
         """The project's agents whose tools, permission mode, hooks or MCP servers wait for `aether-mcp trust`.
@@ -252,7 +216,7 @@ class ProfileStore:
             name = _caste_to_write(catalog, caste, create)
             previous = catalog.resolve(name).model if name in catalog.names() else None
             edited = set_override(text, name, model)
-            _write_atomic(target, edited)
+            write_atomic(target, edited)
         now = CasteCatalog(parse_profile(edited, target, self._environ), scan, self._environ).resolve(name)
         profile = catalog.profile
         warnings = []
@@ -287,7 +251,7 @@ class ProfileStore:
             had = name in (catalog.profile.user_overrides or {})
             if had:
                 edited = remove_override(text, name)
-                _write_atomic(where.path, edited)
+                write_atomic(where.path, edited)
                 catalog = CasteCatalog(parse_profile(edited, where.path, self._environ), catalog.scan, self._environ)
         return ResetResult(caste=name, model=catalog.resolve(name).model, had_override=had, path=str(where.path))
 
@@ -302,7 +266,7 @@ class ProfileStore:
             if target.exists():
                 return target, False
             text = _read(where.path)
-            _write_atomic(target, text)
+            write_atomic(target, text)
             # The packaged default's settings were trusted where they came from: so they are in the copy.
             profile, data = read_profile(text, target, self._environ)
             self._trust.trust(target, sensitive_settings(profile, data))
@@ -356,29 +320,3 @@ def _read(path: Path) -> str:
         raise ProfileError(f"{path} is not UTF-8 text (byte {exc.start})", "Fix or replace the file") from None
     except OSError as exc:
         raise ProfileError(f"Cannot read {path}: {exc.strerror}.") from None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file beside `path`, fsync, then rename over it: readers see old or new, never half.
-
-    Callers hold the profile's lock, so any temp file already there was left by a writer that was killed
-    mid-write: it is removed."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

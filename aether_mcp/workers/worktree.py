@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import AetherError
 from ..git import find_repository, git
 from ..private_files import private_dir
-from ..profile.store import STATE_DIR
+from ..profile.location import STATE_DIR
 
 BRANCH_PREFIX = "aether/"
 LOCK_REASON = "aether-mcp: its worker is running"

@@ -1,0 +1,179 @@
+"""`aether-mcp install` and `uninstall`: register the server and the sub-agent hook in a project, and take them out.
+
+install adds two entries and nothing else: the server to the project's
+`.mcp.json`, and the PreToolUse hook for the sub-agent tool to
+`.claude/settings.local.json` (`--shared`: `.claude/settings.json`). Each goes
+in as text (see `json_edit`), so the rest of each file keeps every byte;
+uninstall takes out exactly that text. Aether's own files (its agents and
+commands) are never touched, so `aether update` cannot undo either.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_atomic
+from ..errors import AetherError
+from ..json_edit import fragment, insert_first, remove_inserted, value_start
+from .hook import COMMAND, MATCHER
+
+SERVER_NAME = "aether"
+SERVER_ENTRY: dict[str, Any] = {"type": "stdio", "command": "aether-mcp", "args": ["serve"], "env": {}}
+HOOK_ENTRY: dict[str, Any] = {"matcher": MATCHER, "hooks": [{"type": "command", "command": COMMAND}]}
+MAX_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing install adds: `value` under the objects named by `path`, as member `key` (or, with no key, as an
+    element of the array at the end of `path`)."""
+
+    file: Path
+    path: tuple[str, ...]
+    key: str | None
+    value: dict[str, Any]
+
+    def present(self, data: Any) -> bool:
+        for name in self.path:
+            data = data.get(name) if isinstance(data, dict) else None
+        if self.key is not None:
+            return isinstance(data, dict) and self.key in data
+        return isinstance(data, list) and any(_runs_our_hook(item) for item in data)
+
+    def whole(self) -> dict[str, Any]:
+        """The entry with every container around it, as a file holding nothing else has it."""
+        inner: Any = {self.key: self.value} if self.key is not None else [self.value]
+        for name in reversed(self.path):
+            inner = {name: inner}
+        result: dict[str, Any] = inner
+        return result
+
+    def pieces(self) -> list[tuple[tuple[str, ...], str]]:
+        """Each way install may have written it, outermost first: where it went, and the text that went there."""
+        found = []
+        for depth in range(len(self.path) + 1):
+            rest = self.path[depth:]
+            inner: Any = {self.key: self.value} if self.key is not None else [self.value]
+            if not rest:
+                piece = fragment(self.key, self.value)
+            else:
+                for name in reversed(rest[1:]):
+                    inner = {name: inner}
+                piece = fragment(rest[0], inner)
+            found.append((self.path[:depth], piece))
+        return found
+
+
+@dataclass(frozen=True)
+class Change:
+    file: str
+    done: str  # added, created, already there, removed, deleted, not there
+
+
+def entries(project: Path, shared: bool) -> list[Entry]:
+    settings = project / ".claude" / ("settings.json" if shared else "settings.local.json")
+    return [
+        Entry(project / ".mcp.json", ("mcpServers",), SERVER_NAME, SERVER_ENTRY),
+        Entry(settings, ("hooks", "PreToolUse"), None, HOOK_ENTRY),
+    ]
+
+
+def install(project: Path, shared: bool = False) -> list[Change]:
+    """Add each entry where it is missing. Every file is read and checked before any is written."""
+    planned: list[tuple[Entry, str | None, str]] = []
+    for entry in entries(project, shared):
+        text = _read(entry.file)
+        if text is None:
+            planned.append((entry, json.dumps(entry.whole(), indent=2) + "\n", "created"))
+        elif entry.present(_parse(entry.file, text)):
+            planned.append((entry, None, "already there"))
+        else:
+            planned.append((entry, _insert(entry, text), "added"))
+    for entry, new_text, _ in planned:
+        if new_text is not None:
+            entry.file.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(entry.file, new_text)
+    return [Change(str(entry.file), done) for entry, _, done in planned]
+
+
+def uninstall(project: Path, shared: bool = False) -> list[Change]:
+    """Take out exactly what install added; a file install created and nobody changed is deleted."""
+    planned: list[tuple[Entry, str | None, str]] = []
+    for entry in entries(project, shared):
+        text = _read(entry.file)
+        if text is None or not entry.present(_parse(entry.file, text)):
+            planned.append((entry, None, "not there"))
+        elif text == json.dumps(entry.whole(), indent=2) + "\n":
+            planned.append((entry, "", "deleted"))
+        else:
+            planned.append((entry, _remove(entry, text), "removed"))
+    for entry, new_text, _ in planned:
+        if new_text == "":
+            entry.file.unlink()
+        elif new_text is not None:
+            write_atomic(entry.file, new_text)
+    return [Change(str(entry.file), done) for entry, _, done in planned]
+
+
+def command_on_path() -> bool:
+    """Claude Code starts the server and the hook by the name `aether-mcp`, so it must be on PATH."""
+    return shutil.which(SERVER_ENTRY["command"]) is not None
+
+
+def _insert(entry: Entry, text: str) -> str:
+    """The entry as the first member (or element) of the innermost container the file already has."""
+    for where, piece in reversed(entry.pieces()):
+        at = value_start(text, where)
+        wanted = "[" if where == entry.path and entry.key is None else "{"
+        if at is not None and text[at] == wanted:
+            return insert_first(text, at, piece)
+        if at is not None:
+            raise AetherError(
+                f"{entry.file}: {'.'.join(where) or 'the file'} is not a JSON {'array' if wanted == '[' else 'object'}",
+                "Fix it by hand, then run aether-mcp install again",
+            )
+    raise AetherError(f"{entry.file} is not a JSON object", "Fix it by hand, then run aether-mcp install again")
+
+
+def _remove(entry: Entry, text: str) -> str:
+    for _, piece in entry.pieces():  # outermost first: an inner piece is part of an outer one
+        edited = remove_inserted(text, piece)
+        if edited is not None and not entry.present(_parse(entry.file, edited)):
+            return edited
+    raise AetherError(
+        f"{entry.file}: aether-mcp's entry is there, but not as install wrote it (edited since?), so it was left "
+        "as it is",
+        f"Remove it by hand: {fragment(entry.key, entry.value)}",
+    )
+
+
+def _read(path: Path) -> str | None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size > MAX_FILE_BYTES:
+        raise AetherError(f"{path} is {size:,} bytes; aether-mcp edits files of at most {MAX_FILE_BYTES:,}.")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AetherError(f"Cannot read {path}: {exc}", "Fix or move it, then run aether-mcp install again") from None
+
+
+def _parse(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AetherError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); nothing was changed",
+            "Fix it, then run the command again",
+        ) from None
+
+
+def _runs_our_hook(item: Any) -> bool:
+    hooks = item.get("hooks") if isinstance(item, dict) else None
+    return isinstance(hooks, list) and any(isinstance(h, dict) and h.get("command") == COMMAND for h in hooks)
