@@ -57,15 +57,23 @@ def insert_first(text: str, container: int, piece: str) -> str:
     return text[:after] + spacing + piece + "," + text[after:]
 
 
-def remove_inserted(text: str, piece: str) -> str | None:
-    """`text` without a `piece` that `insert_first` put there; None when it is not there in that shape."""
+def remove_inserted(text: str, piece: str, container: int | None = None) -> str | None:
+    """`text` without a `piece` that `insert_first` put there (into the bracket at `container`, when known);
+    None when it is not there in that shape."""
     at = text.find(piece)
-    if at < 0:
-        return None
+    while at >= 0:
+        edited = _remove_at(text, piece, at, container)
+        if edited is not None:
+            return edited
+        at = text.find(piece, at + 1)
+    return None
+
+
+def _remove_at(text: str, piece: str, at: int, container: int | None) -> str | None:
     start = at
     while start > 0 and text[start - 1] in " \t\r\n":
         start -= 1
-    if start == 0 or text[start - 1] not in "{[":
+    if start == 0 or text[start - 1] not in "{[" or container not in (None, start - 1):
         return None
     end = at + len(piece)
     if text[end : end + 1] == ",":

@@ -207,14 +207,14 @@ proxy:
 """
 
 
-def write_aether_project(root: Path, endpoint: str) -> Path:
+def write_aether_project(root: Path, endpoint: str, token: str = TOKEN) -> Path:
     """Agent files, a slot-form profile whose proxy is `endpoint`, and git: all trusted, as `install` leaves it."""
     folder = root / ".claude" / "agents" / "ant"
     folder.mkdir(parents=True)
     for name, text in AGENTS.items():
         (folder / name).write_text(text)
     profile = root / "model-profiles.yaml"
-    profile.write_text(AETHER_PROFILE.replace("ENDPOINT", endpoint).replace("TOKEN", TOKEN))
+    profile.write_text(AETHER_PROFILE.replace("ENDPOINT", endpoint).replace("TOKEN", token))
     trusted(profile)
     from aether_mcp.profile.store import ProfileStore
 

@@ -19,12 +19,17 @@ from typing import Any
 from ..atomic import write_atomic
 from ..errors import AetherError
 from ..json_edit import fragment, insert_first, remove_inserted, value_start
+from ..private_files import replace_private
+from ..profile.location import STATE_DIR
 from .hook import COMMAND, MATCHER
 
 SERVER_NAME = "aether"
 SERVER_ENTRY: dict[str, Any] = {"type": "stdio", "command": "aether-mcp", "args": ["serve"], "env": {}}
 HOOK_ENTRY: dict[str, Any] = {"matcher": MATCHER, "hooks": [{"type": "command", "command": COMMAND}]}
 MAX_FILE_BYTES = 1024 * 1024
+# Where each entry went, so uninstall takes it from that very place: `{"hooks": {"PreToolUse": [ENTRY]}}` is the
+# same text whether install filled an empty PreToolUse or added all of it to `{}`.
+RECORD = Path(STATE_DIR) / "installed.json"
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ def entries(project: Path, shared: bool) -> list[Entry]:
 def install(project: Path, shared: bool = False) -> list[Change]:
     """Add each entry where it is missing. Every file is read and checked before any is written."""
     planned: list[tuple[Entry, str | None, str]] = []
+    record = _record(project)
     for entry in entries(project, shared):
         text = _read(entry.file)
         if text is None:
@@ -92,7 +98,11 @@ def install(project: Path, shared: bool = False) -> list[Change]:
         elif entry.present(_parse(entry.file, text)):
             planned.append((entry, None, "already there"))
         else:
-            planned.append((entry, _insert(entry, text), "added"))
+            where, edited = _insert(entry, text)
+            record[str(entry.file)] = list(where)
+            planned.append((entry, edited, "added"))
+    if any(done == "added" for _, _, done in planned):
+        replace_private(project / RECORD, project, json.dumps(record, indent=2).encode())
     for entry, new_text, _ in planned:
         if new_text is not None:
             entry.file.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +113,7 @@ def install(project: Path, shared: bool = False) -> list[Change]:
 def uninstall(project: Path, shared: bool = False) -> list[Change]:
     """Take out exactly what install added; a file install created and nobody changed is deleted."""
     planned: list[tuple[Entry, str | None, str]] = []
+    record = _record(project)
     for entry in entries(project, shared):
         text = _read(entry.file)
         if text is None or not entry.present(_parse(entry.file, text)):
@@ -110,7 +121,7 @@ def uninstall(project: Path, shared: bool = False) -> list[Change]:
         elif text == json.dumps(entry.whole(), indent=2) + "\n":
             planned.append((entry, "", "deleted"))
         else:
-            planned.append((entry, _remove(entry, text), "removed"))
+            planned.append((entry, _remove(entry, text, record.get(str(entry.file))), "removed"))
     for entry, new_text, _ in planned:
         if new_text == "":
             entry.file.unlink()
@@ -124,13 +135,14 @@ def command_on_path() -> bool:
     return shutil.which(SERVER_ENTRY["command"]) is not None
 
 
-def _insert(entry: Entry, text: str) -> str:
-    """The entry as the first member (or element) of the innermost container the file already has."""
+def _insert(entry: Entry, text: str) -> tuple[tuple[str, ...], str]:
+    """The entry as the first member (or element) of the innermost container the file already has: where it
+    went, and the new text."""
     for where, piece in reversed(entry.pieces()):
         at = value_start(text, where)
         wanted = "[" if where == entry.path and entry.key is None else "{"
         if at is not None and text[at] == wanted:
-            return insert_first(text, at, piece)
+            return where, insert_first(text, at, piece)
         if at is not None:
             raise AetherError(
                 f"{entry.file}: {'.'.join(where) or 'the file'} is not a JSON {'array' if wanted == '[' else 'object'}",
@@ -139,9 +151,14 @@ def _insert(entry: Entry, text: str) -> str:
     raise AetherError(f"{entry.file} is not a JSON object", "Fix it by hand, then run aether-mcp install again")
 
 
-def _remove(entry: Entry, text: str) -> str:
-    for _, piece in entry.pieces():  # outermost first: an inner piece is part of an outer one
-        edited = remove_inserted(text, piece)
+def _remove(entry: Entry, text: str, recorded: list[str] | None) -> str:
+    """The text without the entry, taken from where install put it; without a record, the outermost place first
+    (an inner piece is part of an outer one)."""
+    for where, piece in entry.pieces():
+        if recorded is not None and list(where) != recorded:
+            continue
+        container = value_start(text, where) if recorded is not None else None
+        edited = remove_inserted(text, piece, container)
         if edited is not None and not entry.present(_parse(entry.file, edited)):
             return edited
     raise AetherError(
@@ -149,6 +166,17 @@ def _remove(entry: Entry, text: str) -> str:
         "as it is",
         f"Remove it by hand: {fragment(entry.key, entry.value)}",
     )
+
+
+def _record(project: Path) -> dict[str, list[str]]:
+    """Where install put each entry, by file; empty when unknown (no record, or one that is not ours)."""
+    try:
+        data = json.loads((project / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): [str(n) for n in v] for k, v in data.items() if isinstance(v, list)}
 
 
 def _read(path: Path) -> str | None:
@@ -159,7 +187,7 @@ def _read(path: Path) -> str | None:
     if size > MAX_FILE_BYTES:
         raise AetherError(f"{path} is {size:,} bytes; aether-mcp edits files of at most {MAX_FILE_BYTES:,}.")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")  # bytes as they are: CRLF stays CRLF
     except (OSError, UnicodeDecodeError) as exc:
         raise AetherError(f"Cannot read {path}: {exc}", "Fix or move it, then run aether-mcp install again") from None
 

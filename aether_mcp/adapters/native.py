@@ -49,7 +49,7 @@ def sync(store: ProfileStore) -> list[Drift]:
     agents = {str(a.path): a for a in store.agents().agents.values()}
     for item in changed:
         agent = agents[item.path]
-        write_atomic(agent.path, with_model(agent.path.read_text(encoding="utf-8"), item.wanted, agent))
+        write_atomic(agent.path, with_model(agent.path.read_bytes().decode("utf-8"), item.wanted, agent))
     return changed
 
 

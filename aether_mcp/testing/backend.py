@@ -306,10 +306,15 @@ def _answers_a_task(body: dict[str, Any]) -> bool:
 
 
 def _text_of(content: Any) -> str:
+    """The text in a message's content, tool results' included."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        parts = [part for part in content if isinstance(part, dict)]
+        return "\n".join(
+            _text_of(part.get("content")) if part.get("type") == "tool_result" else str(part.get("text", ""))
+            for part in parts
+        )
     return ""
 
 

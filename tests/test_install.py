@@ -1,0 +1,235 @@
+"""install, uninstall, the sub-agent hook and native mode, on an Aether-shaped project."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import AGENTS, write_aether_project
+
+from aether_mcp.adapters.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
+from aether_mcp.adapters.install import HOOK_ENTRY, SERVER_ENTRY, install, uninstall
+from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.profile.store import ProfileStore
+from aether_mcp.testing.backend import LocalBackend, Turn
+from aether_mcp.workers.claude_cli import find_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+ANT = Path(".claude") / "agents" / "ant"
+HOOK = "aether-mcp hook pre-tool-use"
+
+MCP_FILES = {
+    "other servers, two-space indent": '{\n  "mcpServers": {\n    "github": {\n      "command": "gh-mcp"\n    }\n  }\n}\n',
+    "one line, no newline": '{"mcpServers": {"db": {"command": "db-mcp", "args": ["--ro"]}}}',
+    "no mcpServers": '{\n\t"note": "tabs"\n}\n',
+    "empty object": "{}\n",
+    "empty mcpServers, CRLF": '{\r\n  "mcpServers": {}\r\n}\r\n',
+}
+SETTINGS_FILES = {
+    "permissions only": '{\n  "permissions": {\n    "allow": ["Bash(npm test)"]\n  }\n}\n',
+    "a PreToolUse hook already": (
+        '{\n  "hooks": {\n    "PreToolUse": [\n      {"matcher": "Bash", "hooks": [{"type": "command", '
+        '"command": "audit.sh"}]}\n    ]\n  },\n  "model": "opus"\n}\n'
+    ),
+    "hooks without PreToolUse": '{"hooks": {"Stop": []}}',
+    "empty PreToolUse": '{"hooks": {"PreToolUse": []}}\n',
+}
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    environ = env or dict(os.environ)
+    environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
+    return subprocess.run(
+        [sys.executable, "-m", "aether_mcp", *args],
+        cwd=cwd,
+        env=environ,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("mcp_name", list(MCP_FILES))
+@pytest.mark.parametrize("settings_name", list(SETTINGS_FILES))
+def test_install_then_uninstall_gives_back_every_byte(isolated: Path, mcp_name: str, settings_name: str) -> None:
+    mcp, settings = isolated / ".mcp.json", isolated / ".claude" / "settings.local.json"
+    settings.parent.mkdir()
+    mcp.write_text(MCP_FILES[mcp_name], newline="")
+    settings.write_text(SETTINGS_FILES[settings_name], newline="")
+    before = {mcp: mcp.read_bytes(), settings: settings.read_bytes()}
+
+    assert [c.done for c in install(isolated)] == ["added", "added"]
+    installed = {mcp: mcp.read_bytes(), settings: settings.read_bytes()}
+    servers = json.loads(installed[mcp])["mcpServers"]
+    assert servers["aether"] == SERVER_ENTRY
+    assert {k: v for k, v in servers.items() if k != "aether"} == json.loads(before[mcp]).get("mcpServers", {})
+    hooks = json.loads(installed[settings])["hooks"]["PreToolUse"]
+    assert hooks[0] == HOOK_ENTRY
+    assert hooks[1:] == json.loads(before[settings]).get("hooks", {}).get("PreToolUse", [])
+
+    assert [c.done for c in install(isolated)] == ["already there", "already there"]
+    assert {mcp: mcp.read_bytes(), settings: settings.read_bytes()} == installed
+
+    assert [c.done for c in uninstall(isolated)] == ["removed", "removed"]
+    assert {mcp: mcp.read_bytes(), settings: settings.read_bytes()} == before
+    assert [c.done for c in uninstall(isolated)] == ["not there", "not there"]
+
+
+def test_files_install_created_are_deleted_by_uninstall(isolated: Path) -> None:
+    assert [c.done for c in install(isolated, shared=True)] == ["created", "created"]
+    assert json.loads((isolated / ".claude" / "settings.json").read_text())["hooks"]["PreToolUse"] == [HOOK_ENTRY]
+    assert [c.done for c in uninstall(isolated, shared=True)] == ["deleted", "deleted"]
+    assert not (isolated / ".mcp.json").exists()
+    assert not (isolated / ".claude" / "settings.json").exists()
+
+
+def test_a_malformed_file_is_reported_and_nothing_is_written(isolated: Path) -> None:
+    (isolated / ".claude").mkdir()
+    (isolated / ".claude" / "settings.local.json").write_text('{"hooks": {,}}')
+    result = run("install", "--no-trust", cwd=isolated)
+    assert result.returncode == 1
+    assert "settings.local.json is not valid JSON (line 1, column 12" in result.stderr
+    assert not (isolated / ".mcp.json").exists()  # checked before anything is written
+    assert (isolated / ".claude" / "settings.local.json").read_text() == '{"hooks": {,}}'
+
+
+def test_an_entry_edited_since_install_is_left_with_advice(isolated: Path) -> None:
+    install(isolated)
+    mcp = isolated / ".mcp.json"
+    mcp.write_text(json.dumps(json.loads(mcp.read_text()), indent=4))
+    edited = mcp.read_bytes()
+    result = run("uninstall", cwd=isolated)
+    assert result.returncode == 1
+    assert "not as install wrote it" in result.stderr and "Remove it by hand" in result.stderr
+    assert mcp.read_bytes() == edited
+
+
+def test_the_shipped_mcp_json_is_what_install_registers() -> None:
+    assert json.loads((ROOT / "mcp.json").read_text())["mcpServers"]["aether"] == SERVER_ENTRY
+
+
+@pytest.fixture
+def project(isolated: Path) -> Path:
+    write_aether_project(isolated, "http://127.0.0.1:9")
+    subprocess.run(["git", "init", "-q"], cwd=isolated, check=True)
+    return isolated
+
+
+def hook(event: dict[str, object], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run("hook", "pre-tool-use", cwd=cwd, stdin=json.dumps({"cwd": str(cwd), **event}))
+
+
+@pytest.mark.parametrize(
+    ("tool", "subagent", "caste"),
+    [
+        ("Task", "aether-builder", "builder"),
+        ("Agent", "aether-surveyor-nest", "surveyor-nest"),
+        ("Task", "Watcher", "watcher"),
+    ],
+)
+def test_the_hook_denies_a_routed_caste_and_names_the_call(project: Path, tool: str, subagent: str, caste: str) -> None:
+    done = hook({"tool_name": tool, "tool_input": {"subagent_type": subagent, "prompt": "Build it."}}, project)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)["hookSpecificOutput"]
+    assert (answer["hookEventName"], answer["permissionDecision"]) == ("PreToolUse", "deny")
+    assert f'Call mcp__aether__spawn_worker instead, with caste "{caste}"' in answer["permissionDecisionReason"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"tool_name": "Task", "tool_input": {"subagent_type": "general-purpose", "prompt": "x"}},
+        {"tool_name": "Agent", "tool_input": {"subagent_type": "Explore", "prompt": "x"}},
+        {"tool_name": "Bash", "tool_input": {"command": "aether-builder"}},
+        {"tool_name": "Task", "tool_input": {"prompt": "no type"}},
+    ],
+)
+def test_the_hook_lets_everything_else_through(project: Path, event: dict[str, object]) -> None:
+    done = hook(event, project)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_a_broken_event_goes_through_with_a_note(project: Path) -> None:
+    done = run("hook", "pre-tool-use", cwd=project, stdin="not json")
+    assert (done.returncode, done.stdout) == (0, "")
+    assert "the call goes ahead unrouted" in done.stderr
+
+
+def test_the_hook_never_loads_pydantic_or_mcp(project: Path) -> None:
+    probe = (
+        "import sys, io; from aether_mcp.adapters.cli import main; "
+        'sys.stdin = io.StringIO(\'{"tool_name": "Task", "tool_input": {"subagent_type": "aether-scout"}}\'); '
+        "main(['hook', 'pre-tool-use']); print(); print(sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', 'mcp'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=project, capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert "deny" in done.stdout
+
+
+def test_agents_sync_writes_only_model_lines(project: Path) -> None:
+    before = {p.name: p.read_text() for p in (project / ANT).iterdir()}
+    check = run("agents", "sync", "--check", cwd=project)
+    assert check.returncode == 1
+    assert "aether-builder.md: model sonnet -> kimi-k2.5 (builder, differs)" in check.stdout
+    assert {p.name: p.read_text() for p in (project / ANT).iterdir()} == before  # --check changes nothing
+
+    assert run("agents", "sync", cwd=project).returncode == 0
+    after = {p.name: p.read_text() for p in (project / ANT).iterdir()}
+    assert after["aether-builder.md"] == AGENTS["aether-builder.md"].replace("model: sonnet", "model: kimi-k2.5")
+    assert after["aether-watcher.md"] == AGENTS["aether-watcher.md"].replace("model: opus", "model: minimax-2.5")
+    assert after["aether-scout.md"] == AGENTS["aether-scout.md"]  # inherit stays inherit
+    assert after["aether-surveyor-nest.md"] == AGENTS["aether-surveyor-nest.md"].replace(
+        "description: Maps the nest\n", "description: Maps the nest\nmodel: glm-5\n"
+    )
+    assert after["README.md"] == before["README.md"]
+    assert run("agents", "sync", "--check", cwd=project).returncode == 0
+    assert ProfileStore(cwd=project).untrusted_agents() == []  # the model line is not what trust covers
+
+
+def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: Path) -> None:
+    """A real parent whose model calls the sub-agent tool for aether-builder, then does what the hook says."""
+    project, home = tmp_path / "project", tmp_path / "parent-home"
+    project.mkdir()
+    home.mkdir()
+    prompt = "Add a greeting module."
+    script = {
+        PARENT_MODEL: [
+            Turn(
+                tool="Agent", tool_input={"description": "build", "prompt": prompt, "subagent_type": "aether-builder"}
+            ),
+            Turn(tool="mcp__aether__spawn_worker", tool_input={"caste": "builder", "task": prompt}),
+        ]
+    }
+    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
+        write_aether_project(project, backend.url, token=DEMO_TOKEN)
+        settings = '{"permissions": {"allow": []}}\n'
+        (project / ".claude" / "settings.local.json").write_text(settings)
+        env = {**os.environ, "HOME": str(home)}  # install trusts the profile and agents for this user
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+        installed = run("install", cwd=project, env=env)
+        assert installed.returncode == 0, installed.stderr
+        assert "Trusted" in installed.stdout
+        (home / ".claude.json").write_text(json.dumps({"projects": {str(project): {"hasTrustDialogAccepted": True}}}))
+        cli = find_cli(parse_profile("{}", "none"), os.environ)
+        parent = run_parent(cli.path, project, home, backend.url)
+        messages = [r for r in backend.requests if r.path.startswith("/v1/messages") and "count_tokens" not in r.path]
+
+    assert parent.exit_code == 0, parent.stderr
+    assert not [r for r in messages if r.agent_id is not None]  # no sub-agent ever asked the backend anything
+    assert [r.model for r in messages] == [PARENT_MODEL, PARENT_MODEL, "kimi-k2.5", PARENT_MODEL]
+    denial = messages[1].conversation[-1]
+    assert 'Call mcp__aether__spawn_worker instead, with caste "builder"' in denial
+    builder = messages[2]
+    assert "BUILDER-RULES: write the failing test first" in builder.system
+    assert prompt in builder.conversation[0]
+    spawned = parent.tool_results[-1]
+    assert (spawned["caste"], spawned["model"], spawned["routing_verified"]) == ("builder", "kimi-k2.5", True)
+    assert run("uninstall", cwd=project, env=env).returncode == 0
+    assert (project / ".claude" / "settings.local.json").read_text() == settings
+    assert not (project / ".mcp.json").exists()
