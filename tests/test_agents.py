@@ -14,7 +14,7 @@ from test_spawn import stdio_server
 from aether_mcp.errors import UnknownCasteError
 from aether_mcp.profile.agents import MAX_AGENT_BYTES
 from aether_mcp.profile.store import ProfileStore
-from aether_mcp.testing.backend import LocalBackend
+from aether_mcp.testing.backend import LocalBackend, Turn
 from aether_mcp.workers.spec import build_command, build_spec, routing_env, write_worker_files
 
 pytestmark = pytest.mark.anyio
@@ -215,3 +215,27 @@ def test_the_context_window_reaches_the_worker(project: Path) -> None:
     assert routing_env(spec)["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "256000"
     spec = build_spec(catalog, "watcher", "x", home=project, environ=os.environ)  # minimax-2.5: no metadata
     assert "CLAUDE_CODE_MAX_CONTEXT_TOKENS" not in routing_env(spec)
+
+
+async def test_a_workers_own_sub_agents_stay_on_its_model(isolated: Path) -> None:
+    """An agent that may use the Task tool: what it starts asks for the caste's model, not a default."""
+    delegate = Turn(
+        tool="Agent",
+        tool_input={
+            "description": "look",
+            "prompt": "Look around.",
+            "subagent_type": "general-purpose",
+            "model": "haiku",
+        },
+    )
+    with LocalBackend(token=TOKEN, models=["glm-5"], scripts={"glm-5": [delegate]}) as backend:
+        write_aether_project(isolated, backend.url)
+        path = isolated / ANT / "aether-queen.md"
+        path.write_text(AGENTS["aether-queen.md"].replace("model: opus\n", "model: opus\ntools: Agent, Read\n"))
+        store(isolated).trust(path)
+        async with Client(stdio_server(isolated)) as client:
+            result = structured(await client.call_tool("spawn_worker", {"caste": "queen", "task": "Plan it."}))
+        messages = [r for r in backend.requests if r.method == "POST" and "count_tokens" not in r.path]
+    assert result["status"] == "succeeded", result["error"]
+    assert [r for r in messages if r.agent_id is not None], "the worker started no sub-agent"
+    assert {r.model for r in messages} == {"glm-5"}

@@ -38,7 +38,10 @@ R = TypeVar("R")
 
 CasteName = Annotated[
     str,
-    Field(description="A caste from the profile, e.g. builder, scout, watcher. Case and '-'/'_' do not matter."),
+    Field(
+        description="A caste: one the profile names or a Claude Code agent of the project, e.g. builder or "
+        "aether-builder, scout, watcher. Case, '-'/'_' and an 'aether-' prefix do not matter."
+    ),
 ]
 ModelName = Annotated[
     str, Field(description="The model name as the proxy knows it, e.g. glm-5 or kimi-k2.5; or opus/sonnet/haiku.")
@@ -50,14 +53,20 @@ class WorkerList(FlatRecord):
 
 
 INSTRUCTIONS = """\
-aether-mcp decides which model each caste of Aether worker runs on.
-Use get_caste_model to see the routing table, set_caste_model to move a caste
-to another model (stored as a user override in the profile), and
-reset_caste_model to return it to the profile's own model. spawn_worker starts
-a worker of a caste as its own Claude Code process on that caste's model and
-reports the evidence of which model served it (routing_verified). Workers that
-write code side by side take isolation="worktree"; continue_worker sends a
-finished worker a follow-up; output_schema asks for a JSON answer."""
+aether-mcp decides which model each caste of Aether worker runs on. The castes
+are the project's Claude Code agents (.claude/agents, e.g. aether-builder) and
+the castes the profile names.
+Rule: to start a worker of a caste, never use the Task (Agent) tool. Call
+spawn_worker with the caste (builder or aether-builder) and the Task prompt,
+unchanged, as its task. A Task call for a caste is denied with the same advice.
+Other sub-agent types (general-purpose, Explore, ...) stay with the Task tool.
+spawn_worker starts the worker as its own Claude Code process running that
+agent on the caste's model, and reports the evidence of which model served it
+(routing_verified). get_caste_model shows the routing table, set_caste_model
+moves a caste to another model (a user override in the profile),
+reset_caste_model undoes it. Workers that write code side by side take
+isolation="worktree"; continue_worker sends a finished worker a follow-up;
+output_schema asks for a JSON answer."""
 
 
 class _RejectUnknownArguments:
@@ -220,8 +229,8 @@ def _add_prompts(server: MCPServer[Any], store: ProfileStore) -> None:
             f"Goal: {goal}\n\n"
             "Run this goal as an Aether colony. The castes and the models they run on:\n"
             f"{table}\n\n"
-            "1. Decide which castes the goal needs (scout or colonizer to learn the ground, route_setter or "
-            "architect to plan, builder to change code, watcher to test and review, chronicler for docs).\n"
+            "1. Decide which of these castes the goal needs (for example a scout to learn the ground, a "
+            "route-setter or architect to plan, a builder to change code, a watcher to test and review).\n"
             "2. Write each worker's task in full: it sees nothing of this conversation, only its task.\n"
             "3. Start workers with the mcp__aether__spawn_worker tool, not the Task tool. Workers that do not "
             "depend on each other run side by side: spawn them with wait=false, then collect each with "

@@ -201,9 +201,10 @@ def routing_env(spec: WorkerSpec) -> dict[str, str]:
                 "ANTHROPIC_DEFAULT_SONNET_MODEL",
                 "ANTHROPIC_DEFAULT_HAIKU_MODEL",
                 "ANTHROPIC_SMALL_FAST_MODEL",
-                "CLAUDE_CODE_SUBAGENT_MODEL",
             ):
                 env[variable] = spec.model
+        # The worker's own sub-agents (an agent may use the Task tool) stay on its model.
+        env["CLAUDE_CODE_SUBAGENT_MODEL"] = spec.model
     return env
 
 
