@@ -10,13 +10,14 @@ to the project's local backend, the servers are started over real stdio pipes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,12 @@ from typing import Any
 import anyio
 from mcp import Client, StdioServerParameters, types
 
+from aether_mcp.private_files import user_config_dir
 from aether_mcp.profile.agents import AgentScan
 from aether_mcp.profile.catalog import CasteCatalog
 from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.profile.store import ProfileStore
+from aether_mcp.profile.trust import TrustStore
 from aether_mcp.testing.backend import LocalBackend
 from aether_mcp.workers.claude_cli import find_cli
 from aether_mcp.workers.spec import build_command, build_env, build_spec, write_worker_files
@@ -49,7 +53,7 @@ class Row:
     note: str = ""
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
@@ -356,6 +360,111 @@ class Bench:
             )
         )
 
+    def agent_project(self, name: str, with_agent: bool) -> Path:
+        """A project folder, with an Aether-sized builder agent (a 10 KB role prompt, six tools) or without."""
+        project = self.folder / name
+        folder = project / ".claude" / "agents" / "ant"
+        folder.mkdir(parents=True)
+        if with_agent:
+            rules = "".join(
+                f"{i}. Write the failing test first, then the least code that passes it.\n" for i in range(150)
+            )
+            (folder / "aether-builder.md").write_text(
+                "---\nname: aether-builder\ndescription: Writes code test-first\n"
+                f"tools: Read, Write, Edit, Bash, Grep, Glob\nmodel: sonnet\n---\nYou are the Builder ant.\n{rules}"
+            )
+            store = ProfileStore(cwd=project, environ={"HOME": str(self.home)}, trust=self.trust_store())
+            for agent in store.untrusted_agents():
+                store.trust(agent.path)
+        return project
+
+    def trust_store(self) -> TrustStore:
+        return TrustStore(user_config_dir({"HOME": str(self.home)}))
+
+    async def agent_requests(self, endpoint: str, backend: LocalBackend) -> None:
+        """The bytes of a worker's first request: as an agent, against the CLI's own `--agent` run and against
+        the generic worker a caste without an agent file gets."""
+        profile = self.profile(endpoint)
+        routed, plain = self.agent_project("routed", True), self.agent_project("plain", False)
+
+        def first_request() -> int:
+            asked = [r for r in backend.requests if r.model == "kimi-k2.5" and "count_tokens" not in r.path]
+            backend.requests.clear()
+            return asked[0].size
+
+        async def spawned(project: Path) -> int:
+            backend.requests.clear()
+            params = self.aether(profile)
+            params.cwd = str(project)
+            async with Client(params) as client:
+                result = await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"})
+                assert result.structured_content and result.structured_content["routing_verified"], result
+            return first_request()
+
+        async def direct() -> int:
+            backend.requests.clear()
+            cli = find_cli(parse_profile("{}", "none"), os.environ).path
+            env = self.env | {"ANTHROPIC_BASE_URL": endpoint, "ANTHROPIC_AUTH_TOKEN": TOKEN}
+            command = [cli, "-p", "--agent", "aether-builder", "--model", "kimi-k2.5"]
+            await anyio.run_process(command, input=b"say hi", env=env, cwd=routed, check=True)
+            return first_request()
+
+        samples = self.n(3, 1)
+        ours = [await spawned(routed) for _ in range(samples)]
+        cli = [await direct() for _ in range(samples)]
+        generic = [await spawned(plain) for _ in range(samples)]
+        ratio = median(ours) / median(cli)
+        self.rows.append(
+            Row(
+                "first request of an agent worker (bytes)",
+                f"claude -p --agent, same agent and model: {median(cli):,.0f} B",
+                f"{median(ours):,.0f} B",
+                ratio,
+                "<= 1.10x",
+                ratio <= 1.10,
+            )
+        )
+        ratio = median(ours) / median(generic)
+        self.rows.append(
+            Row(
+                "first request of an agent worker (bytes)",
+                f"generic worker, caste with no agent file: {median(generic):,.0f} B",
+                f"{median(ours):,.0f} B",
+                ratio,
+                "smaller",
+                ratio < 1,
+            )
+        )
+
+    async def hook(self) -> None:
+        """The PreToolUse hook denying a routed caste, as Claude Code runs it; the baseline is Python starting."""
+        project = self.agent_project("hooked", True)
+        event = json.dumps(
+            {"tool_name": "Task", "cwd": str(project), "tool_input": {"subagent_type": "aether-builder", "prompt": "x"}}
+        ).encode()
+        command = [str(Path(sys.executable).parent / "aether-mcp"), "hook", "pre-tool-use"]
+
+        async def run(argv: list[str], stdin: bytes) -> float:
+            began = time.perf_counter()
+            done = await anyio.run_process(argv, input=stdin, env=self.env, cwd=project, check=True)
+            took = time.perf_counter() - began
+            assert not stdin or b'"deny"' in done.stdout, done.stdout
+            return took
+
+        ours, base = await interleaved(
+            lambda: run(command, event), lambda: run([sys.executable, "-c", "pass"], b""), self.n(30, 3)
+        )
+        self.rows.append(
+            Row(
+                "PreToolUse hook: a routed caste denied",
+                f"python -c pass: {spread(base)}",
+                spread(ours),
+                median(ours) / median(base),
+                "< 200 ms",
+                median(ours) < 0.2,
+            )
+        )
+
     async def memory(self, endpoint: str, backend: LocalBackend) -> None:
         profile = self.profile(endpoint, extra="workers: {max_concurrent_workers: 8}")
         samples: dict[str, list[float]] = {"hello": [], "idle": [], "busy": []}
@@ -426,6 +535,8 @@ async def run_all(quick: bool, only: list[str] | None) -> tuple[list[Row], float
             "warm_spawn": lambda: bench.warm_spawns(backend.url),
             "colony": lambda: bench.colony(backend.url, backend),
             "memory": lambda: bench.memory(backend.url, backend),
+            "agent_requests": lambda: bench.agent_requests(backend.url, backend),
+            "hook": bench.hook,
         }
         for step, call in steps.items():
             if only and step not in only:
@@ -486,7 +597,7 @@ def main() -> int:
         "--only",
         action="append",
         help="run only this figure (repeatable): cold_start, round_trips, "
-        "caste_scaling, spawn, warm_spawn, colony, memory",
+        "caste_scaling, spawn, warm_spawn, colony, memory, agent_requests, hook",
     )
     args = parser.parse_args()
     rows, took = anyio.run(run_all, args.quick, args.only)

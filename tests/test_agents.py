@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from test_spawn import stdio_server
 
 from aether_mcp.errors import UnknownCasteError
 from aether_mcp.profile.agents import MAX_AGENT_BYTES
+from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.profile.store import ProfileStore
-from aether_mcp.testing.backend import LocalBackend, Turn
+from aether_mcp.testing.backend import LocalBackend, Recorded, Turn
+from aether_mcp.workers.claude_cli import find_cli
 from aether_mcp.workers.spec import build_command, build_spec, routing_env, write_worker_files
 
 pytestmark = pytest.mark.anyio
@@ -138,16 +141,33 @@ def test_agent_files_are_read_within_bounds(project: Path) -> None:
 
 
 async def test_a_worker_runs_as_its_agent(project: Path, backend: LocalBackend) -> None:
-    """The first request carries the agent's prompt as the system prompt, its tools, and the caste's model."""
+    """The first request carries the agent's prompt as the system prompt, its tools and the caste's model: what
+    Claude Code's own `claude -p --agent` sends, within a tenth in bytes."""
     async with Client(stdio_server(project)) as client:
         result = structured(await client.call_tool("spawn_worker", {"caste": "aether-builder", "task": "say hi"}))
     assert (result["status"], result["caste"], result["model"]) == ("succeeded", "builder", "kimi-k2.5")
     assert (result["model_source"], result["routing_verified"]) == ("agent", True)
-    first = next(r for r in backend.requests if r.method == "POST" and "count_tokens" not in r.path)
-    assert first.model == "kimi-k2.5"
-    assert "BUILDER-RULES: write the failing test first" in first.system
-    assert {"Read", "Write", "Edit", "Bash", "Grep", "Glob"} <= set(first.tool_names)
-    assert "Agent" not in first.tool_names and "WebFetch" not in first.tool_names
+    ours = first_request(backend)
+    assert ours.model == "kimi-k2.5"
+    assert "BUILDER-RULES: write the failing test first" in ours.system
+    assert {"Read", "Write", "Edit", "Bash"} <= set(ours.tool_names)
+    assert "Agent" not in ours.tool_names and "WebFetch" not in ours.tool_names
+
+    cli = find_cli(parse_profile("{}", "none"), os.environ).path
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], "ANTHROPIC_BASE_URL": backend.url}
+    env["ANTHROPIC_AUTH_TOKEN"] = TOKEN
+    command = [cli, "-p", "--agent", "aether-builder", "--model", "kimi-k2.5"]
+    subprocess.run(command, input=b"say hi", env=env, cwd=project, capture_output=True, timeout=120, check=True)
+    direct = first_request(backend)
+    assert (ours.system, ours.tool_names) == (direct.system, direct.tool_names)
+    assert 0.9 <= ours.size / direct.size <= 1.1
+
+
+def first_request(backend: LocalBackend) -> Recorded:
+    """The first Messages request since the last call, which are then forgotten."""
+    found = next(r for r in backend.requests if r.method == "POST" and "count_tokens" not in r.path)
+    backend.requests.clear()
+    return found
 
 
 async def test_a_caste_without_an_agent_keeps_its_built_in_role(isolated: Path, backend: LocalBackend) -> None:
@@ -200,7 +220,7 @@ def test_the_worker_command_runs_the_agent_with_its_settings(project: Path) -> N
     command = build_command(spec)
     assert command[command.index("--agent") + 1] == "aether-watcher"
     assert command[command.index("--max-turns") + 1] == "3"
-    assert command[command.index("--allowedTools") + 1] == "Read,Grep,Bash"
+    assert command[command.index("--allowedTools") + 1] == "Read,Bash"  # Grep never asks: see ASK_NOTHING
     assert command[command.index("--permission-mode") + 1] == "dontAsk"
     assert "--append-system-prompt" not in command  # the agent's prompt is the system prompt
     write_worker_files(spec)

@@ -80,6 +80,7 @@ async def test_set_get_reset_in_memory(aether_profile: Path) -> None:
         assert result.structured_content == {
             "caste": "builder",
             "model": "glm-5",
+            "slot": None,
             "previous": "kimi-k2.5",
             "path": str(aether_profile),
             "created": False,
@@ -131,8 +132,9 @@ async def test_get_over_stdio_answers_every_caste_of_the_shipped_profile(
     isolated: Path, cli_env: dict[str, str]
 ) -> None:
     # The expectations come from the file's own text, not from the resolution under test.
-    written = yaml.safe_load(packaged_default().read_text())["worker_models"]
-    assert len(written) >= 10 and all(isinstance(model, str) for model in written.values())
+    shipped = yaml.safe_load(packaged_default().read_text())
+    written, slots = shipped["worker_models"], shipped["model_slots"]
+    assert len(written) >= 27 and all(isinstance(model, str) for model in written.values())
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "aether_mcp", "serve"], cwd=str(isolated), env=cli_env
     )
@@ -140,15 +142,15 @@ async def test_get_over_stdio_answers_every_caste_of_the_shipped_profile(
         table = (await client.call_tool("get_caste_model", {})).structured_content
         assert table is not None
         assert table["rule"] == "packaged default"
-        assert [(e["caste"], e["model"], e["source"]) for e in table["castes"]] == [
-            (caste, model, "profile") for caste, model in written.items()
+        assert [(e["caste"], e["model"], e["slot"]) for e in table["castes"]] == [
+            (caste, slots[tier], tier) for caste, tier in written.items()
         ]
-        for caste, model in written.items():
-            one = (await client.call_tool("get_caste_model", {"caste": caste.replace("_", "-")})).structured_content
-            assert one is not None and one["castes"][0]["model"] == model
+        for caste, tier in written.items():
+            one = await client.call_tool("get_caste_model", {"caste": f"aether-{caste.replace('_', '-')}"})
+            assert one.structured_content is not None and one.structured_content["castes"][0]["model"] == slots[tier]
         unknown = await client.call_tool("get_caste_model", {"caste": "queen-bee"})
         assert unknown.is_error
-        assert "Known castes: prime, architect, route_setter, oracle, builder, watcher, scout, colonizer" in (
+        assert "Known castes: queen, architect, route_setter, oracle, sage" in (
             unknown.content[0].text  # type: ignore[union-attr]
         )
 

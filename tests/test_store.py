@@ -169,7 +169,7 @@ def test_writing_when_only_the_packaged_default_applies_creates_a_project_copy(i
 
 def test_reset_on_the_packaged_default_writes_nothing(isolated: Path) -> None:
     result = ProfileStore().reset_override("scout")
-    assert (result.had_override, result.model) == (False, "kimi-k2.5")
+    assert (result.had_override, result.model) == (False, "minimax-2.5")
     assert not (isolated / ".aether").exists()
 
 

@@ -124,6 +124,11 @@ def settings_for(profile: Profile, caste: str, agent: Agent | None = None) -> Wo
     )
 
 
+# Tools that never ask for permission. Claude Code 2.1.332 leaves Grep and Glob out of a session that has Bash
+# (Bash brings its own search); naming them in --allowedTools would bring them back, 4 KB on every request.
+ASK_NOTHING = ("Grep", "Glob")
+
+
 def _agent_settings(agent: Agent) -> dict[str, Any]:
     """What the agent file says of permissions, turns and isolation; the CLI applies the rest of it."""
     front = agent.frontmatter
@@ -131,7 +136,7 @@ def _agent_settings(agent: Agent) -> dict[str, Any]:
     turns = front.get("maxTurns")
     found: dict[str, Any] = {
         "permission_mode": mode if mode in MODE_RANK else "dontAsk",
-        "allowed_tools": agent.tools or [],
+        "allowed_tools": [tool for tool in agent.tools or [] if tool not in ASK_NOTHING],
         "disallowed_tools": front.get("disallowedTools") or [],
         "isolation": "worktree" if front.get("isolation") == "worktree" else "none",
     }
