@@ -98,5 +98,5 @@ def test_inspector_calls_get_caste_model(isolated: Path) -> None:
     answer = inspector(
         "--method", "tools/call", "--tool-name", "get_caste_model", "--tool-arg", "caste=scout", cwd=isolated
     )
-    assert answer["structuredContent"]["castes"][0]["model"] == "kimi-k2.5"
+    assert answer["structuredContent"]["castes"][0]["model"] == "minimax-2.5"  # the shipped haiku tier
     assert answer["structuredContent"]["rule"] == "packaged default"

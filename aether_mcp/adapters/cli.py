@@ -467,5 +467,5 @@ def table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def _print_json(value: BaseModel | dict[str, Any]) -> None:
-    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    data = value if isinstance(value, dict) else value.model_dump(mode="json")
     print(json.dumps(data, indent=2))
