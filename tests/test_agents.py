@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, TOKEN, error_text, structured, write_aether_project
+from conftest import AGENTS, TOKEN, error_text, structured, trusted, write_aether_project
 from mcp import Client
 from test_spawn import stdio_server
 
@@ -259,3 +259,15 @@ async def test_a_workers_own_sub_agents_stay_on_its_model(isolated: Path) -> Non
     assert result["status"] == "succeeded", result["error"]
     assert [r for r in messages if r.agent_id is not None], "the worker started no sub-agent"
     assert {r.model for r in messages} == {"glm-5"}
+
+
+def test_an_agents_isolation_and_the_profiles_settings(project: Path) -> None:
+    """The agent's `isolation: worktree` becomes the caste's default; the profile's caste settings still win."""
+    path = project / ANT / "aether-porter.md"
+    path.write_text(AGENTS["aether-porter.md"].replace("mode: subagent\n", "mode: subagent\nisolation: worktree\n"))
+    profile = project / "model-profiles.yaml"
+    profile.write_text(profile.read_text() + "workers:\n  castes:\n    aether-porter: {max_turns: 7}\n")
+    trusted(profile)
+    settings = store(project).catalog(trusted=True).settings("porter")
+    assert (settings.isolation, settings.max_turns, settings.permission_mode) == ("worktree", 7, "dontAsk")
+    assert (settings.allowed_tools, settings.role) == (["Read"], "")

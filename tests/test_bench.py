@@ -38,4 +38,7 @@ def test_bench_quick_smoke(cli_env: dict[str, str]) -> None:
         "8 background workers at once, wall time to all done",
         "server RSS, idle",
         "server RSS, tracking 8 running workers",
+        "first request of an agent worker (bytes)",
+        "first request of an agent worker (bytes)",
+        "PreToolUse hook: a routed caste denied",
     ]
