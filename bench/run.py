@@ -40,6 +40,35 @@ ROOT = Path(__file__).resolve().parent.parent
 HELLO = Path(__file__).resolve().parent / "hello_server.py"
 TOKEN = "sk-bench-token"  # noqa: S105 (the local backend's throwaway)
 MODELS = ["kimi-k2.5", "glm-5", "minimax-2.5"]
+AETHER_CASTES = [
+    "ambassador",
+    "archaeologist",
+    "architect",
+    "auditor",
+    "builder",
+    "chaos",
+    "chronicler",
+    "fixer",
+    "gatekeeper",
+    "includer",
+    "keeper",
+    "measurer",
+    "medic",
+    "oracle",
+    "porter",
+    "probe",
+    "queen",
+    "route-setter",
+    "sage",
+    "scout",
+    "surveyor-disciplines",
+    "surveyor-nest",
+    "surveyor-pathogens",
+    "surveyor-provisions",
+    "tracker",
+    "watcher",
+    "weaver",
+]
 
 
 @dataclass
@@ -228,6 +257,46 @@ class Bench:
                     ratio < size / 10 / 4,
                 )
             )
+
+    async def agent_lookups(self, endpoint: str) -> None:
+        """A look-up in a project with Aether's 27 agent files (every one is stat'ed on each look-up) against the
+        same profile in a folder with none."""
+        profile = self.profile(endpoint)
+        project = self.folder / "colony-27"
+        folder = project / ".claude" / "agents" / "ant"
+        folder.mkdir(parents=True)
+        for caste in AETHER_CASTES:
+            (folder / f"aether-{caste}.md").write_text(
+                f"---\nname: aether-{caste}\ndescription: the {caste}\ntools: Read, Grep, Glob\nmodel: sonnet\n---\n"
+                + "A line of the role prompt.\n" * 400
+            )
+        empty = self.folder / "no-agents"
+        empty.mkdir()
+        with_agents, without = self.aether(profile), self.aether(profile)
+        with_agents.cwd, without.cwd = str(project), str(empty)
+        async with Client(with_agents) as ours, Client(without) as base:
+
+            def get(client: Client) -> Callable[[], Awaitable[float]]:
+                async def once() -> float:
+                    began = time.perf_counter()
+                    await client.call_tool("get_caste_model", {"caste": "watcher"})
+                    return time.perf_counter() - began
+
+                return once
+
+            await interleaved(get(ours), get(base), 20)
+            measured, baseline = await interleaved(get(ours), get(base), self.n(300, 10))
+        ratio = median(measured) / median(baseline)
+        self.rows.append(
+            Row(
+                "get_caste_model with 27 agent files in the project",
+                f"no agent files: {spread(baseline)}",
+                spread(measured),
+                ratio,
+                "<= 1.25x",
+                ratio <= 1.25,
+            )
+        )
 
     def direct_command(self, profile_path: Path, caste: str) -> tuple[list[str], dict[str, str]]:
         """The command and environment spawn_worker builds, for running the CLI directly."""
@@ -531,6 +600,7 @@ async def run_all(quick: bool, only: list[str] | None) -> tuple[list[Row], float
             "cold_start": lambda: bench.cold_start(profile),
             "round_trips": lambda: bench.round_trips(profile),
             "caste_scaling": lambda: bench.caste_scaling(backend.url),
+            "agent_lookups": lambda: bench.agent_lookups(backend.url),
             "spawn": lambda: bench.spawns(backend.url),
             "warm_spawn": lambda: bench.warm_spawns(backend.url),
             "colony": lambda: bench.colony(backend.url, backend),
@@ -597,7 +667,7 @@ def main() -> int:
         "--only",
         action="append",
         help="run only this figure (repeatable): cold_start, round_trips, "
-        "caste_scaling, spawn, warm_spawn, colony, memory, agent_requests, hook",
+        "caste_scaling, agent_lookups, spawn, warm_spawn, colony, memory, agent_requests, hook",
     )
     args = parser.parse_args()
     rows, took = anyio.run(run_all, args.quick, args.only)

@@ -32,6 +32,7 @@ def test_bench_quick_smoke(cli_env: dict[str, str]) -> None:
         "set_caste_model round trip (lock, write, fsync)",
         "get_caste_model with 100 castes",
         "get_caste_model with 1,000 castes",
+        "get_caste_model with 27 agent files in the project",
         "spawn_worker(wait=True), one-turn worker",
         "spawn_worker with a warm worker",
         "floor: the same warm CLI fed directly, no server",

@@ -71,10 +71,10 @@ class Agent:
     model: str | None  # the `model:` line as written: a slot (opus, sonnet, haiku, inherit) or a model name
     user_level: bool  # from ~/.claude/agents: the user's own, so trusted as their settings are
     problems: tuple[str, ...] = ()
+    key: str = field(init=False)  # the caste it is: caste_key(name), worked out once
 
-    @property
-    def key(self) -> str:
-        return caste_key(self.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", caste_key(self.name))
 
     def definition(self) -> dict[str, Any]:
         """The agent as the CLI's `--agents` takes it: its prompt and the frontmatter it applies itself."""
@@ -135,19 +135,22 @@ def agent_dirs(cwd: Path, project_root: Path, home: Path | None) -> list[tuple[P
     return folders
 
 
-# path -> (mtime_ns, size, inode, the agent or its problem): a file is parsed again only when it changes.
-_parsed: dict[Path, tuple[tuple[int, int, int], Agent | str]] = {}
+# path -> (mtime_ns, size, inode), and the agent or its problem: a file is parsed again only when it changes.
+_parsed: dict[str, tuple[tuple[int, int, int], Agent | str]] = {}
 
 
 def scan_agents(folders: Sequence[tuple[Path, bool]]) -> AgentScan:
-    """Every agent in `folders`, the first folder's winning where two share a name."""
+    """Every agent in `folders`, the first folder's winning where two share a name.
+
+    Runs on every routing look-up, so it works on strings and directory entries: a stat per file, no parsing
+    of a file that did not change."""
     scan = AgentScan()
     for folder, user_level in folders:
-        for path, info in _agent_files(folder, scan.problems):
+        for path, info in _agent_files(str(folder), scan.problems):
             signature = (info.st_mtime_ns, info.st_size, info.st_ino)
             cached = _parsed.get(path)
             if cached is None or cached[0] != signature:
-                cached = (signature, _read_agent(path, info.st_size, user_level))
+                cached = (signature, _read_agent(Path(path), info.st_size, user_level))
                 _parsed[path] = cached
             found = cached[1]
             if isinstance(found, str):
@@ -159,31 +162,42 @@ def scan_agents(folders: Sequence[tuple[Path, bool]]) -> AgentScan:
     return scan
 
 
-def _agent_files(folder: Path, problems: list[str]) -> Iterator[tuple[Path, os.stat_result]]:
-    """The `.md` files below `folder`, in name order, with no link followed and within the bounds."""
+def _agent_files(folder: str, problems: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """The `.md` files below `folder` (each folder's own first, by name), with no link followed, within bounds."""
     try:
         if stat.S_ISLNK(os.lstat(folder).st_mode):
             problems.append(f"{folder}: a symbolic link; agents behind links are not read")
             return
     except OSError:
         return
-    count = 0
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        depth = len(Path(root).relative_to(folder).parts)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_DEPTH else []
-        for name in sorted(files):
-            if not name.endswith(".md"):
-                continue
-            path = Path(root) / name
-            info = os.lstat(path)
-            if not stat.S_ISREG(info.st_mode):
-                problems.append(f"{path}: not a regular file (a link?); not read")
-                continue
-            count += 1
-            if count > MAX_AGENT_FILES:
-                problems.append(f"{folder}: more than {MAX_AGENT_FILES} agent files; the rest are not read")
-                return
-            yield path, info
+    for count, (path, info) in enumerate(_walk(folder, 0, problems), start=1):
+        if count > MAX_AGENT_FILES:
+            problems.append(f"{folder}: more than {MAX_AGENT_FILES} agent files; the rest are not read")
+            return
+        yield path, info
+
+
+def _walk(folder: str, depth: int, problems: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:
+        return
+    below = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            below.append(entry.path)
+        elif entry.name.endswith(".md"):
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode):
+                yield entry.path, info
+            else:
+                problems.append(f"{entry.path}: not a regular file (a link?); not read")
+    if depth < MAX_DEPTH:
+        for path in below:
+            yield from _walk(path, depth + 1, problems)
 
 
 def _read_agent(path: Path, size: int, user_level: bool) -> Agent | str:

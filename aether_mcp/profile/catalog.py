@@ -17,6 +17,8 @@ from .resolution import CasteModel, resolve
 from .schema import Profile
 from .trust import untrusted_error
 
+MAX_REMEMBERED = 1024
+
 
 class CasteCatalog:
     """Every caste a worker could be, each with its agent (if any), its model and its settings."""
@@ -39,6 +41,7 @@ class CasteCatalog:
         for key, agent in sorted(scan.agents.items()):
             names.setdefault(key, caste_name(agent.name))
         self._names = names
+        self._resolved: dict[tuple[str, str | None], CasteModel] = {}
 
     def names(self) -> list[str]:
         """The profile's castes in file order, then the agents' that it does not name, by name."""
@@ -56,8 +59,14 @@ class CasteCatalog:
         return self.scan.agents.get(caste_key(caste))
 
     def resolve(self, caste: str, task: str | None = None) -> CasteModel:
+        """The caste's model and why; worked out once per catalog (a look-up comes on every turn of the parent)."""
         name = self.find(caste)
-        return resolve(self.profile, name, task, agent=self.agent(name), parent_model=self.parent_model)
+        known = self._resolved.get((name, task))
+        if known is None:
+            known = resolve(self.profile, name, task, agent=self.agent(name), parent_model=self.parent_model)
+            if len(self._resolved) < MAX_REMEMBERED:  # tasks vary without end: only so many are kept
+                self._resolved[(name, task)] = known
+        return known.model_copy()
 
     def settings(self, caste: str) -> WorkerSettings:
         """What the caste's workers run with. An agent that sets what can run a program or let a worker do more

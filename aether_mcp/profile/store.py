@@ -94,7 +94,8 @@ class ProfileStore:
         self._cache: _Parsed | None = None
         self._guard = threading.Lock()
         self._trust = trust or TrustStore()
-        self._root: Path | None = None
+        self._agent_folders: list[tuple[Path, bool]] | None = None
+        self._catalog_cache: tuple[object, CasteCatalog] | None = None
 
     @property
     def location(self) -> Location:
@@ -158,16 +159,26 @@ class ProfileStore:
 
     def agents(self) -> AgentScan:
         """The Claude Code agents a worker in this project would see (each file parsed again only when it changed)."""
-        if self._root is None:
-            self._root = find_repository(self.cwd) or self.cwd
-        home = self._environ.get("HOME")
-        return scan_agents(agent_dirs(self.cwd, self._root, Path(home) if home else None))
+        if self._agent_folders is None:  # the working directory, its work tree and HOME stay put: found once
+            home = self._environ.get("HOME")
+            root = find_repository(self.cwd) or self.cwd
+            self._agent_folders = agent_dirs(self.cwd, root, Path(home) if home else None)
+        return scan_agents(self._agent_folders)
 
     def catalog(self, *, trusted: bool = False) -> CasteCatalog:
         """Every caste: the profile's and the agents'. `trusted`: for running workers, so the profile must be
         trusted, and an agent's settings are given to a worker only once trusted."""
         profile, _ = self.load_trusted() if trusted else self.load()
-        return CasteCatalog(profile, self.agents(), self._environ, self._untrusted if trusted else None)
+        return self._catalog(profile, trusted)
+
+    def _catalog(self, profile: Profile, trusted: bool) -> CasteCatalog:
+        """The catalog, built again only when the profile or an agent file changed (this runs on every look-up)."""
+        scan = self.agents()
+        key = (id(profile), tuple(map(id, scan.agents.values())), tuple(scan.problems), trusted)
+        if self._catalog_cache is None or self._catalog_cache[0] != key:
+            catalog = CasteCatalog(profile, scan, self._environ, self._untrusted if trusted else None)
+            self._catalog_cache = (key, catalog)
+        return self._catalog_cache[1]
 
     def _parsed(self) -> tuple[_Parsed, Location]:
         where = self.location
@@ -191,13 +202,13 @@ class ProfileStore:
 
     def caste_models(self, caste: str | None = None, task: str | None = None) -> CasteModels:
         """The routing table: one caste, or every caste, with the model each uses and why."""
-        catalog = self.catalog()
+        profile, where = self.load()
+        catalog = self._catalog(profile, trusted=False)
         names = [catalog.find(caste)] if caste is not None else catalog.names()
-        profile = catalog.profile
         return CasteModels(
             castes=[catalog.resolve(name, task) for name in names],
-            path=str(self.location.path),
-            rule=self.location.rule,
+            path=str(where.path),
+            rule=where.rule,
             proxy_endpoint=profile.proxy.endpoint if profile.proxy else None,
             agent_problems=catalog.scan.problems,
         )
