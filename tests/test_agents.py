@@ -50,6 +50,11 @@ def test_every_agent_is_a_caste(project: Path) -> None:
 def test_an_unusual_agent_is_read_as_far_as_it_can_be(project: Path) -> None:
     agents = store(project).agents().agents
     assert agents["porter"].tools == ["Read", "Grep"]  # a mapping of names to true/false; `mode:` ignored
+    assert agents["porter"].definition() == {
+        "description": "Carries files",
+        "tools": ["Read", "Grep"],
+        "prompt": "PORTER-PROMPT",
+    }
     assert agents["watcher"].tools == ["Read", "Grep", "Bash"]
     assert agents["builder"].tools == ["Read", "Write", "Edit", "Bash", "Grep", "Glob"]
     assert agents["surveyor_nest"].tools is None

@@ -19,8 +19,8 @@ from mcp import Client
 from aether_mcp.adapters.server import build_server
 from aether_mcp.errors import ProfileError
 from aether_mcp.profile import yaml_edit
+from aether_mcp.profile.names import MODEL_NAME_PATTERN
 from aether_mcp.profile.parsing import parse_profile
-from aether_mcp.profile.schema import MODEL_NAME_PATTERN
 from aether_mcp.profile.store import ProfileStore
 
 pytestmark = pytest.mark.anyio

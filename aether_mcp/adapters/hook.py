@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..profile.agents import agent_dirs, caste_key, caste_name, scan_agents
+from ..profile.agents import agent_dirs, scan_agents
 from ..profile.location import locate
+from ..profile.names import caste_key, caste_name
 
 SUBAGENT_TOOLS = ("Task", "Agent")
 MATCHER = "Task|Agent"

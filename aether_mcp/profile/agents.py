@@ -28,21 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .names import CASTE_NAME, MAX_MODEL_NAME, MODEL_NAME, caste_key
+
 AGENTS_DIR = Path(".claude") / "agents"
 MAX_AGENT_BYTES = 64 * 1024  # the prompt travels in a file the CLI reads; real Aether agents are under 16 KiB
 MAX_AGENT_FILES = 256  # per agents folder
 MAX_DEPTH = 4  # sub-folders below .claude/agents (Aether uses one: ant/)
 _FRONTMATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
 _SCALAR_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*):[ \t]*(.*?)[ \t]*$")
-_AGENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
 
-# Frontmatter keys handed on to the CLI as the agent's definition. `model` goes as --model, `permissionMode`
+# Frontmatter keys handed on to the CLI as the agent's definition, besides `tools` in the form read here (a
+# mapping of names to true/false becomes a list). `model` goes as --model, `permissionMode`
 # and `maxTurns` as flags (the profile may override them), `isolation` becomes aether-mcp's own worktree,
 # and `background` would detach the worker from the process that proves its routing.
 PASSED_ON = (
     "description",
-    "tools",
     "disallowedTools",
     "color",
     "effort",
@@ -102,22 +102,6 @@ class AgentScan:
 
     agents: dict[str, Agent] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-
-
-def caste_key(name: str) -> str:
-    """The form every spelling of one caste shares: `aether-builder`, `Builder` and `builder` are one caste;
-    so are `surveyor_nest` and `aether-surveyor-nest`, and `prime` and `queen` (Aether renamed it)."""
-    key = name.strip().lower().replace("-", "_")
-    key = key.removeprefix("aether_") or key
-    return "queen" if key == "prime" else key
-
-
-def caste_name(agent_name: str) -> str:
-    """The caste an agent is, for one the profile does not name: `aether-surveyor-nest` is `surveyor-nest`."""
-    prefix = len("aether-")
-    if agent_name.lower().startswith(("aether-", "aether_")) and len(agent_name) > prefix:
-        return agent_name[prefix:]
-    return agent_name
 
 
 def agent_dirs(cwd: Path, project_root: Path, home: Path | None) -> list[tuple[Path, bool]]:
@@ -220,13 +204,15 @@ def _read_agent(path: Path, size: int, user_level: bool) -> Agent | str:
     if not isinstance(name, str) or not name.strip():
         name = path.stem
     name = name.strip()
-    if not _AGENT_NAME.fullmatch(name):
+    if not CASTE_NAME.fullmatch(name):
         return f"the name {name[:80]!r} cannot be a caste: start with a letter, then letters, digits, '-' or '_'"
     tools = _tool_list(frontmatter.get("tools"), "tools", problems)
     if "disallowedTools" in frontmatter:
         frontmatter["disallowedTools"] = _tool_list(frontmatter["disallowedTools"], "disallowedTools", problems)
     model = frontmatter.get("model")
-    if model is not None and not (isinstance(model, str) and _MODEL_NAME.fullmatch(model.strip())):
+    if model is not None and not (
+        isinstance(model, str) and len(model.strip()) <= MAX_MODEL_NAME and MODEL_NAME.fullmatch(model.strip())
+    ):
         problems.append(f"model {str(model)[:80]!r} is not a model name; the caste is routed as if it had none")
         model = None
     return Agent(

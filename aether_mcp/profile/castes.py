@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, SecretStr
 
-from .agents import Agent, caste_key
+from .agents import Agent
+from .names import caste_key
 from .schema import Profile
 
 READ_TOOLS = ["Read", "Glob", "Grep", "WebSearch", "WebFetch"]

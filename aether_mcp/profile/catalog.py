@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ..errors import UnknownCasteError
-from .agents import Agent, AgentScan, caste_key, caste_name
+from .agents import Agent, AgentScan
 from .castes import WorkerSettings, settings_for
+from .names import caste_key, caste_name
 from .resolution import CasteModel, resolve
 from .schema import Profile
 from .trust import untrusted_error

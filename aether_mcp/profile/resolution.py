@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .agents import Agent, caste_key
+from .agents import Agent
+from .names import caste_key
 from .schema import ModelMetadata, Profile
 
 Source = Literal["override", "profile", "slot", "agent", "inherit", "task", "default", "explicit", "cli_default"]

@@ -7,25 +7,12 @@ silently ignored; unknown top-level sections are kept as they are.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ..errors import InvalidModelError, UnknownCasteError
-from .agents import caste_key
-
-# Claude Code's own model aliases: the names model_slots maps.
-SLOT_NAMES = ("opus", "sonnet", "haiku", "inherit")
-MAX_MODEL_NAME = 200
-# A model name travels into a command-line argument, an environment variable,
-# a YAML file and the proxy's routing table: letters, digits and the few marks
-# provider names use (anthropic/claude-sonnet-4-5, gpt-4o:latest,
-# claude-3-5-sonnet@20240620), starting with a letter or digit. Nothing a shell,
-# YAML or a terminal would read as syntax.
-MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*"
-_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
-_CASTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+from .names import CASTE_NAME, MAX_MODEL_NAME, MODEL_NAME, caste_key
 
 
 class _Section(BaseModel):
@@ -142,7 +129,7 @@ class Profile(BaseModel):
 def _plain_caste_names(castes: dict[str, Any]) -> dict[str, Any]:
     """A caste's name becomes a worker id, a file name and a branch name: letters, digits, '-' and '_' only."""
     for name in castes:
-        if not _CASTE_NAME.fullmatch(name):
+        if not CASTE_NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a caste name: start with a letter, then letters, digits, '-' or '_'")
     return castes
 
@@ -151,7 +138,7 @@ def check_model_name(model: str) -> str:
     """Refuse names that could not be stored or passed on as one safe token."""
     if len(model) > MAX_MODEL_NAME:
         raise InvalidModelError(f"Invalid model name: {len(model)} characters, at most {MAX_MODEL_NAME} allowed.")
-    if not _MODEL_NAME.fullmatch(model):
+    if not MODEL_NAME.fullmatch(model):
         raise InvalidModelError(
             f"Invalid model name {model!r}: use the name the proxy knows: letters, digits and . _ : / @ + -, "
             "starting with a letter or digit."
@@ -161,7 +148,7 @@ def check_model_name(model: str) -> str:
 
 def check_new_caste_name(caste: str) -> str:
     """A caste created by `set --create` must be a plain name: it becomes a YAML key and a log field."""
-    if not _CASTE_NAME.fullmatch(caste):
+    if not CASTE_NAME.fullmatch(caste):
         raise UnknownCasteError(
             f"Invalid caste name {caste!r}: start with a letter, then letters, digits, '-' or '_' (at most 64)."
         )

@@ -22,9 +22,10 @@ from ..git import find_repository
 from .agents import Agent, AgentScan, agent_dirs, scan_agents
 from .catalog import CasteCatalog
 from .location import FILE_NAME, STATE_DIR, Location, absolute, locate
+from .names import SLOT_NAMES
 from .parsing import MAX_PROFILE_BYTES, parse_profile, read_profile
 from .resolution import CasteModel
-from .schema import SLOT_NAMES, Profile, check_model_name, check_new_caste_name
+from .schema import Profile, check_model_name, check_new_caste_name
 from .trust import TrustStore, sensitive_settings, untrusted_error
 
 
