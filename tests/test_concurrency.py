@@ -145,10 +145,11 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_broken_file(
         # old or new, whole: the text is exactly what one complete write produces
         assert text == original or (value is not None and text == yaml_edit.set_override(original, "scout", value))
         left_temp_files += len(list(aether_profile.parent.glob(".model-profiles.yaml.*.tmp")))
-    # the next write clears whatever a killed writer left behind
-    subprocess.run(
-        ["aether-mcp", "--profiles", str(aether_profile), "caste-models", "reset", "scout"], env=cli_env, check=True
-    )
+    # the next write clears whatever a killed writer left behind (a reset with no override writes nothing)
+    for words in (["set", "scout=glm-5"], ["reset", "scout"]):
+        subprocess.run(
+            ["aether-mcp", "--profiles", str(aether_profile), "caste-models", *words], env=cli_env, check=True
+        )
     assert list(aether_profile.parent.glob(".model-profiles.yaml.*.tmp")) == []
     assert aether_profile.read_text() == original
     print(f"{KILL_TRIALS} kills, {left_temp_files} left a temp file for the next write to remove")
