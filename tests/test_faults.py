@@ -37,7 +37,8 @@ FAKE_CLIS: dict[str, tuple[str, str, str]] = {
     "garbage between good lines": (
         f"echo '{INIT}'; echo 'garbage'; echo '{ANSWER}'; printf '%s' '{{\"half'; echo; echo '{RESULT}'",
         "succeeded",
-        "",
+        # its stream parses, but a CLI that never called the gateway proves nothing about its model
+        "made no request through the gateway",
     ),
     "exits 0 without a result": (f"echo '{INIT}'; exit 0", "failed", "ended without a result line"),
 }

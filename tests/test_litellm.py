@@ -49,17 +49,43 @@ def routed_backend() -> Iterator[LocalBackend]:
 
 
 @pytest.fixture(scope="session")
-def litellm_proxy(routed_backend: LocalBackend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One LiteLLM proxy for the session, on loopback, routing kimi-k2.5 and glm-5 to the local backend."""
+def second_backend() -> Iterator[LocalBackend]:
+    """glm-5's own deployment, at another address: the evidence must tell the two apart."""
+    with LocalBackend(token=BACKEND_KEY) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="session")
+def broken_backend() -> Iterator[LocalBackend]:
+    """flaky-5's deployment, which always fails: LiteLLM's router then falls back to kimi-k2.5 by itself."""
+    with LocalBackend(token=BACKEND_KEY, fail_status=500) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="session")
+def litellm_proxy(
+    routed_backend: LocalBackend,
+    second_backend: LocalBackend,
+    broken_backend: LocalBackend,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """One LiteLLM proxy for the session, on loopback: kimi-k2.5 and glm-5 on two deployments of the local
+    backend, and flaky-5, whose deployment fails, with a router fallback to kimi-k2.5 that no caste declares."""
     binary = litellm_binary()
     folder = tmp_path_factory.mktemp("litellm")
     config = folder / "config.yaml"
+    deployments = {"kimi-k2.5": routed_backend, "glm-5": second_backend, "flaky-5": broken_backend}
     routes = "".join(
         f"  - model_name: {name}\n"
-        f"    litellm_params: {{model: anthropic/{name}, api_base: '{routed_backend.url}', api_key: {BACKEND_KEY}}}\n"
-        for name in ("kimi-k2.5", "glm-5")
+        f"    litellm_params: {{model: anthropic/{name}, api_base: '{backend.url}', api_key: {BACKEND_KEY}}}\n"
+        f"    model_info: {{id: deployment-{name}}}\n"
+        for name, backend in deployments.items()
     )
-    config.write_text(f"model_list:\n{routes}general_settings:\n  master_key: {MASTER_KEY}\n")
+    config.write_text(
+        f"model_list:\n{routes}"
+        "router_settings:\n  num_retries: 0\n  fallbacks: [{flaky-5: [kimi-k2.5]}]\n"
+        f"general_settings:\n  master_key: {MASTER_KEY}\n"
+    )
     port = free_port()
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HOME": str(folder)}
     log = (folder / "litellm.log").open("w")
@@ -88,11 +114,15 @@ def litellm_proxy(routed_backend: LocalBackend, tmp_path_factory: pytest.TempPat
         log.close()
 
 
-def profile_for(folder: Path, proxy: str, token: str = MASTER_KEY) -> Path:
+def profile_for(folder: Path, proxy: str, token: str = MASTER_KEY, extra: str = "", into: str = "") -> Path:
+    """A profile whose proxy is LiteLLM; `extra` goes at the end, or with `into="worker_models"` among the castes."""
+    castes = "worker_models:\n  builder: kimi-k2.5\n  scout: glm-5\n  watcher: minimax-2.5\n"
     path = folder / "model-profiles.yaml"
     path.write_text(
-        "worker_models:\n  builder: kimi-k2.5\n  scout: glm-5\n  watcher: minimax-2.5\n"
-        f"proxy:\n  endpoint: {proxy}\n  auth_token: {token}\n"
+        castes
+        + (extra if into == "worker_models" else "")
+        + f"proxy:\n  endpoint: {proxy}\n  auth_token: {token}\n"
+        + (extra if into != "worker_models" else "")
     )
     return trusted(path)
 
@@ -103,19 +133,74 @@ def content(result: Any) -> dict[str, Any]:
     return data
 
 
-async def test_two_castes_through_litellm(isolated: Path, litellm_proxy: str, routed_backend: LocalBackend) -> None:
+async def test_two_castes_through_litellm(
+    isolated: Path, litellm_proxy: str, routed_backend: LocalBackend, second_backend: LocalBackend
+) -> None:
+    """Two model names on two deployments: each worker's evidence names its own deployment and address."""
     profile_for(isolated, litellm_proxy)
-    before = len(routed_backend.models_asked())
+    before = (len(routed_backend.models_asked()), len(second_backend.models_asked()))
     async with Client(build_server(ProfileStore())) as client:
         builder = content(await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"}))
         scout = content(await client.call_tool("spawn_worker", {"caste": "scout", "task": "say hi"}))
-    assert routed_backend.models_asked()[before:] == ["kimi-k2.5", "glm-5"]
-    for result, model in ((builder, "kimi-k2.5"), (scout, "glm-5")):
-        assert (result["status"], result["routing_verified"], result["models_reported"]) == ("succeeded", True, [model])
+    assert routed_backend.models_asked()[before[0] :] == ["kimi-k2.5"]
+    assert second_backend.models_asked()[before[1] :] == ["glm-5"]
+    for result, model, backend in ((builder, "kimi-k2.5", routed_backend), (scout, "glm-5", second_backend)):
+        assert (result["status"], result["routing_verified"]) == ("succeeded", True), result["routing_evidence"]
+        place = f"deployment deployment-{model} (anthropic/{model} at {backend.url})"
+        assert result["served_by"] == [place]
+        assert f"1 request(s) for {model}: {place}" in result["routing_evidence"]
         assert (
-            f"preflight: proxy {litellm_proxy} routes '{model}' (GET /v1/models lists 2 model(s))"
+            f"preflight: proxy {litellm_proxy} routes '{model}' (GET /v1/models lists 3 model(s))"
             in (result["routing_evidence"])
         )
+
+
+async def test_a_declared_fallback_through_litellm_stays_verified(
+    isolated: Path, litellm_proxy: str, second_backend: LocalBackend
+) -> None:
+    """glm-5 is overloaded; the scout declares kimi-k2.5 as its fallback, and the CLI's own --fallback-model
+    switches to it."""
+    profile_for(isolated, litellm_proxy, extra="workers:\n  castes:\n    scout: {fallback_models: [kimi-k2.5]}\n")
+    second_backend.overloaded.add("glm-5")
+    try:
+        async with Client(build_server(ProfileStore())) as client:
+            scout = content(await client.call_tool("spawn_worker", {"caste": "scout", "task": "say hi"}))
+    finally:
+        second_backend.overloaded.discard("glm-5")
+    assert (scout["status"], scout["routing_verified"]) == ("succeeded", True), scout["routing_evidence"]
+    assert scout["fallback_used"] == ["kimi-k2.5"]
+    assert "declared fallback kimi-k2.5 served 1 request(s)" in scout["routing_evidence"]
+
+
+async def test_a_proxy_side_fallback_nobody_declared_is_not_verified(
+    isolated: Path, litellm_proxy: str, routed_backend: LocalBackend
+) -> None:
+    """flaky-5's deployment fails and LiteLLM's router answers from kimi-k2.5's: the stream still says flaky-5,
+    the headers do not."""
+    profile_for(isolated, litellm_proxy, extra="  chaos: flaky-5\n", into="worker_models")
+    async with Client(build_server(ProfileStore())) as client:
+        chaos = content(await client.call_tool("spawn_worker", {"caste": "chaos", "task": "say hi"}))
+    assert chaos["routing_verified"] is False
+    assert chaos["models_reported"] == ["flaky-5"]  # what the worker's own stream shows: the name it asked for
+    place = f"deployment deployment-kimi-k2.5 (anthropic/kimi-k2.5 at {routed_backend.url})"
+    assert any(
+        line.startswith("NOT verified: asked for flaky-5, answered after 1 proxy-side fallback(s) by " + place)
+        for line in chaos["routing_evidence"]
+    ), chaos["routing_evidence"]
+    assert chaos["served_by"] == [place]
+
+
+async def test_a_deployment_of_another_provider_is_flagged(isolated: Path, litellm_proxy: str) -> None:
+    metadata = "model_metadata:\n  kimi-k2.5: {provider: moonshot}\n"
+    profile_for(isolated, litellm_proxy, extra=metadata)
+    async with Client(build_server(ProfileStore())) as client:
+        builder = content(await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"}))
+    assert builder["routing_verified"] is False
+    assert any(
+        "kimi-k2.5 is moonshot's in model_metadata, but deployment deployment-kimi-k2.5" in line
+        and "is a anthropic one" in line
+        for line in builder["routing_evidence"]
+    ), builder["routing_evidence"]
 
 
 async def test_litellm_refusals(isolated: Path, litellm_proxy: str, routed_backend: LocalBackend) -> None:
@@ -124,7 +209,7 @@ async def test_litellm_refusals(isolated: Path, litellm_proxy: str, routed_backe
     async with Client(build_server(ProfileStore())) as client:
         unrouted = await client.call_tool("spawn_worker", {"caste": "watcher", "task": "hi"})
         assert unrouted.is_error
-        assert "does not route model 'minimax-2.5'. It routes: kimi-k2.5, glm-5." in unrouted.content[0].text
+        assert "does not route model 'minimax-2.5'. It routes: kimi-k2.5, glm-5, flaky-5." in unrouted.content[0].text
     profile_for(isolated, litellm_proxy, token="sk-not-the-key")
     async with Client(build_server(ProfileStore())) as client:
         started = time.monotonic()

@@ -278,7 +278,8 @@ async def test_a_killed_server_leaves_no_secret_in_a_transcript(colony_profile: 
         server.kill()
     assert await wait_for(lambda: not claude_processes(str(folder)), 10)
     text = next(transcripts.glob("builder-*.jsonl")).read_text()
-    assert "ANTHROPIC_AUTH_TOKEN=[redacted]" in text and TOKEN not in text
+    # the worker only ever held its own gateway key; the proxy token was never there to redact
+    assert "ANTHROPIC_AUTH_TOKEN=aether-" in text and TOKEN not in text
 
 
 # --- 8. a worker reaching past its caste -------------------------------------------

@@ -130,8 +130,10 @@ async def test_a_backend_answering_as_another_model_is_not_verified(isolated: Pa
             result = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi"}))
     assert result["routing_verified"] is False
     assert "cheap-model-7b" in result["models_reported"] and "kimi-k2.5" in result["models_reported"]
-    assert "backend answered as cheap-model-7b" in result["routing_evidence"]
-    assert "asked for kimi-k2.5, but the stream names cheap-model-7b" in result["error"]
+    assert (
+        "NOT verified: asked for kimi-k2.5, but the answer says cheap-model-7b served it" in result["routing_evidence"]
+    )
+    assert "asked for kimi-k2.5, but the answer says cheap-model-7b served it" in result["error"]
 
 
 # --- refusals: before any worker starts, fast, with what to do ---------------

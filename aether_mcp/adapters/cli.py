@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    costs = commands.add_parser("costs", parents=[common], help="what each caste and model cost, from the spawn log")
+    costs.add_argument("--since", help="only workers that finished since then: a date (2026-11-01) or an age (7d, 24h)")
+    costs.add_argument("--json", action="store_true", help="print JSON")
+    costs.set_defaults(run=_costs)
     trust = commands.add_parser(
         "trust",
         parents=[common],
@@ -426,6 +430,28 @@ def _uninstall(store: ProfileStore, args: argparse.Namespace) -> int:
 
     for change in uninstall(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
+    return 0
+
+
+def _costs(store: ProfileStore, args: argparse.Namespace) -> int:
+    from ..workers.spawn_log import log_path, read_spawn_log
+    from .costs import cost_table, since
+
+    rows = cost_table(reversed(read_spawn_log(log_path(store.state_dir), 1_000_000)), since(args.since))
+    if args.json:
+        _print_json({"rows": [row.as_json() for row in rows]})
+        return 0
+    if not rows:
+        print(f"No workers logged{' since ' + args.since if args.since else ''} in {log_path(store.state_dir)}.")
+        return 0
+    lines = [("CASTE", "MODEL", "WORKERS", "REQUESTS", "TOKENS", "COST", "VERIFIED")]
+    for row in rows:
+        cost = f"${row.cost_usd:.4f}" + (f" (+{row.cost_unknown} unknown)" if row.cost_unknown else "")
+        share = f"{row.share_verified:.0%}"
+        lines.append(
+            (row.caste, _model(row.model), str(row.workers), str(row.requests), f"{row.tokens:,}", cost, share)
+        )
+    print(table(lines))
     return 0
 
 

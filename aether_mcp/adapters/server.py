@@ -346,6 +346,16 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
             Field(max_length=200, description="With isolation 'worktree': the commit or branch to start from (HEAD)."),
         ] = None,
         output_schema: OutputSchema = None,
+        max_budget_usd: Annotated[
+            float | None,
+            Field(
+                gt=0, le=10_000, description="Stop the worker once it has spent this many US dollars (at the gateway)."
+            ),
+        ] = None,
+        max_tokens: Annotated[
+            int | None,
+            Field(gt=0, le=1_000_000_000, description="Stop the worker once its requests have used this many tokens."),
+        ] = None,
     ) -> WorkerResult:
         """Start a Claude Code worker of a caste on that caste's model, and report which model really served it.
 
@@ -354,7 +364,8 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
         permissions. With wait=false it runs in the background: follow it with
         get_worker. Check routing_verified and routing_evidence in the result.
         With isolation 'worktree' the result names its branch, commits and
-        diffstat; merge the branch or drop it with discard_worker."""
+        diffstat; merge the branch or drop it with discard_worker. A worker
+        that spends its max_budget_usd or max_tokens ends as budget_exceeded."""
         colony = _colony(ctx)
         worker = await colony.spawn(
             caste,
@@ -366,6 +377,8 @@ def _add_worker_tools(server: MCPServer[Any]) -> None:
             base=base,
             output_schema=output_schema,
             owner=_owner(ctx),
+            max_budget_usd=max_budget_usd,
+            max_tokens=max_tokens,
         )
         return await _reply(ctx, colony, worker, wait)
 

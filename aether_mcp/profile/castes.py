@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from .agents import Agent
 from .names import caste_key
@@ -92,6 +92,8 @@ class WorkerSettings(BaseModel):
     timeout_s: float
     max_budget_usd: float | None
     mcp_servers: dict[str, dict[str, Any]]
+    max_tokens: int | None = None
+    fallback_models: list[str] = Field(default_factory=list)
     endpoint: str | None
     auth_token: SecretStr | None
     isolation: Literal["none", "worktree"] = "none"
@@ -118,6 +120,8 @@ def settings_for(profile: Profile, caste: str, agent: Agent | None = None) -> Wo
         max_turns=merged.get("max_turns", GENERIC_MAX_TURNS),
         timeout_s=merged.get("timeout_s", GENERIC_TIMEOUT_S),
         max_budget_usd=merged.get("max_budget_usd"),
+        max_tokens=merged.get("max_tokens"),
+        fallback_models=merged.get("fallback_models", []),
         mcp_servers=merged.get("mcp_servers", {}),
         endpoint=endpoint,
         auth_token=SecretStr(token) if isinstance(token, str) else token,

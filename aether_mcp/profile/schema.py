@@ -25,6 +25,11 @@ class _Section(BaseModel):
 class ModelMetadata(_Section):
     provider: str | None = None
     context_window: int | None = None
+    # US dollars per million tokens: what a worker's requests cost when the proxy does not say.
+    input_cost_per_mtok: float | None = Field(default=None, ge=0)
+    output_cost_per_mtok: float | None = Field(default=None, ge=0)
+    cache_read_cost_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_cost_per_mtok: float | None = Field(default=None, ge=0)
     speed: str | None = None
     cost_tier: str | None = None
     capabilities: list[str] = Field(default_factory=list)
@@ -57,11 +62,21 @@ class CasteSettings(_Section):
     max_turns: int | None = Field(default=None, ge=1)
     timeout_s: float | None = Field(default=None, gt=0)
     max_budget_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    fallback_models: list[str] | None = None
     role: str | None = None
     mcp_servers: dict[str, dict[str, Any]] | None = None
     endpoint: str | None = None
     auth_token: SecretStr | None = None
     isolation: Literal["none", "worktree"] | None = None
+
+    @field_validator("fallback_models", mode="after")
+    @classmethod
+    def _model_names(cls, value: list[str] | None) -> list[str] | None:
+        for model in value or []:
+            if len(model) > MAX_MODEL_NAME or not MODEL_NAME.fullmatch(model):
+                raise ValueError(f"{model!r} is not a model name (letters, digits and . _ : / @ + -)")
+        return value
 
 
 class WorkersSection(_Section):

@@ -71,6 +71,7 @@ class LocalBackend:
         self.on_task: dict[str, Turn] = {}
         self.models = list(models or [])
         self.fail_status = fail_status
+        self.overloaded: set[str] = set()  # models that answer 529 overloaded, as a provider at capacity does
         self.close_mid_stream = close_mid_stream
         self.delay_s = delay_s
         # Hold each Messages request until this many are in flight (at most gather_timeout_s): side-by-side
@@ -202,6 +203,8 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
             backend.wait_for_company()
             if backend.delay_s:
                 time.sleep(backend.delay_s)
+            if str(body.get("model")) in backend.overloaded:
+                return self._error(529, "overloaded_error", f"{body.get('model')} is overloaded")
             if backend.fail_status:
                 kind = "overloaded_error" if backend.fail_status == 529 else "api_error"
                 return self._error(backend.fail_status, kind, f"scripted failure {backend.fail_status}")

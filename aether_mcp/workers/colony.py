@@ -22,8 +22,10 @@ from anyio.abc import TaskGroup
 
 from ..errors import AetherError, UnknownCasteError, sentences
 from ..profile.catalog import CasteCatalog
+from ..profile.schema import ModelMetadata
 from ..profile.store import ProfileStore
 from . import worktree
+from .gateway import Gateway, Lease, Prices
 from .preflight import Preflight, ProxyChecker
 from .process import RunOutcome, finish_process, kill_group_now, run_worker
 from .proof import check_output_schema, page, settle
@@ -39,6 +41,8 @@ log = logging.getLogger("aether_mcp")
 Isolation = Literal["none", "worktree"]
 PRESTART_DELAY_S = 1.0
 MAX_TASK_BYTES = 1024 * 1024
+MAX_BUDGET_USD = 10_000.0
+MAX_TOKENS = 1_000_000_000
 # Finished workers kept for get_worker and list_workers (their task text is dropped when they finish).
 MAX_HISTORY = 200
 # How long closing waits for its workers to be killed and logged before it stops waiting.
@@ -54,7 +58,11 @@ LOG_FIELDS = {
     "models_reported",
     "duration_s",
     "usage",
+    "requests",
+    "tokens",
     "cost_usd",
+    "served_by",
+    "fallback_used",
     "started_at",
     "finished_at",
     "cwd",
@@ -82,6 +90,7 @@ class Worker:
         self.last_tool: str | None = None
         self.worktree: worktree.Worktree | None = None
         self.answer: str | None = None  # the whole answer, redacted; result.output holds its first page
+        self.lease: Lease | None = None  # its key at the gateway, and the requests it made there
 
     def page(self, offset: int, limit: int) -> WorkerResult:
         """The worker's record with the part of its answer from `offset`, at most `limit` characters."""
@@ -112,7 +121,8 @@ class Colony:
         self._workers: dict[str, Worker] = {}
         self._limit: anyio.Semaphore | None = None
         self._previous_sigterm: SignalHandler = None
-        self._warm = WarmPool(self._environ)
+        self._gateway = Gateway()
+        self._warm = WarmPool(self._environ, self._warm_key_for, self._gateway.release)
         self._warm_counts: dict[str, int] = {}
         self.state_dir = store.state_dir
 
@@ -126,6 +136,7 @@ class Colony:
         _restore_sigterm(self._previous_sigterm)
         await self.close()
         await self._warm.close()
+        await self._gateway.close()
         assert self._group is not None
         self._group.cancel_scope.cancel()  # idle reapers and refills; workers are already done
         await self._group.__aexit__(None, None, None)
@@ -145,6 +156,8 @@ class Colony:
         base: str | None = None,
         output_schema: dict[str, Any] | None = None,
         owner: str = "",
+        max_budget_usd: float | None = None,
+        max_tokens: int | None = None,
     ) -> Worker:
         """Check everything a worker needs, then start it (or queue it). Refusals raise before anything runs.
 
@@ -152,6 +165,7 @@ class Colony:
         catalog = self._admit(task)
         spec = self._spec(catalog, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
         spec.output_schema = check_output_schema(output_schema) if output_schema is not None else None
+        spec.settings = spec.settings.model_copy(update=_budget(max_budget_usd, max_tokens))
         isolation = isolation or spec.settings.isolation
         if worktree.check_base(base) is not None and isolation != "worktree":
             raise AetherError("base applies only with isolation 'worktree'.")
@@ -159,7 +173,8 @@ class Colony:
         tree = None
         if isolation == "worktree":
             tree = await anyio.to_thread.run_sync(self._worktree_for, spec, base)
-        return self._start(spec, catalog, preflight, owner, tree)
+        lease = await self._through_gateway(spec)
+        return self._start(spec, catalog, preflight, owner, tree, lease=lease)
 
     async def continue_worker(
         self,
@@ -196,9 +211,10 @@ class Colony:
             settings=settings,
         )
         preflight = await self._preflight(spec)
+        lease = await self._through_gateway(spec)
         if previous.worktree is not None:
             await anyio.to_thread.run_sync(worktree.restore, previous.worktree)
-        worker = self._start(spec, catalog, preflight, owner, previous.worktree)
+        worker = self._start(spec, catalog, preflight, owner, previous.worktree, lease=lease)
         worker.result.continues, worker.result.turn = worker_id, previous.result.turn + 1
         return worker
 
@@ -253,6 +269,39 @@ class Colony:
         )
         return preflight
 
+    async def _through_gateway(self, spec: WorkerSpec) -> Lease | None:
+        """A proxied worker talks to the gateway with a key of its own; the real token stays here."""
+        if not spec.settings.endpoint:
+            return None
+        lease = self._lease_for(spec)
+        spec.gateway_url = await self._gateway_url()
+        spec.gateway_key = self._gateway.lease(lease)
+        return lease
+
+    async def _gateway_url(self) -> str:
+        assert self._group is not None
+        return await self._gateway.start(self._group)
+
+    def _warm_key_for(self, spec: WorkerSpec) -> str:
+        """A warm worker's own gateway key; the worker that takes it brings its lease along."""
+        return self._gateway.lease(self._lease_for(spec))
+
+    def _lease_for(self, spec: WorkerSpec) -> Lease:
+        """What the gateway holds a worker's requests to: its endpoint and token, its models, its budget."""
+        s = spec.settings
+        assert s.endpoint is not None
+        metadata = self.store.load()[0].model_metadata or {}
+        return Lease(
+            worker_id=spec.worker_id,
+            caste=spec.caste,
+            upstream=s.endpoint,
+            token=s.auth_token.get_secret_value() if s.auth_token else None,
+            models=(spec.model, *s.fallback_models) if spec.model else None,
+            prices={name: _prices(meta) for name, meta in metadata.items()},
+            max_tokens=s.max_tokens,
+            max_budget_usd=s.max_budget_usd,
+        )
+
     def _worktree_for(self, spec: WorkerSpec, base: str | None) -> worktree.Worktree:
         """A fresh worktree for the worker; its directory becomes the same place inside that worktree."""
         repo = worktree.repository_root(spec.cwd)  # the repository the worker was to work in
@@ -267,6 +316,8 @@ class Colony:
         preflight: Preflight | None,
         owner: str,
         tree: worktree.Worktree | None,
+        *,
+        lease: Lease | None,
     ) -> Worker:
         assert self._group is not None
         result = WorkerResult(
@@ -285,6 +336,7 @@ class Colony:
         self._warm_counts = _warm_counts(catalog)
         worker = Worker(result, spec, preflight, owner)
         worker.worktree = tree
+        worker.lease = lease
         self._workers[spec.worker_id] = worker
         self._prune()
         if self._limit is None:
@@ -323,6 +375,9 @@ class Colony:
             self._warm.idle_s = catalog.profile.workers.warm_idle_s
             self._warm_counts = _warm_counts(catalog)
             specs = [self._spec(catalog, c, "", cwd=None, model=None, timeout_s=None) for c in self._warm_counts]
+            for spec in specs:
+                if spec.settings.endpoint:
+                    spec.gateway_url = await self._gateway_url()
         except AetherError as exc:  # a spawn will report the same problem when it happens
             log.warning("no warm workers: %s", exc)
             return
@@ -351,12 +406,17 @@ class Colony:
                 worker.notify()
                 warm = self._warm.take(worker.spec)
                 worker.result.warm = warm is not None
+                if warm is not None and warm.gateway_key is not None and worker.lease is not None:
+                    # The warm process holds a key of its own: it now carries this worker's lease.
+                    self._gateway.release(worker.spec.gateway_key or "")
+                    self._gateway.adopt(warm.gateway_key, worker.lease)
+                    worker.spec.gateway_key = warm.gateway_key
                 outcome = await run_worker(
                     worker.spec,
                     self._environ,
                     on_progress=lambda s: self._progress(worker, s),
                     on_started=_pid_setter(worker),
-                    warm_process=warm,
+                    warm_process=warm.process if warm is not None else None,
                 )
                 try:
                     await self._finish(worker, outcome)  # the result is out as soon as the stream gives it
@@ -391,8 +451,10 @@ class Colony:
         result = worker.result
         secrets = worker_secrets(worker.spec.settings, self._environ)
         result.finished_at = _now()
+        if worker.spec.gateway_key is not None:
+            self._gateway.release(worker.spec.gateway_key)  # the key is refused from now on
         if outcome is not None:
-            worker.answer = settle(result, worker.spec, outcome, worker.preflight, secrets)
+            worker.answer = settle(result, worker.spec, outcome, worker.preflight, secrets, lease=worker.lease)
         elif failure is not None:
             result.status, result.error = "failed", redact(failure, secrets)
         else:
@@ -520,6 +582,31 @@ def _warm_counts(catalog: CasteCatalog) -> dict[str, int]:
         except UnknownCasteError:  # a typo there must not stop spawns: the caste just gets no warm workers
             log.warning("workers.warm_workers names no caste: %s", name)
     return counts
+
+
+def _budget(max_budget_usd: float | None, max_tokens: int | None) -> dict[str, Any]:
+    """A spawn's own budget, over the caste's; each bounded before anything starts."""
+    update: dict[str, Any] = {}
+    if max_budget_usd is not None:
+        if not 0 < max_budget_usd <= MAX_BUDGET_USD:  # NaN fails this too
+            raise AetherError(
+                f"max_budget_usd must be more than 0 and at most {MAX_BUDGET_USD:g}, not {max_budget_usd}."
+            )
+        update["max_budget_usd"] = max_budget_usd
+    if max_tokens is not None:
+        if not 0 < max_tokens <= MAX_TOKENS:
+            raise AetherError(f"max_tokens must be more than 0 and at most {MAX_TOKENS:,}, not {max_tokens}.")
+        update["max_tokens"] = max_tokens
+    return update
+
+
+def _prices(meta: ModelMetadata) -> Prices:
+    return Prices(
+        input=meta.input_cost_per_mtok,
+        output=meta.output_cost_per_mtok,
+        cache_read=meta.cache_read_cost_per_mtok,
+        cache_write=meta.cache_write_cost_per_mtok,
+    )
 
 
 def _pid_setter(worker: Worker) -> Callable[[int], None]:

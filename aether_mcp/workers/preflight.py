@@ -107,11 +107,58 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """One of the proxy's deployments, as LiteLLM's `/model/info` lists it."""
+
+    id: str
+    model_name: str  # the public name it serves
+    model: str | None  # what it calls upstream (litellm_params.model), e.g. anthropic/claude-sonnet-4-5
+    api_base: str | None
+    provider: str | None
+
+    def describe(self) -> str:
+        return f"deployment {self.id} ({self.model or '?'} at {self.api_base or 'its provider'})"
+
+
+def fetch_deployments(endpoint: str, token: str | None, timeout_s: float = TIMEOUT_S) -> dict[str, Deployment] | None:
+    """LiteLLM's `GET /model/info`, by deployment id; None when the proxy does not answer it (not LiteLLM)."""
+    url = endpoint.rstrip("/") + "/model/info"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (checked by fetch_models)
+            data = json.loads(response.read(8 * 1024 * 1024))
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError):
+        return None
+    found = {}
+    for item in data.get("data", []) if isinstance(data, dict) else []:
+        if not isinstance(item, dict):
+            continue
+        params = _mapping(item.get("litellm_params"))
+        info = _mapping(item.get("model_info"))
+        ident, name = info.get("id"), item.get("model_name")
+        if isinstance(ident, str) and isinstance(name, str):
+            upstream = params.get("model")
+            model = upstream if isinstance(upstream, str) else None
+            provider = info.get("litellm_provider") or params.get("custom_llm_provider")
+            if not isinstance(provider, str):
+                provider = model.split("/", 1)[0] if model and "/" in model else None
+            base = params.get("api_base")
+            found[ident] = Deployment(ident, name, model, base if isinstance(base, str) else None, provider)
+    return found
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
 class Preflight:
-    """What the proxy said before a spawn: whether it confirmed the route, in words for the evidence."""
+    """What the proxy said before a spawn: whether it confirmed the route, in words for the evidence, and the
+    deployments it lists (None: it did not say)."""
 
     confirmed: bool
     evidence: str
+    deployments: dict[str, Deployment] | None = None
 
 
 class ProxyChecker:
@@ -120,6 +167,7 @@ class ProxyChecker:
     def __init__(self, ttl_s: float = CACHE_S) -> None:
         self._ttl = ttl_s
         self._cache: dict[tuple[str, str | None], tuple[float, ModelList]] = {}  # (endpoint, token): (when, list)
+        self._deployments: dict[tuple[str, str | None], tuple[float, dict[str, Deployment] | None]] = {}
         self._lock = threading.Lock()
 
     def models(self, endpoint: str, token: str | None) -> ModelList:
@@ -133,8 +181,23 @@ class ProxyChecker:
             self._cache[key] = (time.monotonic(), listing)
         return listing
 
+    def deployments(self, endpoint: str, token: str | None) -> dict[str, Deployment] | None:
+        key = (endpoint, token)
+        with self._lock:
+            hit = self._deployments.get(key)
+        if hit and time.monotonic() - hit[0] < self._ttl:
+            return hit[1]
+        found = fetch_deployments(endpoint, token)
+        with self._lock:
+            self._deployments[key] = (time.monotonic(), found)
+        return found
+
     def preflight(self, endpoint: str, token: str | None, model: str | None) -> Preflight:
         """Whether the proxy routes `model` for a spawn; raises ProxyError when the spawn must not go on."""
+        checked = self._route(endpoint, token, model)
+        return Preflight(checked.confirmed, checked.evidence, self.deployments(endpoint, token))
+
+    def _route(self, endpoint: str, token: str | None, model: str | None) -> Preflight:
         listing = self.models(endpoint, token)
         if model is None:
             return Preflight(False, f"preflight: proxy {endpoint} is up and takes the token; no model to check")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AetherError, sentences
-from .preflight import Preflight
+from .gateway import Lease, RequestRecord
+from .preflight import Deployment, Preflight
 from .process import RunOutcome
 from .result import WorkerResult
 from .secrets import redact
@@ -33,6 +35,8 @@ class RoutingVerdict:
     verified: bool
     evidence: list[str]
     problem: str | None
+    served_by: list[str] = field(default_factory=list)
+    fallback_used: list[str] = field(default_factory=list)
 
 
 def same_model(assigned: str, reported: str) -> str | None:
@@ -82,13 +86,95 @@ def judge(assigned: str | None, summary: StreamSummary, preflight: Preflight | N
     return RoutingVerdict(verified, evidence, None if verified else "; ".join(problems))
 
 
+def judge_wire(assigned: str | None, lease: Lease, preflight: Preflight | None, provider: str | None) -> RoutingVerdict:
+    """Weigh what the gateway saw: every request the worker made, what it asked for, and who the proxy says
+    answered it. A proxy that lies about its own deployments is beyond this."""
+    problems: list[str] = []
+    deployments = preflight.deployments if preflight is not None else None
+    served: Counter[tuple[str, str]] = Counter()
+    for record in lease.records:
+        if record.refused is not None:
+            problems.append(f"{record.method} {record.path.split('?')[0]} refused: {record.refused}")
+            continue
+        place = _served(record, deployments, provider, problems)
+        if record.model is not None:
+            served[(record.model, place)] += 1
+    if not lease.records:
+        problems.append("the worker made no request through the gateway, so it was sent somewhere else")
+    elif not any(r.status == 200 and r.refused is None for r in lease.records):
+        statuses = ", ".join(sorted({str(r.status) for r in lease.records}))
+        problems.append(f"no request was answered (HTTP {statuses}), so nothing shows which model served the worker")
+    if assigned is None:
+        problems.append("no model was assigned, so there is nothing to hold the requests to")
+    evidence = [f"NOT verified: {p}" for p in dict.fromkeys(problems)]
+    if preflight is not None:
+        evidence.append(preflight.evidence)
+    if deployments is None:
+        evidence.append("the proxy lists no deployments (no LiteLLM /model/info), so only the models asked are checked")
+    evidence += [f"{n} request(s) for {model}: {place}" for (model, place), n in sorted(served.items())]
+    fallbacks = sorted({m for m, _ in served if assigned is not None and m != assigned})
+    evidence += [
+        f"declared fallback {m} served {sum(n for (x, _), n in served.items() if x == m)} request(s)" for m in fallbacks
+    ]
+    verified = not problems
+    evidence.append("routing verified at the gateway" if verified else "routing NOT verified")
+    places = sorted({place for _, place in served if place.startswith("deployment")})
+    return RoutingVerdict(verified, evidence, "; ".join(dict.fromkeys(problems)) or None, places, fallbacks)
+
+
+def _served(
+    record: RequestRecord, deployments: dict[str, Deployment] | None, provider: str | None, problems: list[str]
+) -> str:
+    """Who answered `record`, in words; a mismatch with what it asked for goes into `problems`."""
+    said = record.answered_model
+    if said is not None and record.model is not None and same_model(record.model, said) is None:
+        problems.append(f"asked for {record.model}, but the answer says {said} served it")
+    if record.model_id is None:
+        return "the endpoint (it names no deployment)"
+    found = deployments.get(record.model_id) if deployments is not None else None
+    place = found.describe() if found is not None else f"deployment {record.model_id} ({record.api_base or '?'})"
+    if deployments is None:
+        return place
+    if found is None:
+        problems.append(f"asked for {record.model}, answered by {place}, which the proxy does not list")
+    elif record.model is not None and found.model_name != record.model:
+        fell = f" after {record.attempted_fallbacks} proxy-side fallback(s)" if record.attempted_fallbacks else ""
+        problems.append(f"asked for {record.model}, answered{fell} by {place}, which serves {found.model_name}")
+    elif provider and found.provider and provider.lower() != found.provider.lower():
+        problems.append(f"{record.model} is {provider}'s in model_metadata, but {place} is a {found.provider} one")
+    return place
+
+
+def wire_facts(result: WorkerResult, lease: Lease) -> None:
+    """What the gateway counted: requests, tokens by kind, cost."""
+    messages = [r for r in lease.records if r.refused is None and r.status is not None]
+    result.requests = len(lease.records)
+    result.tokens = {
+        "input": sum(r.input_tokens for r in messages),
+        "output": sum(r.output_tokens for r in messages),
+        "cache_read": sum(r.cache_read_tokens for r in messages),
+        "cache_write": sum(r.cache_write_tokens for r in messages),
+    }
+    result.cost_usd = lease.cost_usd()
+
+
 def settle(
-    result: WorkerResult, spec: WorkerSpec, outcome: RunOutcome, preflight: Preflight | None, secrets: list[str]
+    result: WorkerResult,
+    spec: WorkerSpec,
+    outcome: RunOutcome,
+    preflight: Preflight | None,
+    secrets: list[str],
+    *,
+    lease: Lease | None = None,
 ) -> str | None:
     """Fill in a finished worker's record: its status, its proof, what went wrong, and the first page of its
     answer. Returns the whole answer (redacted), for reading page by page."""
     summary = outcome.summary
-    verdict = judge(result.model, summary, preflight)
+    if lease is not None:
+        verdict = judge_wire(result.model, lease, preflight, spec.provider)
+    else:
+        verdict = judge(result.model, summary, preflight)
+        verdict.evidence.insert(0, "the worker went to its endpoint directly (no proxy): the evidence is its stream")
     result.models_reported = summary.models_reported()
     result.routing_verified = verdict.verified
     result.routing_evidence = verdict.evidence
@@ -96,6 +182,9 @@ def settle(
     result.num_turns = summary.num_turns if summary.num_turns is not None else summary.turns
     result.usage = summary.usage
     result.cost_usd = summary.cost_usd
+    result.served_by, result.fallback_used = verdict.served_by, verdict.fallback_used
+    if lease is not None:
+        wire_facts(result, lease)
     result.session_id = summary.session_id
     answer = redact(summary.result_text, secrets)
     result.output, result.output_chars = page(answer, 0, OUTPUT_PAGE), len(answer) if answer is not None else None
@@ -105,6 +194,12 @@ def settle(
         result.structured_output = json.loads(redact(json.dumps(summary.structured_output), secrets) or "null")
     if outcome.timed_out:
         result.status = "timed_out"
+    elif lease is not None and lease.budget_exceeded:
+        result.status = "budget_exceeded"
+        failure = sentences(
+            f"The worker reached its budget ({lease.over_budget()}); the gateway refused its next request",
+            f"Give it a larger max_budget_usd or max_tokens, or set them in workers.castes.{spec.caste}",
+        )
     elif failure:
         result.status = "failed"
     else:

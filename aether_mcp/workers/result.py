@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from ..flat_schema import FlatRecord
 from ..profile.resolution import Source
 
-Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled"]
+Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "budget_exceeded"]
 
 
 class WorkerResult(FlatRecord):
@@ -38,7 +38,18 @@ class WorkerResult(FlatRecord):
     duration_s: float | None = None
     num_turns: int | None = None
     usage: dict[str, int] | None = None
-    cost_usd: float | None = None
+    requests: int | None = Field(default=None, description="Requests the worker made through the gateway.")
+    tokens: dict[str, int] | None = Field(
+        default=None, description="Tokens the gateway counted, by kind: input, output, cache_read, cache_write."
+    )
+    cost_usd: float | None = Field(
+        default=None,
+        description="What the worker cost: from the proxy's cost header or model_metadata prices; null: unknown.",
+    )
+    served_by: list[str] = Field(default_factory=list, description="The proxy's deployments that answered it.")
+    fallback_used: list[str] = Field(
+        default_factory=list, description="Declared fallback models that served some of its requests."
+    )
     session_id: str | None = None
     transcript_path: str | None = None
     cli: str | None = Field(

@@ -55,6 +55,9 @@ class WorkerSpec:
     resume: str | None = None  # a follow-up turn: the CLI session to continue
     agent: Agent | None = None  # the Claude Code agent the worker runs as
     context_window: int | None = None  # model_metadata's, for a model the CLI does not know
+    provider: str | None = None  # model_metadata's: a deployment of another provider is flagged
+    gateway_url: str | None = None  # set for a proxied worker: it talks to the gateway, not the proxy
+    gateway_key: str | None = None  # its own key there, in place of the proxy's token
 
 
 def build_spec(
@@ -99,6 +102,7 @@ def build_spec(
         env_passthrough=profile.workers.env_passthrough,
         agent=catalog.agent(entry.caste),
         context_window=metadata.context_window if metadata else None,
+        provider=metadata.provider if metadata else None,
     )
 
 
@@ -162,8 +166,12 @@ def build_command(spec: WorkerSpec) -> list[str]:
         command += ["--append-system-prompt", s.role]
     command += ["--permission-mode", s.permission_mode]
     command += ["--max-turns", str(s.max_turns)]
-    if s.max_budget_usd is not None:
+    if s.max_budget_usd is not None and spec.gateway_url is None:  # through the gateway, it keeps the budget
         command += ["--max-budget-usd", f"{s.max_budget_usd:g}"]
+    if s.fallback_models:
+        # The CLI's own fallback: after its retries on an overloaded model it switches, and tries the main model
+        # again on the next turn.
+        command += ["--fallback-model", ",".join(s.fallback_models)]
     if s.allowed_tools:
         command += ["--allowedTools", ",".join(s.allowed_tools)]
     if s.disallowed_tools:
@@ -186,7 +194,7 @@ def routing_env(spec: WorkerSpec) -> dict[str, str]:
     env = {}
     endpoint = spec.settings.endpoint
     if endpoint:
-        env["ANTHROPIC_BASE_URL"] = endpoint
+        env["ANTHROPIC_BASE_URL"] = spec.gateway_url or endpoint
         env["CLAUDE_CODE_MAX_RETRIES"] = str(spec.max_retries)
         env["API_TIMEOUT_MS"] = str(spec.api_timeout_ms)
     if spec.model:
@@ -218,7 +226,9 @@ def build_env(spec: WorkerSpec, environ: Mapping[str, str]) -> dict[str, str]:
     env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
     if spec.settings.endpoint:
         env.pop("ANTHROPIC_API_KEY", None)
-        if spec.settings.auth_token is not None:
+        if spec.gateway_key is not None:  # the worker's own key: the real token stays in the server
+            env["ANTHROPIC_AUTH_TOKEN"] = spec.gateway_key
+        elif spec.settings.auth_token is not None:
             env["ANTHROPIC_AUTH_TOKEN"] = spec.settings.auth_token.get_secret_value()
     return env | routing_env(spec)
 

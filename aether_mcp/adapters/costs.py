@@ -1,0 +1,77 @@
+"""`aether-mcp costs`: what each caste and model cost, from the spawn log, as the gateway counted it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..errors import AetherError
+
+_AGO = re.compile(r"(\d+)([dhm])")
+
+
+@dataclass
+class CostRow:
+    caste: str
+    model: str | None
+    workers: int = 0
+    requests: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    cost_unknown: int = 0  # workers whose cost no header or price told
+    verified: int = 0
+
+    @property
+    def share_verified(self) -> float:
+        return self.verified / self.workers if self.workers else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "cost_usd": round(self.cost_usd, 6), "share_verified": round(self.share_verified, 3)}
+
+
+def since(text: str | None, now: datetime | None = None) -> datetime | None:
+    """`7d`, `24h`, `30m` ago, or an ISO date or time; None for no limit."""
+    if text is None:
+        return None
+    now = now or datetime.now(UTC)
+    ago = _AGO.fullmatch(text.strip())
+    if ago:
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[ago.group(2)]
+        return now - timedelta(**{unit: int(ago.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise AetherError(f"--since {text!r} is neither a date (2026-11-01) nor an age (7d, 24h, 30m).") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cost_table(entries: Iterable[dict[str, Any]], after: datetime | None = None) -> list[CostRow]:
+    """One row per caste and model, most expensive first."""
+    rows: dict[tuple[str, str | None], CostRow] = {}
+    for entry in entries:
+        if after is not None and not _after(entry.get("finished_at"), after):
+            continue
+        caste, model = str(entry.get("caste")), entry.get("model")
+        row = rows.setdefault((caste, model), CostRow(caste, model))
+        row.workers += 1
+        row.requests += int(entry.get("requests") or 0)
+        tokens = entry.get("tokens")
+        row.tokens += sum(v for v in tokens.values() if isinstance(v, int)) if isinstance(tokens, dict) else 0
+        cost = entry.get("cost_usd")
+        if isinstance(cost, int | float):
+            row.cost_usd += cost
+        else:
+            row.cost_unknown += 1
+        row.verified += bool(entry.get("routing_verified"))
+    return sorted(rows.values(), key=lambda r: (-r.cost_usd, r.caste, r.model or ""))
+
+
+def _after(stamp: Any, after: datetime) -> bool:
+    try:
+        moment = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return False
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) >= after

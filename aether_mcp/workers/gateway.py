@@ -1,0 +1,430 @@
+"""The worker gateway: a loopback endpoint every proxied worker talks to instead of the proxy.
+
+Each worker gets the gateway's address and a key of its own, valid while it
+lives; the gateway forwards its requests to the caste's endpoint with the real
+token, which therefore never enters a worker's environment, transcript or tool
+output. On the way it records what each request asked for and what the proxy
+says about who answered it (LiteLLM's `x-litellm-*` headers, the body's
+`model`, the stream's usage), refuses a model that is neither the caste's nor
+one of its declared fallbacks, and stops a worker that has spent its budget.
+
+Bodies pass byte for byte, and a streamed answer is forwarded event by event
+as it arrives, never buffered whole. The one header changed besides the
+credentials is `accept-encoding`: the gateway asks the upstream for plain
+bytes so that it can read the usage in the stream it forwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+log = logging.getLogger("aether_mcp")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, images
+MAX_JSON_ANSWER = 8 * 1024 * 1024  # a non-streamed answer kept to read its usage
+# Not passed on: the hop's own framing, the credentials (replaced), and compression (so usage can be read).
+DROPPED_REQUEST = frozenset({"host", "authorization", "x-api-key", "content-length", "connection", "accept-encoding"})
+DROPPED_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding"})
+LITELLM = {
+    "x-litellm-model-id": "model_id",
+    "x-litellm-model-api-base": "api_base",
+    "x-litellm-model-group": "model_group",
+}
+
+
+@dataclass
+class Prices:
+    """US dollars per million tokens, from model_metadata."""
+
+    input: float | None = None
+    output: float | None = None
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+    def cost(self, record: RequestRecord) -> float | None:
+        if self.input is None or self.output is None:
+            return None
+        total = record.input_tokens * self.input + record.output_tokens * self.output
+        total += record.cache_read_tokens * (self.cache_read if self.cache_read is not None else self.input)
+        total += record.cache_write_tokens * (self.cache_write if self.cache_write is not None else self.input)
+        return total / 1_000_000
+
+
+@dataclass
+class RequestRecord:
+    """One request a worker made through the gateway."""
+
+    method: str
+    path: str
+    model: str | None  # what the worker asked for
+    status: int | None = None
+    ttfb_s: float | None = None
+    duration_s: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    answered_model: str | None = None  # the body's `model` (LiteLLM writes the name it was called with)
+    model_id: str | None = None  # x-litellm-model-id: the deployment that served it
+    api_base: str | None = None
+    model_group: str | None = None
+    attempted_fallbacks: int = 0
+    cost_usd: float | None = None
+    refused: str | None = None  # why the gateway did not forward it
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+@dataclass
+class Lease:
+    """One worker's key: where its requests go, what they may ask for, what they may spend, what they did."""
+
+    worker_id: str
+    caste: str
+    upstream: str
+    token: str | None
+    models: tuple[str, ...] | None  # the caste's model first, then its declared fallbacks; None: any
+    prices: dict[str, Prices] = field(default_factory=dict)
+    max_tokens: int | None = None
+    max_budget_usd: float | None = None
+    records: list[RequestRecord] = field(default_factory=list)
+    budget_exceeded: bool = False
+    spent_tokens: int = 0
+    spent_usd: float = 0.0
+    cost_unknown: bool = False  # some answered request's cost was told by neither the proxy nor model_metadata
+
+    def count(self, record: RequestRecord) -> None:
+        """Add a finished request to what the worker has spent (kept as totals: checked before every request)."""
+        self.spent_tokens += record.tokens
+        if record.refused is None and record.status == 200 and _is_message(record.path):
+            if record.cost_usd is None:
+                self.cost_unknown = True
+            else:
+                self.spent_usd += record.cost_usd
+
+    def cost_usd(self) -> float | None:
+        """What the worker spent, from the wire; None when a request's cost is unknown."""
+        return None if self.cost_unknown else round(self.spent_usd, 6)
+
+    def over_budget(self) -> str | None:
+        if self.max_tokens is not None and self.spent_tokens >= self.max_tokens:
+            return f"it has used {self.spent_tokens:,} tokens of its max_tokens {self.max_tokens:,}"
+        spent = self.cost_usd()
+        if self.max_budget_usd is not None and spent is not None and spent >= self.max_budget_usd:
+            return f"it has spent ${spent:.4f} of its max_budget_usd ${self.max_budget_usd:g}"
+        return None
+
+
+class Gateway:
+    """The loopback server and its leases. Started on first use, in the colony's task group."""
+
+    def __init__(self) -> None:
+        self._upstream_errors: tuple[type[Exception], ...] = ()
+        self._leases: dict[str, Lease] = {}
+        self._client: Any = None
+        self._server: Any = None
+        self.url: str | None = None
+
+    async def start(self, group: Any) -> str:
+        """Listen on 127.0.0.1 (a free port); returns the URL workers use."""
+        if self.url is not None:
+            return self.url
+        import httpx2
+        import uvicorn
+
+        self._upstream_errors = (httpx2.TransportError,)
+        self._client = httpx2.AsyncClient(timeout=httpx2.Timeout(None, connect=10.0), follow_redirects=False)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
+            interface="asgi3",
+            proxy_headers=False,
+        )
+        self._server = _QuietServer(config)
+        group.start_soon(self._server.serve)
+        while not self._server.started:
+            await anyio.sleep(0.005)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._client is not None:
+            await self._client.aclose()
+
+    def lease(self, lease: Lease) -> str:
+        """A key for `lease`, valid until `release`."""
+        key = "aether-" + secrets.token_urlsafe(24)
+        self._leases[key] = lease
+        return key
+
+    def release(self, key: str) -> Lease | None:
+        return self._leases.pop(key, None)
+
+    def adopt(self, key: str, lease: Lease) -> None:
+        """A warm worker's key now serves the worker that took it, under that worker's lease."""
+        if key in self._leases:
+            self._leases[key] = lease
+
+    # --- the ASGI app ----------------------------------------------------------------------------------------
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+        lease = self._leases.get(key)
+        if lease is None:
+            await _error(send, 401, "authentication_error", "aether-mcp gateway: this key is not (or no longer) valid")
+            return
+        body = await _read_body(receive)
+        if body is None:
+            await _error(send, 413, "request_too_large", f"aether-mcp gateway: a request may be at most {MAX_BODY:,}")
+            return
+        path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
+        record = RequestRecord(scope["method"], path, _asked_model(body, headers))
+        lease.records.append(record)
+        refusal = self._refusal(lease, record)
+        if refusal is not None:
+            record.refused, record.status = refusal[2], refusal[0]
+            await _error(send, *refusal)
+            return
+        began = time.perf_counter()
+        try:
+            async with anyio.create_task_group() as group:
+                # A worker that is killed drops its connection: its upstream request is closed at once.
+                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+                await self._forward(lease, record, headers, body, send)
+                group.cancel_scope.cancel()
+        except _BrokenOff:
+            return  # the response stays unfinished: uvicorn closes the worker's connection, as the upstream did
+        if record.duration_s is None:
+            record.duration_s = time.perf_counter() - began
+            record.refused = "dropped: the worker closed its connection before the answer came"
+
+    def _refusal(self, lease: Lease, record: RequestRecord) -> tuple[int, str, str] | None:
+        if record.model is not None and lease.models is not None and record.model not in lease.models:
+            allowed = ", ".join(lease.models)
+            return (
+                400,
+                "invalid_request_error",
+                f"aether-mcp gateway: model '{record.model}' is not the {lease.caste} caste's model or one of its "
+                f"declared fallbacks ({allowed})",
+            )
+        if _is_message(record.path):
+            spent = lease.over_budget()
+            if spent is not None:
+                lease.budget_exceeded = True
+                return (429, "budget_exceeded", f"aether-mcp gateway: the worker's budget is spent: {spent}")
+        return None
+
+    async def _forward(
+        self, lease: Lease, record: RequestRecord, headers: dict[str, str], body: bytes, send: Send
+    ) -> None:
+        began = time.perf_counter()
+        outgoing = {k: v for k, v in headers.items() if k not in DROPPED_REQUEST}
+        if lease.token:
+            # The same kind of credential the worker used, with the real token in it.
+            if "x-api-key" in headers:
+                outgoing["x-api-key"] = lease.token
+            else:
+                outgoing["authorization"] = f"Bearer {lease.token}"
+        request = self._client.build_request(
+            record.method, lease.upstream.rstrip("/") + record.path, headers=outgoing, content=body
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except Exception as exc:  # noqa: BLE001 (the upstream's failure is the worker's answer, not the server's)
+            record.status, record.refused = 502, f"upstream unreachable: {type(exc).__name__}"
+            await _error(send, 502, "api_error", f"aether-mcp gateway: the upstream {lease.upstream} did not answer")
+            return
+        usage = _UsageReader(response.headers.get("content-type", ""))
+        try:
+            record.status = response.status_code
+            record.ttfb_s = time.perf_counter() - began
+            _read_headers(record, response.headers)
+            passed = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in DROPPED_RESPONSE]
+            await send({"type": "http.response.start", "status": response.status_code, "headers": passed})
+            try:
+                async for chunk in response.aiter_raw():
+                    usage.feed(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except self._upstream_errors as exc:
+                # The upstream broke off mid-answer: so does the gateway, and the worker sees what it would have.
+                record.refused = f"the upstream broke off mid-answer ({type(exc).__name__})"
+                raise _BrokenOff from None
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()  # a worker killed mid-answer closes its upstream request here
+            record.duration_s = time.perf_counter() - began
+            usage.finish(record)
+            if record.cost_usd is None:
+                prices = lease.prices.get(record.model or "")
+                record.cost_usd = prices.cost(record) if prices is not None else None
+            lease.count(record)
+
+
+class _BrokenOff(Exception):
+    """Raised into uvicorn so it drops the worker's connection mid-answer."""
+
+
+class _QuietServer:
+    """uvicorn's server without its signal handlers: the MCP server's own SIGTERM handler must stay in charge."""
+
+    def __new__(cls, config: Any) -> Any:
+        import contextlib
+
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Any:
+                yield
+
+        return Server(config)
+
+
+class _UsageReader:
+    """Reads the model and token counts from an answer as it passes, streamed (SSE) or whole (JSON)."""
+
+    def __init__(self, content_type: str) -> None:
+        self.streamed = "text/event-stream" in content_type
+        self.buffer = bytearray()
+        self.found: dict[str, Any] = {}
+
+    def feed(self, chunk: bytes) -> None:
+        if not self.streamed:
+            if len(self.buffer) < MAX_JSON_ANSWER:
+                self.buffer += chunk
+            return
+        self.buffer += chunk
+        while True:
+            end = self.buffer.find(b"\n\n")
+            if end < 0:
+                break
+            event = bytes(self.buffer[:end])
+            del self.buffer[: end + 2]
+            if b"message_start" in event or b"message_delta" in event:
+                self._event(event)
+
+    def _event(self, event: bytes) -> None:
+        for line in event.splitlines():
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                data = json.loads(line[5:])
+            except ValueError:
+                return
+            if not isinstance(data, dict):
+                return
+            message = data.get("message") if data.get("type") == "message_start" else None
+            if isinstance(message, dict):
+                self.found["model"] = message.get("model")
+                self._usage(message.get("usage"))
+            elif data.get("type") == "message_delta":
+                self._usage(data.get("usage"))
+
+    def _usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.found.update({k: v for k, v in usage.items() if isinstance(v, int)})
+
+    def finish(self, record: RequestRecord) -> None:
+        if not self.streamed and self.buffer:
+            try:
+                data = json.loads(bytes(self.buffer))
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                self.found["model"] = data.get("model")
+                self._usage(data.get("usage"))
+        model = self.found.get("model")
+        record.answered_model = model if isinstance(model, str) else None
+        record.input_tokens = self.found.get("input_tokens", 0)
+        record.output_tokens = self.found.get("output_tokens", 0)
+        record.cache_read_tokens = self.found.get("cache_read_input_tokens", 0)
+        record.cache_write_tokens = self.found.get("cache_creation_input_tokens", 0)
+
+
+def _read_headers(record: RequestRecord, headers: Any) -> None:
+    for header, name in LITELLM.items():
+        value = headers.get(header)
+        if value:
+            setattr(record, name, value)
+    fallbacks = headers.get("x-litellm-attempted-fallbacks")
+    if fallbacks and fallbacks.isdigit():
+        record.attempted_fallbacks = int(fallbacks)
+    cost = headers.get("x-litellm-response-cost")
+    try:
+        record.cost_usd = float(cost) if cost else None
+    except ValueError:
+        record.cost_usd = None
+
+
+# Claude Code writes `model` first: reading it from the start of the body spares parsing 50 KB of JSON.
+_MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([A-Za-z0-9._:/@+-]{1,200})"\s*[,}]')
+
+
+def _asked_model(body: bytes, headers: dict[str, str]) -> str | None:
+    if not body or "json" not in headers.get("content-type", "json"):
+        return None
+    first = _MODEL_FIRST.match(body)
+    if first is not None:
+        return first.group(1).decode()
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _is_message(path: str) -> bool:
+    """A Messages request: the ones that cost tokens (count_tokens and model listings do not)."""
+    return path.split("?", maxsplit=1)[0].rstrip("/").endswith("/v1/messages")
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """uvicorn says `http.disconnect` when the worker's connection is gone (or the answer is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    body = bytearray()
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY:
+            return None
+        if not message.get("more_body"):
+            return bytes(body)
+
+
+async def _error(send: Send, status: int, kind: str, message: str) -> None:
+    data = json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data, "more_body": False})

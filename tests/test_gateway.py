@@ -1,0 +1,162 @@
+"""The worker gateway: workers talk to it with keys of their own, never with the proxy's token."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import TOKEN, structured, write_profile
+from mcp import Client
+from test_spawn import stdio_server
+
+from aether_mcp.testing.backend import LocalBackend, Turn
+
+pytestmark = pytest.mark.anyio
+
+# What the scripted builder runs through Bash: its environment, then a request of its own for another model.
+PROBE = (
+    "env; "
+    + sys.executable
+    + ' -c "import os, urllib.request as u\n'
+    + "r = u.Request(os.environ['ANTHROPIC_BASE_URL'] + '/v1/messages', method='POST', "
+    + 'data=b\'{\\"model\\": \\"glm-5\\", \\"max_tokens\\": 5, \\"messages\\": []}\', '
+    + "headers={'authorization': 'Bearer ' + os.environ['ANTHROPIC_AUTH_TOKEN'], 'content-type': 'application/json'})\n"
+    + "try: u.urlopen(r)\nexcept Exception as e: print('PROBE', e.code, e.read().decode())\""
+)
+
+
+def post(url: str, key: str, model: str) -> tuple[int, str]:
+    body = json.dumps({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}).encode()
+    request = urllib.request.Request(
+        url + "/v1/messages", data=body, headers={"authorization": f"Bearer {key}", "content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_a_worker_sees_its_own_key_and_never_the_token(isolated: Path) -> None:
+    script = {"kimi-k2.5": [Turn(tool="Bash", tool_input={"command": PROBE})]}
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"], scripts=script) as backend:
+        write_profile(isolated / "model-profiles.yaml", backend.url)
+        async with Client(stdio_server(isolated)) as client:
+            result = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "look around"}))
+            said = "\n".join(r.conversation[-1] for r in backend.requests if r.conversation)
+            key = re.search(r"ANTHROPIC_AUTH_TOKEN=(\S+)", said)
+            base = re.search(r"ANTHROPIC_BASE_URL=(\S+)", said)
+            assert key is not None and base is not None
+            # once the worker has ended, its key is refused for everything, while the gateway still serves
+            status, answer = post(base.group(1), key.group(1), "kimi-k2.5")
+        assert key is not None and key.group(1).startswith("aether-")
+        assert base is not None and base.group(1).startswith("http://127.0.0.1:") and backend.url not in said
+        assert TOKEN not in said and TOKEN not in Path(result["transcript_path"]).read_text()
+        # the proxy got the real token on every request it saw, and never a request for the other model
+        assert backend.requests and all(r.authorized for r in backend.requests)
+        assert "glm-5" not in backend.models_asked()
+        # while the worker lived, its key could not ask for another model
+        assert "PROBE 400" in said
+        assert "model 'glm-5' is not the builder caste's model or one of its declared fallbacks (kimi-k2.5)" in said
+    assert status == 401 and "not (or no longer) valid" in answer
+    assert result["routing_verified"] is False  # it asked for a model that is not its own
+    assert any("refused" in line and "glm-5" in line for line in result["routing_evidence"])
+    assert result["requests"] == 3  # the task, the tool result, and the refused probe
+
+
+async def test_a_worker_is_verified_by_what_the_gateway_saw(isolated: Path) -> None:
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
+        write_profile(isolated / "model-profiles.yaml", backend.url)
+        async with Client(stdio_server(isolated)) as client:
+            result = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"}))
+    assert (result["status"], result["routing_verified"]) == ("succeeded", True)
+    assert "1 request(s) for kimi-k2.5: the endpoint (it names no deployment)" in result["routing_evidence"]
+    assert result["requests"] == 1
+    assert result["tokens"]["input"] > 0 and result["tokens"]["output"] == 8
+    assert result["cost_usd"] is None  # no cost header, no prices in model_metadata: unknown, and said so
+    log = json.loads((isolated / ".aether" / "spawn-log.jsonl").read_text().splitlines()[-1])
+    assert (log["requests"], log["tokens"], log["served_by"], log["fallback_used"]) == (1, result["tokens"], [], [])
+
+
+PRICES = "model_metadata:\n  kimi-k2.5: {input_cost_per_mtok: 1.0, output_cost_per_mtok: 5.0}\n"
+
+
+@pytest.mark.parametrize(
+    ("limit", "extra"),
+    [({"max_tokens": 100}, ""), ({"max_budget_usd": 0.001}, PRICES)],
+    ids=["max_tokens", "max_budget_usd"],
+)
+async def test_a_worker_ends_one_request_after_its_budget(isolated: Path, limit: dict[str, float], extra: str) -> None:
+    script = {"kimi-k2.5": [Turn(tool="Bash", tool_input={"command": "true"})]}
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
+        write_profile(isolated / "model-profiles.yaml", backend.url, extra)
+        async with Client(stdio_server(isolated)) as client:
+            arguments = {"caste": "builder", "task": "work", **limit}
+            result = structured(await client.call_tool("spawn_worker", arguments))
+        asked = [r for r in backend.requests if r.method == "POST" and "count_tokens" not in r.path]
+    assert result["status"] == "budget_exceeded", result["error"]
+    assert "reached its budget" in result["error"] and "refused its next request" in result["error"]
+    assert len(asked) == 1  # the request that reached the budget went through; the next one did not
+    assert result["requests"] >= 2
+    if "max_budget_usd" in limit:
+        assert result["cost_usd"] is not None and result["cost_usd"] >= 0.001
+
+
+async def test_a_declared_fallback_serves_an_overloaded_model(isolated: Path) -> None:
+    fallback = "workers:\n  castes:\n    builder: {fallback_models: [glm-5]}\n"
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"]) as backend:
+        backend.overloaded.add("kimi-k2.5")
+        write_profile(isolated / "model-profiles.yaml", backend.url, fallback)
+        async with Client(stdio_server(isolated)) as client:
+            result = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"}))
+    assert result["status"] == "succeeded", result["error"]
+    assert result["fallback_used"] == ["glm-5"]
+    assert result["routing_verified"] is True
+    assert "declared fallback glm-5 served 1 request(s)" in result["routing_evidence"]
+    assert "kimi-k2.5" in backend.models_asked() and backend.models_asked()[-1] == "glm-5"
+
+
+def test_costs_per_caste_and_model(isolated: Path) -> None:
+    log = isolated / ".aether" / "spawn-log.jsonl"
+    log.parent.mkdir()
+    entries = [
+        ("builder", "kimi-k2.5", 3, {"input": 1000, "output": 10}, 0.002, True, "2026-11-20T10:00:00+00:00"),
+        ("builder", "kimi-k2.5", 2, {"input": 500, "output": 5}, None, False, "2026-11-26T10:00:00+00:00"),
+        ("scout", "glm-5", 1, {"input": 100, "output": 1}, 0.01, True, "2026-11-26T11:00:00+00:00"),
+    ]
+    log.write_text(
+        "".join(
+            json.dumps(
+                {"caste": c, "model": m, "requests": r, "tokens": t, "cost_usd": cost, "routing_verified": v}
+                | {"finished_at": at}
+            )
+            + "\n"
+            for c, m, r, t, cost, v, at in entries
+        )
+        + "not json\n"
+    )
+    table = run_cli("costs", cwd=isolated)
+    assert table.splitlines() == [
+        "CASTE    MODEL      WORKERS  REQUESTS  TOKENS  COST                  VERIFIED",
+        "scout    glm-5      1        1         101     $0.0100               100%",
+        "builder  kimi-k2.5  2        5         1,515   $0.0020 (+1 unknown)  50%",
+    ]
+    rows = json.loads(run_cli("costs", "--json", "--since", "2026-11-25", cwd=isolated))["rows"]
+    assert [(r["caste"], r["workers"], r["cost_unknown"], r["share_verified"]) for r in rows] == [
+        ("scout", 1, 0, 1.0),
+        ("builder", 1, 1, 0.0),
+    ]
+
+
+def run_cli(*args: str, cwd: Path) -> str:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "aether_mcp", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
