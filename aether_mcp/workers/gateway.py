@@ -155,6 +155,7 @@ class Gateway:
             host="127.0.0.1",
             port=0,
             log_level="warning",
+            log_config=None,  # the server's own logging (stderr) stays as it is
             lifespan="off",
             interface="asgi3",
             proxy_headers=False,
