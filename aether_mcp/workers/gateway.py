@@ -27,6 +27,8 @@ from typing import Any
 
 import anyio
 
+from .upstream import Upstream, UpstreamError
+
 log = logging.getLogger("aether_mcp")
 
 Scope = MutableMapping[str, Any]
@@ -135,9 +137,8 @@ class Gateway:
     """The loopback server and its leases. Started on first use, in the colony's task group."""
 
     def __init__(self) -> None:
-        self._upstream_errors: tuple[type[Exception], ...] = ()
         self._leases: dict[str, Lease] = {}
-        self._client: Any = None
+        self._upstreams: dict[str, Upstream] = {}
         self._server: Any = None
         self.url: str | None = None
 
@@ -145,11 +146,8 @@ class Gateway:
         """Listen on 127.0.0.1 (a free port); returns the URL workers use."""
         if self.url is not None:
             return self.url
-        import httpx2
         import uvicorn
 
-        self._upstream_errors = (httpx2.TransportError,)
-        self._client = httpx2.AsyncClient(timeout=httpx2.Timeout(None, connect=10.0), follow_redirects=False)
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
@@ -171,8 +169,8 @@ class Gateway:
     async def close(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
-        if self._client is not None:
-            await self._client.aclose()
+        for upstream in self._upstreams.values():
+            await upstream.aclose()
 
     def lease(self, lease: Lease) -> str:
         """A key for `lease`, valid until `release`."""
@@ -244,41 +242,41 @@ class Gateway:
         self, lease: Lease, record: RequestRecord, headers: dict[str, str], body: bytes, send: Send
     ) -> None:
         began = time.perf_counter()
-        outgoing = {k: v for k, v in headers.items() if k not in DROPPED_REQUEST}
+        outgoing = [(k, v) for k, v in headers.items() if k not in DROPPED_REQUEST]
         if lease.token:
             # The same kind of credential the worker used, with the real token in it.
-            if "x-api-key" in headers:
-                outgoing["x-api-key"] = lease.token
-            else:
-                outgoing["authorization"] = f"Bearer {lease.token}"
-        request = self._client.build_request(
-            record.method, lease.upstream.rstrip("/") + record.path, headers=outgoing, content=body
-        )
+            outgoing.append(
+                ("x-api-key", lease.token) if "x-api-key" in headers else ("authorization", f"Bearer {lease.token}")
+            )
+        upstream = self._upstreams.get(lease.upstream)
+        if upstream is None:
+            upstream = self._upstreams[lease.upstream] = Upstream(lease.upstream)
         try:
-            response = await self._client.send(request, stream=True)
-        except Exception as exc:  # noqa: BLE001 (the upstream's failure is the worker's answer, not the server's)
-            record.status, record.refused = 502, f"upstream unreachable: {type(exc).__name__}"
+            answer = await upstream.send(record.method, record.path, outgoing, body)
+        except UpstreamError as exc:  # the upstream's failure is the worker's answer, not the server's
+            record.status, record.refused = 502, f"upstream unreachable: {exc}"
             await _error(send, 502, "api_error", f"aether-mcp gateway: the upstream {lease.upstream} did not answer")
             return
-        usage = _UsageReader(response.headers.get("content-type", ""))
+        told = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers}
+        usage = _UsageReader(told.get("content-type", ""))
         try:
-            record.status = response.status_code
+            record.status = answer.status
             record.ttfb_s = time.perf_counter() - began
-            _read_headers(record, response.headers)
-            passed = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in DROPPED_RESPONSE]
-            await send({"type": "http.response.start", "status": response.status_code, "headers": passed})
+            _read_headers(record, told)
+            passed = [(k, v) for k, v in answer.headers if k.decode("latin-1") not in DROPPED_RESPONSE]
+            await send({"type": "http.response.start", "status": answer.status, "headers": passed})
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in answer.body:
                     usage.feed(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except self._upstream_errors as exc:
+            except UpstreamError as exc:
                 # The upstream broke off mid-answer: so does the gateway, and the worker sees what it would have.
-                record.refused = f"the upstream broke off mid-answer ({type(exc).__name__})"
+                record.refused = f"the upstream broke off mid-answer ({exc})"
                 raise _BrokenOff from None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             with anyio.CancelScope(shield=True):
-                await response.aclose()  # a worker killed mid-answer closes its upstream request here
+                await answer.body.aclose()  # a worker killed mid-answer closes its upstream request here
             record.duration_s = time.perf_counter() - began
             usage.finish(record)
             if record.cost_usd is None:
