@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -25,7 +25,6 @@ from ..profile.catalog import CasteCatalog
 from ..profile.schema import ModelMetadata
 from ..profile.store import ProfileStore
 from . import worktree
-from .gateway import Gateway, Lease, Prices
 from .preflight import Preflight, ProxyChecker
 from .process import RunOutcome, finish_process, kill_group_now, run_worker
 from .proof import check_output_schema, page, settle
@@ -35,6 +34,9 @@ from .spawn_log import append_entry, log_path
 from .spec import WorkerSpec, build_spec, check_timeout, new_worker_id, transcript_path
 from .stream import StreamSummary
 from .warm import WarmPool
+
+if TYPE_CHECKING:
+    from .gateway import Gateway, Lease, Prices
 
 log = logging.getLogger("aether_mcp")
 
@@ -121,8 +123,8 @@ class Colony:
         self._workers: dict[str, Worker] = {}
         self._limit: anyio.Semaphore | None = None
         self._previous_sigterm: SignalHandler = None
-        self._gateway = Gateway()
-        self._warm = WarmPool(self._environ, self._warm_key_for, self._gateway.release)
+        self._gateway: Gateway | None = None  # made with the first proxied worker
+        self._warm = WarmPool(self._environ, self._warm_key_for, self._release_key)
         self._warm_counts: dict[str, int] = {}
         self.state_dir = store.state_dir
 
@@ -136,7 +138,8 @@ class Colony:
         _restore_sigterm(self._previous_sigterm)
         await self.close()
         await self._warm.close()
-        await self._gateway.close()
+        if self._gateway is not None:
+            await self._gateway.close()
         assert self._group is not None
         self._group.cancel_scope.cancel()  # idle reapers and refills; workers are already done
         await self._group.__aexit__(None, None, None)
@@ -275,19 +278,32 @@ class Colony:
             return None
         lease = self._lease_for(spec)
         spec.gateway_url = await self._gateway_url()
-        spec.gateway_key = self._gateway.lease(lease)
+        spec.gateway_key = self._the_gateway().lease(lease)
         return lease
+
+    def _the_gateway(self) -> Gateway:
+        if self._gateway is None:
+            from .gateway import Gateway  # a server with no proxied worker never loads it
+
+            self._gateway = Gateway()
+        return self._gateway
 
     async def _gateway_url(self) -> str:
         assert self._group is not None
-        return await self._gateway.start(self._group)
+        return await self._the_gateway().start(self._group)
+
+    def _release_key(self, key: str) -> None:
+        if self._gateway is not None:
+            self._gateway.release(key)
 
     def _warm_key_for(self, spec: WorkerSpec) -> str:
         """A warm worker's own gateway key; the worker that takes it brings its lease along."""
-        return self._gateway.lease(self._lease_for(spec))
+        return self._the_gateway().lease(self._lease_for(spec))
 
     def _lease_for(self, spec: WorkerSpec) -> Lease:
         """What the gateway holds a worker's requests to: its endpoint and token, its models, its budget."""
+        from .gateway import Lease
+
         s = spec.settings
         assert s.endpoint is not None
         metadata = self.store.load()[0].model_metadata or {}
@@ -408,8 +424,8 @@ class Colony:
                 worker.result.warm = warm is not None
                 if warm is not None and warm.gateway_key is not None and worker.lease is not None:
                     # The warm process holds a key of its own: it now carries this worker's lease.
-                    self._gateway.release(worker.spec.gateway_key or "")
-                    self._gateway.adopt(warm.gateway_key, worker.lease)
+                    self._release_key(worker.spec.gateway_key or "")
+                    self._the_gateway().adopt(warm.gateway_key, worker.lease)
                     worker.spec.gateway_key = warm.gateway_key
                 outcome = await run_worker(
                     worker.spec,
@@ -452,7 +468,7 @@ class Colony:
         secrets = worker_secrets(worker.spec.settings, self._environ)
         result.finished_at = _now()
         if worker.spec.gateway_key is not None:
-            self._gateway.release(worker.spec.gateway_key)  # the key is refused from now on
+            self._release_key(worker.spec.gateway_key)  # the key is refused from now on
         if outcome is not None:
             worker.answer = settle(result, worker.spec, outcome, worker.preflight, secrets, lease=worker.lease)
         elif failure is not None:
@@ -601,6 +617,8 @@ def _budget(max_budget_usd: float | None, max_tokens: int | None) -> dict[str, A
 
 
 def _prices(meta: ModelMetadata) -> Prices:
+    from .gateway import Prices
+
     return Prices(
         input=meta.input_cost_per_mtok,
         output=meta.output_cost_per_mtok,

@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .upstream import Upstream, UpstreamError
+if TYPE_CHECKING:
+    from .upstream import Upstream
 
 log = logging.getLogger("aether_mcp")
 
@@ -174,6 +174,8 @@ class Gateway:
 
     def lease(self, lease: Lease) -> str:
         """A key for `lease`, valid until `release`."""
+        import secrets  # the gateway starts with the first proxied worker, not with the server
+
         key = "aether-" + secrets.token_urlsafe(24)
         self._leases[key] = lease
         return key
@@ -241,6 +243,8 @@ class Gateway:
     async def _forward(
         self, lease: Lease, record: RequestRecord, headers: dict[str, str], body: bytes, send: Send
     ) -> None:
+        from .upstream import Upstream, UpstreamError  # loaded with the first proxied worker
+
         began = time.perf_counter()
         outgoing = [(k, v) for k, v in headers.items() if k not in DROPPED_REQUEST]
         if lease.token:

@@ -13,16 +13,18 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AetherError, sentences
-from .gateway import Lease, RequestRecord
 from .preflight import Deployment, Preflight
 from .process import RunOutcome
 from .result import WorkerResult
 from .secrets import redact
 from .spec import WorkerSpec
 from .stream import StreamSummary
+
+if TYPE_CHECKING:
+    from .gateway import Lease, RequestRecord
 
 # Claude Code's aliases and the dated IDs a first-party backend answers with,
 # e.g. `sonnet` -> `claude-sonnet-4-5-20250929`.
