@@ -160,3 +160,88 @@ def run_cli(*args: str, cwd: Path) -> str:
         [sys.executable, "-m", "aether_mcp", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=True
     )
     return done.stdout
+
+
+class _Echo:
+    """An upstream that keeps the bytes it got and answers in two SSE events, the second only once the client
+    has the first: a gateway that buffered the answer whole would never deliver it."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[tuple[str, str, bytes]] = []
+        self.credentials: list[tuple[str | None, str | None]] = []
+        self.first_seen = threading.Event()
+        echo = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                echo.received.append(("HEAD", self.path, b""))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                echo.received.append(("POST", self.path, body))
+                echo.credentials.append((self.headers.get("x-api-key"), self.headers.get("authorization")))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(FIRST)
+                self.wfile.flush()
+                echo.first_seen.wait(10)
+                self.wfile.write(SECOND)
+                self.wfile.flush()
+                self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+FIRST = b'event: message_start\ndata: {"type": "message_start", "message": {"model": "kimi-k2.5", "usage": {"input_tokens": 7}}}\n\n'
+SECOND = b'event: message_delta\ndata: {"type": "message_delta", "usage": {"output_tokens": 3}}\n\n\xf0\x9f\x90\x9c bytes as they are\n'
+
+
+async def test_bodies_pass_byte_for_byte_and_events_as_they_arrive() -> None:
+    import anyio
+    import httpx2
+
+    from aether_mcp.workers.gateway import Gateway, Lease
+
+    echo = _Echo()
+    gateway = Gateway()
+    lease = Lease("w", "builder", echo.url, "sk-real", ("kimi-k2.5",))
+    sent = (
+        b'{"model": "kimi-k2.5", "stream": true, "messages": [{"role": "user", "content": "caf\\u00e9 \xe2\x98\x95"}]}'
+    )
+    async with anyio.create_task_group() as group:
+        url = await gateway.start(group)
+        key = gateway.lease(lease)
+        headers = {"x-api-key": key, "content-type": "application/json"}
+        async with httpx2.AsyncClient(timeout=20) as client:
+            got = b""
+            async with client.stream("POST", url + "/v1/messages?beta=true", content=sent, headers=headers) as answer:
+                async for chunk in answer.aiter_raw():
+                    got += chunk
+                    if FIRST in got:
+                        echo.first_seen.set()  # only now does the upstream send the second event
+            head = await client.head(url + "/v1/models", headers=headers)
+        await gateway.close()
+        group.cancel_scope.cancel()
+    echo.server.shutdown()
+    assert got == FIRST + SECOND
+    assert echo.received[0] == ("POST", "/v1/messages?beta=true", sent)
+    assert echo.credentials == [("sk-real", None)]  # the kind of header the worker used, with the real token
+    assert echo.received[1][:2] == ("HEAD", "/v1/models") and head.status_code == 200
+    record = lease.records[0]
+    assert (record.model, record.status, record.answered_model) == ("kimi-k2.5", 200, "kimi-k2.5")
+    assert (record.input_tokens, record.output_tokens) == (7, 3)
