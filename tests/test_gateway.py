@@ -245,3 +245,28 @@ async def test_bodies_pass_byte_for_byte_and_events_as_they_arrive() -> None:
     record = lease.records[0]
     assert (record.model, record.status, record.answered_model) == ("kimi-k2.5", 200, "kimi-k2.5")
     assert (record.input_tokens, record.output_tokens) == (7, 3)
+
+
+async def test_a_worker_that_goes_away_closes_its_upstream_request() -> None:
+    """The upstream takes 5 s to answer; the client leaves after 0.3 s, and so does the gateway's request."""
+    import anyio
+    import httpx2
+
+    from aether_mcp.workers.gateway import Gateway, Lease
+
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"], delay_s=5) as backend:
+        gateway = Gateway()
+        lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",))
+        body = b'{"model": "kimi-k2.5", "max_tokens": 5, "stream": true, "messages": []}'
+        async with anyio.create_task_group() as group:
+            url = await gateway.start(group)
+            key = gateway.lease(lease)
+            async with httpx2.AsyncClient() as client:
+                with anyio.move_on_after(0.3):
+                    await client.post(url + "/v1/messages", content=body, headers={"authorization": f"Bearer {key}"})
+            await anyio.sleep(0.3)
+            record = lease.records[0]
+            await gateway.close()
+            group.cancel_scope.cancel()
+    assert record.refused == "dropped: the worker closed its connection before the answer came"
+    assert record.duration_s is not None and record.duration_s < 2
