@@ -39,7 +39,9 @@ Send = Callable[[Message], Awaitable[None]]
 MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, images
 MAX_JSON_ANSWER = 8 * 1024 * 1024  # a non-streamed answer kept to read its usage
 # Not passed on: the hop's own framing, the credentials (replaced), and compression (so usage can be read).
-DROPPED_REQUEST = frozenset({"host", "authorization", "x-api-key", "content-length", "connection", "accept-encoding"})
+DROPPED_REQUEST = frozenset(
+    {"host", "authorization", "x-api-key", "content-length", "transfer-encoding", "connection", "accept-encoding"}
+)
 DROPPED_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding"})
 LITELLM = {
     "x-litellm-model-id": "model_id",
@@ -158,7 +160,7 @@ class Gateway:
             interface="asgi3",
             proxy_headers=False,
         )
-        self._server = _QuietServer(config)
+        self._server = _quiet_server(config)
         group.start_soon(self._server.serve)
         while not self._server.started:
             await anyio.sleep(0.005)
@@ -293,20 +295,18 @@ class _BrokenOff(Exception):
     """Raised into uvicorn so it drops the worker's connection mid-answer."""
 
 
-class _QuietServer:
+def _quiet_server(config: Any) -> Any:
     """uvicorn's server without its signal handlers: the MCP server's own SIGTERM handler must stay in charge."""
+    import contextlib
 
-    def __new__(cls, config: Any) -> Any:
-        import contextlib
+    import uvicorn
 
-        import uvicorn
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
 
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Any:
-                yield
-
-        return Server(config)
+    return QuietServer(config)
 
 
 class _UsageReader:
