@@ -270,3 +270,28 @@ async def test_a_worker_that_goes_away_closes_its_upstream_request() -> None:
             group.cancel_scope.cancel()
     assert record.refused == "dropped: the worker closed its connection before the answer came"
     assert record.duration_s is not None and record.duration_s < 2
+
+
+async def test_a_gateway_that_cannot_start_fails_the_spawn_not_the_server(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aether_mcp.adapters.server import build_server
+    from aether_mcp.profile.store import ProfileStore
+    from aether_mcp.workers import gateway
+
+    class CannotBind:
+        started = False
+        should_exit = False
+
+        async def serve(self) -> None:
+            raise SystemExit(1)  # what uvicorn does when it cannot bind its port
+
+    monkeypatch.setattr(gateway, "_quiet_server", lambda config: CannotBind())
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
+        write_profile(isolated / "model-profiles.yaml", backend.url)
+        async with Client(build_server(ProfileStore())) as client:
+            refused = await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"})
+            assert refused.is_error
+            assert "The worker gateway could not start on 127.0.0.1 (SystemExit: 1)" in refused.content[0].text
+            assert not (await client.call_tool("get_caste_model", {})).is_error  # the server goes on
+        assert not [r for r in backend.requests if r.method == "POST"]

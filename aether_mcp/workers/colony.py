@@ -173,10 +173,14 @@ class Colony:
         if worktree.check_base(base) is not None and isolation != "worktree":
             raise AetherError("base applies only with isolation 'worktree'.")
         preflight = await self._preflight(spec)
+        lease = await self._through_gateway(spec)  # before the worktree: a gateway that cannot start leaves nothing
         tree = None
         if isolation == "worktree":
-            tree = await anyio.to_thread.run_sync(self._worktree_for, spec, base)
-        lease = await self._through_gateway(spec)
+            try:
+                tree = await anyio.to_thread.run_sync(self._worktree_for, spec, base)
+            except BaseException:
+                self._release_key(spec.gateway_key or "")
+                raise
         return self._start(spec, catalog, preflight, owner, tree, lease=lease)
 
     async def continue_worker(
@@ -214,9 +218,9 @@ class Colony:
             settings=settings,
         )
         preflight = await self._preflight(spec)
-        lease = await self._through_gateway(spec)
         if previous.worktree is not None:
             await anyio.to_thread.run_sync(worktree.restore, previous.worktree)
+        lease = await self._through_gateway(spec)
         worker = self._start(spec, catalog, preflight, owner, previous.worktree, lease=lease)
         worker.result.continues, worker.result.turn = worker_id, previous.result.turn + 1
         return worker

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ..errors import AetherError
+
 if TYPE_CHECKING:
     from .upstream import Upstream
 
@@ -36,6 +38,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+START_TIMEOUT_S = 10.0
 MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, images
 MAX_JSON_ANSWER = 8 * 1024 * 1024  # a non-streamed answer kept to read its usage
 # Not passed on: the hop's own framing, the credentials (replaced), and compression (so usage can be read).
@@ -142,12 +145,15 @@ class Gateway:
         self._leases: dict[str, Lease] = {}
         self._upstreams: dict[str, Upstream] = {}
         self._server: Any = None
+        self._starting = anyio.Lock()
         self.url: str | None = None
 
     async def start(self, group: Any) -> str:
-        """Listen on 127.0.0.1 (a free port); returns the URL workers use."""
-        if self.url is not None:
-            return self.url
+        """Listen on 127.0.0.1 (a free port); returns the URL workers use. Spawns at once start it once."""
+        async with self._starting:
+            return self.url or await self._start(group)
+
+    async def _start(self, group: Any) -> str:
         import uvicorn
 
         config = uvicorn.Config(
@@ -160,12 +166,27 @@ class Gateway:
             interface="asgi3",
             proxy_headers=False,
         )
-        self._server = _quiet_server(config)
-        group.start_soon(self._server.serve)
-        while not self._server.started:
-            await anyio.sleep(0.005)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        server = _quiet_server(config)
+        failed: list[str] = []
+
+        async def serve() -> None:
+            try:
+                await server.serve()
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 (uvicorn exits on a bind error; the server goes on)
+                failed.append(f"{type(exc).__name__}: {exc}")
+
+        group.start_soon(serve)
+        with anyio.move_on_after(START_TIMEOUT_S):
+            while not server.started and not failed:
+                await anyio.sleep(0.005)
+        if not server.started:
+            server.should_exit = True
+            raise AetherError(
+                f"The worker gateway could not start on 127.0.0.1 ({failed[0] if failed else 'no answer'})",
+                "See the server's log; the spawn can be tried again",
+            )
+        self._server = server
+        self.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         return self.url
 
     async def close(self) -> None:
