@@ -295,3 +295,42 @@ async def test_a_gateway_that_cannot_start_fails_the_spawn_not_the_server(
             assert "The worker gateway could not start on 127.0.0.1 (SystemExit: 1)" in refused.content[0].text
             assert not (await client.call_tool("get_caste_model", {})).is_error  # the server goes on
         assert not [r for r in backend.requests if r.method == "POST"]
+
+
+def test_the_model_is_read_as_the_proxy_reads_it() -> None:
+    from aether_mcp.workers.gateway import _asked_model
+
+    assert _asked_model(b'{"model": "kimi-k2.5", "max_tokens": 5, "model": "glm-5"}') == "glm-5"  # the last wins
+    assert _asked_model(b'{"messages": [], "model": "glm-5"}') == "glm-5"
+    assert _asked_model(b"not json") is None
+
+
+async def test_only_the_routes_workers_use_reach_the_proxy() -> None:
+    """A worker's key cannot reach the proxy's other routes (LiteLLM's key and admin API) with the real token."""
+    import anyio
+    import httpx2
+
+    from aether_mcp.workers.gateway import Gateway, Lease
+
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
+        gateway = Gateway()
+        lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",))
+        async with anyio.create_task_group() as group:
+            url = await gateway.start(group)
+            key = gateway.lease(lease)
+            headers = {"authorization": f"Bearer {key}", "content-type": "text/plain"}
+            async with httpx2.AsyncClient(timeout=20) as client:
+                admin = await client.post(url + "/key/generate", content=b"{}", headers=headers)
+                other = await client.post(
+                    url + "/v1/chat/completions", content=b'{"model": "kimi-k2.5"}', headers=headers
+                )
+                hidden = await client.post(
+                    url + "/v1/messages", content=b'{"model": "kimi-k2.5", "model": "glm-5"}', headers=headers
+                )
+                listed = await client.get(url + "/v1/models", headers=headers)
+            await gateway.close()
+            group.cancel_scope.cancel()
+    assert (admin.status_code, other.status_code, hidden.status_code, listed.status_code) == (403, 403, 400, 200)
+    assert "POST /key/generate is not a route workers use" in admin.text
+    assert "model 'glm-5' is not the builder caste's model" in hidden.text
+    assert [r.path for r in backend.requests] == ["/v1/models"]

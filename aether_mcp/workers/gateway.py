@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -39,6 +38,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 START_TIMEOUT_S = 10.0
+# The routes Claude Code uses (HEAD, on any path, to check the endpoint is up, is let through besides).
+ROUTES = frozenset({("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"), ("GET", "/v1/models")})
 MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, images
 MAX_JSON_ANSWER = 8 * 1024 * 1024  # a non-streamed answer kept to read its usage
 # Not passed on: the hop's own framing, the credentials (replaced), and compression (so usage can be read).
@@ -227,7 +228,7 @@ class Gateway:
             await _error(send, 413, "request_too_large", f"aether-mcp gateway: a request may be at most {MAX_BODY:,}")
             return
         path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
-        record = RequestRecord(scope["method"], path, _asked_model(body, headers))
+        record = RequestRecord(scope["method"], path, _asked_model(body))
         lease.records.append(record)
         refusal = self._refusal(lease, record)
         if refusal is not None:
@@ -235,19 +236,23 @@ class Gateway:
             await _error(send, *refusal)
             return
         began = time.perf_counter()
-        try:
-            async with anyio.create_task_group() as group:
-                # A worker that is killed drops its connection: its upstream request is closed at once.
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-                await self._forward(lease, record, headers, body, send)
-                group.cancel_scope.cancel()
-        except _BrokenOff:
-            return  # the response stays unfinished: uvicorn closes the worker's connection, as the upstream did
-        if record.duration_s is None:
+        async with anyio.create_task_group() as group:
+            # A worker that is killed drops its connection: its upstream request is closed at once.
+            group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+            await self._forward(lease, record, headers, body, send)
+            group.cancel_scope.cancel()
+        if record.duration_s is None:  # cancelled before the upstream answered
             record.duration_s = time.perf_counter() - began
             record.refused = "dropped: the worker closed its connection before the answer came"
 
     def _refusal(self, lease: Lease, record: RequestRecord) -> tuple[int, str, str] | None:
+        route = (record.method, record.path.split("?", maxsplit=1)[0].rstrip("/"))
+        if route not in ROUTES and record.method != "HEAD":
+            # Only what the CLI asks for: a proxy's other routes (LiteLLM's /key/generate, /chat/completions)
+            # would let a worker act with the real token, or spend past its budget unseen.
+            return (403, "permission_error", f"aether-mcp gateway: {route[0]} {route[1]} is not a route workers use")
+        if _is_message(record.path) and lease.models is not None and record.model is None:
+            return (400, "invalid_request_error", "aether-mcp gateway: the request's model cannot be read")
         if record.model is not None and lease.models is not None and record.model not in lease.models:
             allowed = ", ".join(lease.models)
             return (
@@ -282,6 +287,7 @@ class Gateway:
             answer = await upstream.send(record.method, record.path, outgoing, body)
         except UpstreamError as exc:  # the upstream's failure is the worker's answer, not the server's
             record.status, record.refused = 502, f"upstream unreachable: {exc}"
+            record.duration_s = time.perf_counter() - began
             await _error(send, 502, "api_error", f"aether-mcp gateway: the upstream {lease.upstream} did not answer")
             return
         told = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers}
@@ -297,9 +303,10 @@ class Gateway:
                     usage.feed(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except UpstreamError as exc:
-                # The upstream broke off mid-answer: so does the gateway, and the worker sees what it would have.
+                # The upstream broke off mid-answer. The answer stays unfinished, so uvicorn drops the worker's
+                # connection too, and the worker sees what it would have seen.
                 record.refused = f"the upstream broke off mid-answer ({exc})"
-                raise _BrokenOff from None
+                return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             with anyio.CancelScope(shield=True):
@@ -310,10 +317,6 @@ class Gateway:
                 prices = lease.prices.get(record.model or "")
                 record.cost_usd = prices.cost(record) if prices is not None else None
             lease.count(record)
-
-
-class _BrokenOff(Exception):
-    """Raised into uvicorn so it drops the worker's connection mid-answer."""
 
 
 def _quiet_server(config: Any) -> Any:
@@ -406,18 +409,10 @@ def _read_headers(record: RequestRecord, headers: Any) -> None:
         record.cost_usd = None
 
 
-# Claude Code writes `model` first: reading it from the start of the body spares parsing 50 KB of JSON.
-_MODEL_FIRST = re.compile(rb'\A\s*\{\s*"model"\s*:\s*"([A-Za-z0-9._:/@+-]{1,200})"\s*[,}]')
-
-
-def _asked_model(body: bytes, headers: dict[str, str]) -> str | None:
-    if not body or "json" not in headers.get("content-type", "json"):
-        return None
-    first = _MODEL_FIRST.match(body)
-    if first is not None:
-        return first.group(1).decode()
+def _asked_model(body: bytes) -> str | None:
+    """The body's `model`, read as the proxy reads it (JSON, whatever the content type; the last key wins)."""
     try:
-        data = json.loads(body)
+        data = json.loads(body) if body else None
     except ValueError:
         return None
     model = data.get("model") if isinstance(data, dict) else None

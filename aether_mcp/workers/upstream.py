@@ -46,11 +46,12 @@ class Upstream:
         self.prefix = parts.path.rstrip("/")
         self._idle: list[tuple[ByteStream, h11.Connection]] = []
 
-    async def _connect(self) -> tuple[ByteStream, h11.Connection]:
-        while self._idle:
+    async def _connect(self, fresh: bool = False) -> tuple[ByteStream, h11.Connection, bool]:
+        """A connection, kept from an earlier request unless `fresh`; and whether it was kept."""
+        while self._idle and not fresh:
             kept, connection = self._idle.pop()
             if connection.our_state is h11.IDLE and connection.their_state is h11.IDLE:
-                return kept, connection
+                return kept, connection, True
             await kept.aclose()
         try:
             with anyio.fail_after(CONNECT_TIMEOUT_S):
@@ -62,29 +63,37 @@ class Upstream:
                     stream = await anyio.connect_tcp(self.host, self.port)
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"cannot connect to {self.authority}: {exc}") from None
-        return stream, h11.Connection(h11.CLIENT)
+        return stream, h11.Connection(h11.CLIENT), False
 
     async def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> Answer:
         """Send one request; the answer's body is read as the caller iterates it (and must be iterated or
-        closed)."""
-        stream, connection = await self._connect()
+        closed). A kept connection the upstream has closed meanwhile is replaced, once, by a fresh one."""
+        stream, connection, kept = await self._connect()
         request = h11.Request(
             method=method,
             target=self.prefix + target,
             headers=[("host", self.authority), *headers, ("content-length", str(len(body)))],
         )
-        try:
-            await stream.send(
-                connection.send(request) + connection.send(h11.Data(data=body)) + connection.send(h11.EndOfMessage())
-            )
-            while True:
-                event = await _next(stream, connection)
-                if isinstance(event, h11.Response):
-                    break
-        except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, h11.ProtocolError) as exc:
-            await stream.aclose()
-            raise UpstreamError(f"{self.authority} did not answer: {type(exc).__name__}") from None
-        return Answer(event.status_code, list(event.headers), self._body(stream, connection))
+        while True:
+            try:
+                data = (
+                    connection.send(request)
+                    + connection.send(h11.Data(data=body))
+                    + connection.send(h11.EndOfMessage())
+                )
+                await stream.send(data)
+                while True:
+                    event = await _next(stream, connection)
+                    if isinstance(event, h11.Response):
+                        return Answer(event.status_code, list(event.headers), self._body(stream, connection))
+            except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, h11.ProtocolError) as exc:
+                await _close(stream)
+                if not kept:
+                    raise UpstreamError(f"{self.authority} did not answer: {type(exc).__name__}") from None
+                stream, connection, kept = await self._connect(fresh=True)
+            except BaseException:
+                await _close(stream)  # cancelled (the worker went away): the upstream request ends here
+                raise
 
     async def _body(self, stream: ByteStream, connection: h11.Connection) -> AsyncGenerator[bytes, None]:
         finished = False
@@ -107,13 +116,17 @@ class Upstream:
                 else:
                     await stream.aclose()
             else:
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()  # unfinished: the connection cannot carry another request
+                await _close(stream)  # unfinished: the connection cannot carry another request
 
     async def aclose(self) -> None:
         while self._idle:
             stream, _ = self._idle.pop()
             await stream.aclose()
+
+
+async def _close(stream: ByteStream) -> None:
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
 
 
 async def _next(stream: ByteStream, connection: h11.Connection) -> object:
