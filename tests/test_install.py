@@ -92,22 +92,22 @@ def test_files_install_created_are_deleted_by_uninstall(isolated: Path) -> None:
 def test_a_malformed_file_is_reported_and_nothing_is_written(isolated: Path) -> None:
     (isolated / ".claude").mkdir()
     (isolated / ".claude" / "settings.local.json").write_text('{"hooks": {,}}')
-    result = run("install", "--no-trust", cwd=isolated)
+    result = run("install", cwd=isolated)
     assert result.returncode == 1
     assert "settings.local.json is not valid JSON (line 1, column 12" in result.stderr
     assert not (isolated / ".mcp.json").exists()  # checked before anything is written
     assert (isolated / ".claude" / "settings.local.json").read_text() == '{"hooks": {,}}'
 
 
-def test_an_entry_edited_since_install_is_left_with_advice(isolated: Path) -> None:
-    install(isolated)
+def test_a_file_rewritten_since_install_loses_just_the_entry(isolated: Path) -> None:
     mcp = isolated / ".mcp.json"
-    mcp.write_text(json.dumps(json.loads(mcp.read_text()), indent=4))
-    edited = mcp.read_bytes()
+    mcp.write_text('{"mcpServers": {"db": {"command": "db-mcp"}}}\n')
+    install(isolated)
+    mcp.write_text(json.dumps(json.loads(mcp.read_text()), indent=4))  # someone rewrote it in another layout
     result = run("uninstall", cwd=isolated)
-    assert result.returncode == 1
-    assert "not as install wrote it" in result.stderr and "Remove it by hand" in result.stderr
-    assert mcp.read_bytes() == edited
+    assert result.returncode == 0, result.stderr
+    assert "rewritten, so it was written back whole" in result.stdout
+    assert json.loads(mcp.read_text()) == {"mcpServers": {"db": {"command": "db-mcp"}}}
 
 
 def test_the_shipped_mcp_json_is_what_install_registers() -> None:
@@ -212,7 +212,9 @@ def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: P
         (project / ".claude" / "settings.local.json").write_text(settings)
         env = {**os.environ, "HOME": str(home)}  # install trusts the profile and agents for this user
         subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-        installed = run("install", cwd=project, env=env)
+        untrusted = run("install", cwd=project, env=env)  # not a terminal, no --trust: it lists, and trusts nothing
+        assert "aether-builder.md: tools" in untrusted.stdout and "Not trusted" in untrusted.stdout
+        installed = run("install", "--trust", cwd=project, env=env)
         assert installed.returncode == 0, installed.stderr
         assert "Trusted" in installed.stdout
         (home / ".claude.json").write_text(json.dumps({"projects": {str(project): {"hasTrustDialogAccepted": True}}}))
@@ -233,3 +235,26 @@ def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: P
     assert run("uninstall", cwd=project, env=env).returncode == 0
     assert (project / ".claude" / "settings.local.json").read_text() == settings
     assert not (project / ".mcp.json").exists()
+
+
+def test_a_created_file_that_claude_code_added_to_still_uninstalls(isolated: Path) -> None:
+    install(isolated)
+    settings = isolated / ".claude" / "settings.local.json"
+    data = json.loads(settings.read_text())
+    assert data == {"hooks": {"PreToolUse": [HOOK_ENTRY]}}
+    # Claude Code records an approval in the same file, writing it back whole in its own layout
+    settings.write_text(json.dumps({"permissions": {"allow": ["Bash(ls)"]}, **data}, indent=2) + "\n")
+    changes = [c.done for c in uninstall(isolated)]
+    assert changes == ["deleted", "removed (the file had been rewritten, so it was written back whole)"]
+    assert settings.read_text() == json.dumps({"permissions": {"allow": ["Bash(ls)"]}}, indent=2) + "\n"
+    assert not (isolated / ".mcp.json").exists()
+
+
+def test_agents_sync_keeps_crlf_files_and_stops_before_writing_anything(project: Path) -> None:
+    path = project / ANT / "aether-queen.md"
+    path.write_bytes(AGENTS["aether-queen.md"].replace("model: opus\n", "").replace("\n", "\r\n").encode())
+    assert run("agents", "sync", cwd=project).returncode == 0
+    assert (
+        path.read_bytes()
+        == AGENTS["aether-queen.md"].replace("model: opus\n", "model: glm-5\n").replace("\n", "\r\n").encode()
+    )

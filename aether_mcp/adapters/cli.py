@@ -137,7 +137,11 @@ def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     install.add_argument(
         "--shared", action="store_true", help="put the hook in .claude/settings.json (default: settings.local.json)"
     )
-    install.add_argument("--no-trust", action="store_true", help="do not trust the project's profile and agents")
+    install.add_argument(
+        "--trust",
+        action="store_true",
+        help="also trust the project's profile and agents without asking (they are listed first)",
+    )
     install.set_defaults(run=_install)
     uninstall = commands.add_parser("uninstall", parents=[common], help="take out exactly what install added")
     uninstall.add_argument("--shared", action="store_true", help="the hook was installed with --shared")
@@ -415,10 +419,18 @@ def _install(store: ProfileStore, args: argparse.Namespace) -> int:
 
     for change in install(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
-    if not args.no_trust:
-        for result in store.trust_project():
-            if result.settings:
-                print(f"Trusted {result.path}: {', '.join(result.settings)}")
+    waiting = [(str(store.location.path), store.untrusted())] if store.untrusted() else []
+    waiting += [(str(a.path), sorted(a.sensitive_settings())) for a in store.untrusted_agents()]
+    if waiting:
+        print("These settings can run programs, send secrets or let workers do more than read:")
+        for path, settings in waiting:
+            print(f"  {path}: {', '.join(settings)}")
+        if args.trust or (sys.stdin.isatty() and input("Trust them? [y/N] ").strip().lower() in ("y", "yes")):
+            for result in store.trust_project():
+                if result.settings:
+                    print(f"Trusted {result.path}")
+        else:
+            print("Not trusted: their castes are refused until you run aether-mcp trust.")
     if not command_on_path():
         print("Warning: aether-mcp is not on PATH; Claude Code starts the server and the hook by that name.")
     print("Start Claude Code here: each caste now runs through mcp__aether__spawn_worker on its own model.")

@@ -30,6 +30,7 @@ MAX_FILE_BYTES = 1024 * 1024
 # Where each entry went, so uninstall takes it from that very place: `{"hooks": {"PreToolUse": [ENTRY]}}` is the
 # same text whether install filled an empty PreToolUse or added all of it to `{}`.
 RECORD = Path(STATE_DIR) / "installed.json"
+CREATED = "created"
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,19 @@ class Entry:
             return isinstance(data, dict) and self.key in data
         return isinstance(data, list) and any(_runs_our_hook(item) for item in data)
 
-    def whole(self) -> dict[str, Any]:
-        """The entry with every container around it, as a file holding nothing else has it."""
-        inner: Any = {self.key: self.value} if self.key is not None else [self.value]
-        for name in reversed(self.path):
-            inner = {name: inner}
-        result: dict[str, Any] = inner
-        return result
+    def take_out(self, data: dict[str, Any], added_from: int) -> None:
+        """Remove the entry from parsed JSON, and the containers below `added_from` that held only it."""
+        chain: list[Any] = [data]
+        for name in self.path:
+            chain.append(chain[-1][name])
+        inner = chain[-1]
+        if self.key is not None:
+            del inner[self.key]
+        else:
+            inner[:] = [item for item in inner if not _runs_our_hook(item)]
+        for depth in range(len(self.path), added_from, -1):
+            if not chain[depth]:
+                del chain[depth - 1][self.path[depth - 1]]
 
     def pieces(self) -> list[tuple[tuple[str, ...], str]]:
         """Each way install may have written it, outermost first: where it went, and the text that went there."""
@@ -94,14 +101,15 @@ def install(project: Path, shared: bool = False) -> list[Change]:
     for entry in entries(project, shared):
         text = _read(entry.file)
         if text is None:
-            planned.append((entry, json.dumps(entry.whole(), indent=2) + "\n", "created"))
+            record[str(entry.file)] = CREATED
+            planned.append((entry, _created(entry), "created"))
         elif entry.present(_parse(entry.file, text)):
             planned.append((entry, None, "already there"))
         else:
             where, edited = _insert(entry, text)
             record[str(entry.file)] = list(where)
             planned.append((entry, edited, "added"))
-    if any(done == "added" for _, _, done in planned):
+    if any(done in ("added", "created") for _, _, done in planned):
         replace_private(project / RECORD, project, json.dumps(record, indent=2).encode())
     for entry, new_text, _ in planned:
         if new_text is not None:
@@ -116,18 +124,26 @@ def uninstall(project: Path, shared: bool = False) -> list[Change]:
     record = _record(project)
     for entry in entries(project, shared):
         text = _read(entry.file)
+        where = record.get(str(entry.file))
         if text is None or not entry.present(_parse(entry.file, text)):
             planned.append((entry, None, "not there"))
-        elif text == json.dumps(entry.whole(), indent=2) + "\n":
-            planned.append((entry, "", "deleted"))
+        elif where == CREATED and text == _created(entry):
+            planned.append((entry, "", "deleted"))  # install made it, and nothing else is in it
         else:
-            planned.append((entry, _remove(entry, text, record.get(str(entry.file))), "removed"))
+            recorded = [] if where == CREATED else where if isinstance(where, list) else None
+            planned.append((entry, *_remove(entry, text, recorded)))
     for entry, new_text, _ in planned:
         if new_text == "":
             entry.file.unlink()
         elif new_text is not None:
             write_atomic(entry.file, new_text)
     return [Change(str(entry.file), done) for entry, _, done in planned]
+
+
+def _created(entry: Entry) -> str:
+    """A file install makes: its entry inserted into `{}` as into any file, so uninstall finds the same text even
+    after Claude Code or the user has added to the file."""
+    return insert_first("{}\n", 0, entry.pieces()[0][1])
 
 
 def command_on_path() -> bool:
@@ -151,32 +167,32 @@ def _insert(entry: Entry, text: str) -> tuple[tuple[str, ...], str]:
     raise AetherError(f"{entry.file} is not a JSON object", "Fix it by hand, then run aether-mcp install again")
 
 
-def _remove(entry: Entry, text: str, recorded: list[str] | None) -> str:
-    """The text without the entry, taken from where install put it; without a record, the outermost place first
-    (an inner piece is part of an outer one)."""
+def _remove(entry: Entry, text: str, recorded: list[str] | None) -> tuple[str, str]:
+    """The text without the entry, and how it was taken out. First the text install put there, from where it
+    put it (without a record, the outermost place first: an inner piece is part of an outer one). A file that has
+    been rewritten since (Claude Code writes its settings back whole) loses the entry as JSON instead, with the
+    containers install added, and is written back in Claude Code's own layout."""
     for where, piece in entry.pieces():
         if recorded is not None and list(where) != recorded:
             continue
         container = value_start(text, where) if recorded is not None else None
         edited = remove_inserted(text, piece, container)
         if edited is not None and not entry.present(_parse(entry.file, edited)):
-            return edited
-    raise AetherError(
-        f"{entry.file}: aether-mcp's entry is there, but not as install wrote it (edited since?), so it was left "
-        "as it is",
-        f"Remove it by hand: {fragment(entry.key, entry.value)}",
-    )
+            return edited, "removed"
+    data = _parse(entry.file, text)
+    entry.take_out(data, len(recorded) if recorded is not None else len(entry.path))
+    return json.dumps(data, indent=2) + "\n", "removed (the file had been rewritten, so it was written back whole)"
 
 
-def _record(project: Path) -> dict[str, list[str]]:
-    """Where install put each entry, by file; empty when unknown (no record, or one that is not ours)."""
+def _record(project: Path) -> dict[str, list[str] | str]:
+    """Where install put each entry, by file (CREATED: it made the file); empty when unknown."""
     try:
         data = json.loads((project / RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict):
         return {}
-    return {str(k): [str(n) for n in v] for k, v in data.items() if isinstance(v, list)}
+    return {str(k): [str(n) for n in v] if isinstance(v, list) else CREATED for k, v in data.items() if v}
 
 
 def _read(path: Path) -> str | None:

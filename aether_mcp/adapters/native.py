@@ -13,10 +13,9 @@ import re
 from dataclasses import dataclass
 
 from ..atomic import write_atomic
-from ..profile.agents import Agent
 from ..profile.store import ProfileStore
 
-_FRONTMATTER_END = re.compile(r"^---[ \t]*$", re.MULTILINE)
+_FRONTMATTER_END = re.compile(r"^---[ \t]*\r?$", re.MULTILINE)
 _MODEL_LINE = re.compile(r"^model:[^\r\n]*", re.MULTILINE)
 
 
@@ -44,21 +43,23 @@ def drift(store: ProfileStore) -> list[Drift]:
 
 
 def sync(store: ProfileStore) -> list[Drift]:
-    """Write each drifted agent's model into its `model:` line; return what was changed."""
+    """Write each drifted agent's model into its `model:` line; return what was changed. Every edit is worked
+    out before any file is written, so a file that cannot be edited leaves all of them as they were."""
     changed = drift(store)
     agents = {str(a.path): a for a in store.agents().agents.values()}
-    for item in changed:
-        agent = agents[item.path]
-        write_atomic(agent.path, with_model(agent.path.read_bytes().decode("utf-8"), item.wanted, agent))
+    edits = [(agents[i.path], with_model(agents[i.path].path.read_bytes().decode("utf-8"), i.wanted)) for i in changed]
+    for agent, text in edits:
+        write_atomic(agent.path, text)
     return changed
 
 
-def with_model(text: str, model: str, agent: Agent) -> str:
-    """`text` with its frontmatter's `model:` line set to `model`; a line is added at the end if it has none."""
+def with_model(text: str, model: str) -> str:
+    """`text` with its frontmatter's `model:` line set to `model`; a line is added at the end if it has none.
+
+    Only files the agent reader parsed come here, so the frontmatter has its closing line."""
     start = text.index("\n") + 1  # past the opening ---
     end_match = _FRONTMATTER_END.search(text, start)
-    if end_match is None:
-        raise ValueError(f"{agent.path}: no end to its frontmatter")
+    assert end_match is not None
     end = end_match.start()
     line = _MODEL_LINE.search(text, start, end)
     if line is not None:

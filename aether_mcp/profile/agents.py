@@ -54,9 +54,13 @@ PASSED_ON = (
     "hooks",
     "mcpServers",
 )
-# What a worker may use unasked without anyone's say-so: reading. Anything more an agent declares needs trust.
-READ_ONLY_TOOLS = frozenset({"Read", "Glob", "Grep", "WebSearch", "WebFetch", "LS", "TodoWrite"})
-QUIET_MODES = ("plan", "dontAsk", "default")  # permission modes that let a worker do nothing more than its tools
+# The tools that only read: the shipped read-only castes get these, and an agent may declare them without trust.
+READ_TOOLS = ("Read", "Glob", "Grep", "WebSearch", "WebFetch")
+# What a worker may use unasked without anyone's say-so: reading, and its own to-do list. Anything more an agent
+# declares needs trust.
+READ_ONLY_TOOLS = frozenset({*READ_TOOLS, "LS", "TodoWrite"})
+# Permission modes that let a worker do nothing beyond its tools (in -p mode `default` asks, and nobody answers).
+QUIET_MODES = ("plan", "dontAsk", "default")
 
 
 @dataclass(frozen=True)
@@ -86,12 +90,13 @@ class Agent:
 
     def sensitive_settings(self) -> dict[str, Any]:
         """What in this agent can run a program or let its worker do more than read, by frontmatter key."""
-        found = {k: self.frontmatter[k] for k in ("hooks", "mcpServers") if self.frontmatter.get(k)}
+        # hooks and MCP servers run programs; memory gives the agent Write and Edit on a folder that outlives it.
+        found = {k: self.frontmatter[k] for k in ("hooks", "mcpServers", "memory") if self.frontmatter.get(k)}
         # Declared tools are used unasked (a worker cannot answer a prompt); none declared means none unasked.
         if self.tools is not None and not set(self.tools) <= READ_ONLY_TOOLS:
             found["tools"] = self.tools
         mode = self.frontmatter.get("permissionMode")
-        if mode is not None and mode not in QUIET_MODES:
+        if mode is not None and not (isinstance(mode, str) and mode in QUIET_MODES):
             found["permissionMode"] = mode
         return found
 
@@ -149,9 +154,10 @@ def scan_agents(folders: Sequence[tuple[Path, bool]]) -> AgentScan:
 def _agent_files(folder: str, problems: list[str]) -> Iterator[tuple[str, os.stat_result]]:
     """The `.md` files below `folder` (each folder's own first, by name), with no link followed, within bounds."""
     try:
-        if stat.S_ISLNK(os.lstat(folder).st_mode):
-            problems.append(f"{folder}: a symbolic link; agents behind links are not read")
-            return
+        for part in (os.path.dirname(folder), folder):  # `.claude` and `.claude/agents`: neither may be a link
+            if stat.S_ISLNK(os.lstat(part).st_mode):
+                problems.append(f"{part}: a symbolic link; agents behind links are not read")
+                return
     except OSError:
         return
     for count, (path, info) in enumerate(_walk(folder, 0, problems), start=1):

@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
+from .agents import READ_TOOLS as AGENT_READ_TOOLS
 from .agents import Agent
 from .names import caste_key
 from .schema import Profile
 
-READ_TOOLS = ["Read", "Glob", "Grep", "WebSearch", "WebFetch"]
+READ_TOOLS = list(AGENT_READ_TOOLS)
 EDIT_TOOLS = ["Edit", "Write", "NotebookEdit"]
 # Workers are leaves: they must not start agents or colonies of their own.
 NO_NESTING = ["Agent", "Task"]
@@ -140,7 +141,7 @@ def _agent_settings(agent: Agent) -> dict[str, Any]:
     mode = front.get("permissionMode")
     turns = front.get("maxTurns")
     found: dict[str, Any] = {
-        "permission_mode": mode if mode in MODE_RANK else "dontAsk",
+        "permission_mode": mode if isinstance(mode, str) and mode in MODE_RANK else "dontAsk",
         "allowed_tools": [tool for tool in agent.tools or [] if tool not in ASK_NOTHING],
         "disallowed_tools": front.get("disallowedTools") or [],
         "isolation": "worktree" if front.get("isolation") == "worktree" else "none",

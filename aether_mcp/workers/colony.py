@@ -169,6 +169,12 @@ class Colony:
         spec = self._spec(catalog, caste, task, cwd=cwd, model=model, timeout_s=timeout_s)
         spec.output_schema = check_output_schema(output_schema) if output_schema is not None else None
         spec.settings = spec.settings.model_copy(update=_budget(max_budget_usd, max_tokens))
+        if spec.settings.max_tokens is not None and not spec.settings.endpoint:
+            raise AetherError(
+                f"max_tokens is kept at the gateway, which only workers going through a proxy use, and the "
+                f"{spec.caste} caste has none",
+                "Give a max_budget_usd instead (the Claude Code CLI keeps that), or route the caste through a proxy",
+            )
         isolation = isolation or spec.settings.isolation
         if worktree.check_base(base) is not None and isolation != "worktree":
             raise AetherError("base applies only with isolation 'worktree'.")

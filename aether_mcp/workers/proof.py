@@ -148,14 +148,14 @@ def _served(
 
 
 def wire_facts(result: WorkerResult, lease: Lease) -> None:
-    """What the gateway counted: requests, tokens by kind, cost."""
-    messages = [r for r in lease.records if r.refused is None and r.status is not None]
-    result.requests = len(lease.records)
+    """What the gateway counted: requests, tokens by kind (every request's, as the budget counts them), cost."""
+    records = lease.records
+    result.requests = len(records)
     result.tokens = {
-        "input": sum(r.input_tokens for r in messages),
-        "output": sum(r.output_tokens for r in messages),
-        "cache_read": sum(r.cache_read_tokens for r in messages),
-        "cache_write": sum(r.cache_write_tokens for r in messages),
+        "input": sum(r.input_tokens for r in records),
+        "output": sum(r.output_tokens for r in records),
+        "cache_read": sum(r.cache_read_tokens for r in records),
+        "cache_write": sum(r.cache_write_tokens for r in records),
     }
     result.cost_usd = lease.cost_usd()
 

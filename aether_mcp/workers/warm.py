@@ -80,7 +80,12 @@ class WarmPool:
             waiting = self._idle.setdefault(key, [])
             while len(waiting) < count:
                 own = replace(spec, gateway_key=self._lease(spec)) if spec.gateway_url else spec
-                warm = Warm(await start_process(own, self._environ, warm=True), own.gateway_key)
+                try:
+                    warm = Warm(await start_process(own, self._environ, warm=True), own.gateway_key)
+                except BaseException:
+                    if own.gateway_key is not None:
+                        self._release(own.gateway_key)  # no process holds it: it must not stay valid
+                    raise
                 waiting.append(warm)
                 group.start_soon(self._reap, key, warm)
         except Exception as exc:  # noqa: BLE001 (a pool that cannot fill is no reason to end the server)
