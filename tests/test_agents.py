@@ -276,3 +276,29 @@ def test_an_agents_isolation_and_the_profiles_settings(project: Path) -> None:
     settings = store(project).catalog(trusted=True).settings("porter")
     assert (settings.isolation, settings.max_turns, settings.permission_mode) == ("worktree", 7, "dontAsk")
     assert (settings.allowed_tools, settings.role) == (["Read"], "")
+
+
+def test_what_in_an_agent_needs_trust(project: Path) -> None:
+    cases = {
+        "memory: user\n": ["memory"],  # Write and Edit on ~/.claude/agent-memory, which outlives the project
+        "permissionMode: [bypassPermissions]\n": ["permissionMode"],  # not text: not quiet, and no crash
+        "permissionMode: default\ntools: Read, LS\n": [],
+    }
+    for extra, sensitive in cases.items():
+        path = project / ANT / "aether-scout.md"
+        path.write_text(AGENTS["aether-scout.md"].replace("model: inherit\n", f"model: inherit\n{extra}"))
+        agent = store(project).agents().agents["scout"]
+        assert sorted(agent.sensitive_settings()) == sensitive, extra
+        settings = store(project).catalog().settings("scout")
+        assert settings.permission_mode == ("default" if "default" in extra else "dontAsk")
+
+
+def test_a_linked_claude_folder_is_not_read(isolated: Path) -> None:
+    elsewhere = isolated.parent / "elsewhere" / "agents"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "spy.md").write_text("---\nname: spy\ndescription: x\n---\nSPY\n")
+    (isolated / ".claude").symlink_to(elsewhere.parent)
+    (isolated / "model-profiles.yaml").write_text("worker_models: {builder: kimi-k2.5}\n")
+    table = store(isolated).caste_models()
+    assert [entry.caste for entry in table.castes] == ["builder"]
+    assert any(".claude: a symbolic link" in problem for problem in table.agent_problems)

@@ -334,3 +334,14 @@ async def test_only_the_routes_workers_use_reach_the_proxy() -> None:
     assert "POST /key/generate is not a route workers use" in admin.text
     assert "model 'glm-5' is not the builder caste's model" in hidden.text
     assert [r.path for r in backend.requests] == ["/v1/models"]
+
+
+async def test_max_tokens_without_a_proxy_is_refused(isolated: Path) -> None:
+    from aether_mcp.adapters.server import build_server
+    from aether_mcp.profile.store import ProfileStore
+
+    (isolated / "model-profiles.yaml").write_text("worker_models: {builder: kimi-k2.5}\n")
+    async with Client(build_server(ProfileStore())) as client:
+        refused = await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi", "max_tokens": 10})
+    assert refused.is_error
+    assert "max_tokens is kept at the gateway" in refused.content[0].text
