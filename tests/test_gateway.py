@@ -345,3 +345,54 @@ async def test_max_tokens_without_a_proxy_is_refused(isolated: Path) -> None:
         refused = await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi", "max_tokens": 10})
     assert refused.is_error
     assert "max_tokens is kept at the gateway" in refused.content[0].text
+
+
+async def test_a_kept_connection_the_proxy_closed_is_replaced() -> None:
+    """Between two turns the proxy drops the idle connection the gateway kept: the next request still goes."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import anyio
+    import httpx2
+
+    from aether_mcp.workers.gateway import Gateway, Lease
+
+    kept: list[socket.socket] = []
+    answer = b'{"model": "kimi-k2.5", "usage": {"input_tokens": 1, "output_tokens": 1}}'
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            kept.append(self.connection)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gateway = Gateway()
+    lease = Lease("w", "builder", f"http://127.0.0.1:{server.server_address[1]}", TOKEN, ("kimi-k2.5",))
+    body = b'{"model": "kimi-k2.5", "max_tokens": 5, "messages": []}'
+    async with anyio.create_task_group() as group:
+        url = await gateway.start(group)
+        key = gateway.lease(lease)
+        async with httpx2.AsyncClient(timeout=20) as client:
+            first = await client.post(url + "/v1/messages", content=body, headers={"x-api-key": key})
+            for connection in kept:
+                connection.shutdown(socket.SHUT_RDWR)  # the proxy's idle timeout
+            await anyio.sleep(0.2)
+            second = await client.post(url + "/v1/messages", content=body, headers={"x-api-key": key})
+        await gateway.close()
+        group.cancel_scope.cancel()
+    server.shutdown()
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.content == answer
+    assert [r.status for r in lease.records] == [200, 200]
