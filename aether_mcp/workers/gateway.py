@@ -7,6 +7,8 @@ output. On the way it records what each request asked for and what the proxy
 says about who answered it (LiteLLM's `x-litellm-*` headers, the body's
 `model`, the stream's usage), refuses a model that is neither the caste's nor
 one of its declared fallbacks, and stops a worker that has spent its budget.
+Only the routes Claude Code uses are passed on: with a worker's key, nothing
+else of the proxy's (its key or admin API) can be reached with the real token.
 
 Bodies pass byte for byte, and a streamed answer is forwarded event by event
 as it arrives, never buffered whole. The one header changed besides the
