@@ -419,7 +419,8 @@ def _install(store: ProfileStore, args: argparse.Namespace) -> int:
 
     for change in install(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
-    waiting = [(str(store.location.path), store.untrusted())] if store.untrusted() else []
+    profile_waits = store.untrusted()
+    waiting = [(str(store.location.path), profile_waits)] if profile_waits else []
     waiting += [(str(a.path), sorted(a.sensitive_settings())) for a in store.untrusted_agents()]
     if waiting:
         print("These settings can run programs, send secrets or let workers do more than read:")

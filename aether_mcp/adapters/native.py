@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..atomic import write_atomic
 from ..profile.store import ProfileStore
@@ -46,10 +47,9 @@ def sync(store: ProfileStore) -> list[Drift]:
     """Write each drifted agent's model into its `model:` line; return what was changed. Every edit is worked
     out before any file is written, so a file that cannot be edited leaves all of them as they were."""
     changed = drift(store)
-    agents = {str(a.path): a for a in store.agents().agents.values()}
-    edits = [(agents[i.path], with_model(agents[i.path].path.read_bytes().decode("utf-8"), i.wanted)) for i in changed]
-    for agent, text in edits:
-        write_atomic(agent.path, text)
+    edits = [(Path(i.path), with_model(Path(i.path).read_bytes().decode("utf-8"), i.wanted)) for i in changed]
+    for path, text in edits:
+        write_atomic(path, text)
     return changed
 
 

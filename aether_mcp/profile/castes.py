@@ -16,12 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
-from .agents import READ_TOOLS as AGENT_READ_TOOLS
-from .agents import Agent
+from .agents import READ_TOOLS, Agent
 from .names import caste_key
 from .schema import Profile
 
-READ_TOOLS = list(AGENT_READ_TOOLS)
 EDIT_TOOLS = ["Edit", "Write", "NotebookEdit"]
 # Workers are leaves: they must not start agents or colonies of their own.
 NO_NESTING = ["Agent", "Task"]
@@ -29,7 +27,7 @@ GIT_WRITES = ["Bash(git *--output*)", "Bash(git *--ext-diff*)", "Bash(git *--tex
 
 _READ_ONLY: dict[str, Any] = {
     "permission_mode": "dontAsk",
-    "allowed_tools": READ_TOOLS,
+    "allowed_tools": list(READ_TOOLS),
     "disallowed_tools": [*EDIT_TOOLS, "Bash", *NO_NESTING],
 }
 

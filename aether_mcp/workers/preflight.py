@@ -15,7 +15,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import AetherError
 
@@ -161,35 +163,35 @@ class Preflight:
     deployments: dict[str, Deployment] | None = None
 
 
+CacheKey = tuple[str, str | None]  # (endpoint, token)
+T = TypeVar("T")
+
+
 class ProxyChecker:
     """Preflight with a short cache, so a colony of spawns asks the proxy once."""
 
     def __init__(self, ttl_s: float = CACHE_S) -> None:
         self._ttl = ttl_s
-        self._cache: dict[tuple[str, str | None], tuple[float, ModelList]] = {}  # (endpoint, token): (when, list)
-        self._deployments: dict[tuple[str, str | None], tuple[float, dict[str, Deployment] | None]] = {}
+        self._cache: dict[CacheKey, tuple[float, ModelList]] = {}  # (endpoint, token): (when, list)
+        self._deployments: dict[CacheKey, tuple[float, dict[str, Deployment] | None]] = {}
         self._lock = threading.Lock()
 
     def models(self, endpoint: str, token: str | None) -> ModelList:
-        key = (endpoint, token)
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit and time.monotonic() - hit[0] < self._ttl:
-            return hit[1]
-        listing = fetch_models(endpoint, token)  # errors are not cached: a proxy just started should work at once
-        with self._lock:
-            self._cache[key] = (time.monotonic(), listing)
-        return listing
+        return self._fresh(self._cache, (endpoint, token), lambda: fetch_models(endpoint, token))
 
     def deployments(self, endpoint: str, token: str | None) -> dict[str, Deployment] | None:
-        key = (endpoint, token)
+        return self._fresh(self._deployments, (endpoint, token), lambda: fetch_deployments(endpoint, token))
+
+    def _fresh(self, cache: dict[CacheKey, tuple[float, T]], key: CacheKey, fetch: Callable[[], T]) -> T:
+        """The cached answer while it is younger than the TTL, else a new one. Errors are not cached: a proxy
+        just started should work at once."""
         with self._lock:
-            hit = self._deployments.get(key)
+            hit = cache.get(key)
         if hit and time.monotonic() - hit[0] < self._ttl:
             return hit[1]
-        found = fetch_deployments(endpoint, token)
+        found = fetch()
         with self._lock:
-            self._deployments[key] = (time.monotonic(), found)
+            cache[key] = (time.monotonic(), found)
         return found
 
     def preflight(self, endpoint: str, token: str | None, model: str | None) -> Preflight:
