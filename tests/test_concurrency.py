@@ -199,7 +199,9 @@ async def test_20_background_spawns_keep_the_limit_and_the_queue_order(isolated:
                 finals.append(done.structured_content)
         asked = backend.models_asked()
         peak = backend.max_in_flight
-    assert [f["status"] for f in finals] == ["succeeded"] * CONCURRENT_SPAWNS
+    assert [f["status"] for f in finals] == ["succeeded"] * CONCURRENT_SPAWNS, [
+        (f["error"], f["routing_evidence"]) for f in finals if f["status"] != "succeeded"
+    ]
     assert all(f["routing_verified"] for f in finals)
     assert sorted(asked) == models
     assert peak == SPAWN_LIMIT  # the limit is reached, and never passed
