@@ -33,6 +33,7 @@ from aether_mcp.profile.store import ProfileStore
 from aether_mcp.profile.trust import TrustStore
 from aether_mcp.testing.backend import LocalBackend
 from aether_mcp.workers.claude_cli import find_cli
+from aether_mcp.workers.request import SpawnRequest
 from aether_mcp.workers.spec import build_command, build_env, build_spec, write_worker_files
 from aether_mcp.workers.stream import user_message
 
@@ -302,7 +303,7 @@ class Bench:
         """The command and environment spawn_worker builds, for running the CLI directly."""
         profile = parse_profile(profile_path.read_text(), profile_path, {})
         catalog = CasteCatalog(profile, AgentScan(), {})
-        spec = build_spec(catalog, caste, "say hi", home=self.folder, environ=os.environ)
+        spec = build_spec(catalog, SpawnRequest(caste=caste, task="say hi"), home=self.folder, environ=os.environ)
         write_worker_files(spec)  # the MCP config the command line points to
         return build_command(spec), build_env(spec, self.env)
 

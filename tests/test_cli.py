@@ -150,6 +150,42 @@ def test_spawn_prints_the_model_and_the_proof(colony_profile: Path, cli_env: dic
     assert lines[-2:] == ["output:", "served-by kimi-k2.5"]
 
 
+@pytest.mark.anyio
+async def test_spawn_takes_every_argument_the_tool_takes_but_wait(cli_env: dict[str, str]) -> None:
+    from mcp import Client
+
+    from aether_mcp.adapters.cli import SPAWN_FLAGS
+    from aether_mcp.adapters.server import build_server
+    from aether_mcp.profile.store import ProfileStore
+
+    async with Client(build_server(ProfileStore())) as client:
+        tool = next(t for t in (await client.list_tools()).tools if t.name == "spawn_worker")
+    arguments = set(tool.input_schema["properties"]) - {"wait"}
+    helped = run("spawn", "--help", env=cli_env)
+    assert helped.returncode == 0, helped.stderr
+    usage = helped.stdout.split("\n\n")[0]  # the usage line names every positional and option
+    named = {name for name in arguments if name in ("caste", "task")}
+    named |= {name for name in arguments if SPAWN_FLAGS.get(name, "--" + name.replace("_", "-")) + " " in usage}
+    assert named == arguments
+    assert len(arguments) == 10  # caste, task, cwd, model, timeout_s, isolation, base, output_schema, two budgets
+
+
+def test_spawn_passes_the_tools_options_on(colony_profile: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    schema = tmp_path / "answer.json"
+    schema.write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}}')
+    result = run(
+        "spawn", "builder", "say hi", "--output-schema", f"@{schema}", "--max-budget-usd", "0.5", "--json", env=cli_env
+    )
+    data = json.loads(result.stdout)
+    # the local backend never calls StructuredOutput: the schema reached the worker, and the answer misfits it
+    assert data["status"] == "failed" and "does not fit output_schema" in data["error"], data["error"]
+    bad = run("spawn", "builder", "say hi", "--max-tokens", "0", env=cli_env)
+    assert (bad.returncode, bad.stdout) == (1, "")
+    assert bad.stderr.startswith("Error: The spawn cannot start: max_tokens: Input should be greater than 0")
+    worktree = run("spawn", "builder", "say hi", "--base", "main", env=cli_env)
+    assert worktree.stderr == "Error: base applies only with isolation 'worktree'.\n"
+
+
 def test_spawn_exits_non_zero_when_the_worker_fails(colony_profile: Path, cli_env: dict[str, str], backend) -> None:
     backend.fail_status = 500
     result = run("spawn", "builder", "say hi", "--json", env=cli_env)

@@ -15,6 +15,7 @@ from mcp import Client
 from test_spawn import stdio_server
 
 from aether_mcp.testing.backend import LocalBackend, Turn
+from aether_mcp.workers.proof import ENDPOINT
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +66,7 @@ async def test_a_worker_sees_its_own_key_and_never_the_token(isolated: Path) -> 
         assert "model 'glm-5' is not the builder caste's model or one of its declared fallbacks (kimi-k2.5)" in said
     assert status == 401 and "not (or no longer) valid" in answer
     assert result["routing_verified"] is False  # it asked for a model that is not its own
-    assert any("refused" in line and "glm-5" in line for line in result["routing_evidence"])
+    assert any("refused" in line and "glm-5" in line for line in result["routing_mismatches"])
     assert result["requests"] == 3  # the task, the tool result, and the refused probe
 
 
@@ -75,7 +76,9 @@ async def test_a_worker_is_verified_by_what_the_gateway_saw(isolated: Path) -> N
         async with Client(stdio_server(isolated)) as client:
             result = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"}))
     assert (result["status"], result["routing_verified"]) == ("succeeded", True)
-    assert "1 request(s) for kimi-k2.5: the endpoint (it names no deployment)" in result["routing_evidence"]
+    assert result["routing_mismatches"] == []
+    assert result["requests_by_model"] == {"kimi-k2.5": 1}
+    assert result["requests_by_deployment"] == {ENDPOINT: 1}  # the local backend names no deployment
     assert result["requests"] == 1
     assert result["tokens"]["input"] > 0 and result["tokens"]["output"] == 8
     assert result["cost_usd"] is None  # no cost header, no prices in model_metadata: unknown, and said so
@@ -117,7 +120,7 @@ async def test_a_declared_fallback_serves_an_overloaded_model(isolated: Path) ->
     assert result["status"] == "succeeded", result["error"]
     assert result["fallback_used"] == ["glm-5"]
     assert result["routing_verified"] is True
-    assert "declared fallback glm-5 served 1 request(s)" in result["routing_evidence"]
+    assert result["requests_by_model"]["glm-5"] == 1
     assert "kimi-k2.5" in backend.models_asked() and backend.models_asked()[-1] == "glm-5"
 
 

@@ -120,6 +120,7 @@ async def test_no_secret_anywhere(secret_setup: Any, tmp_path: Path) -> None:
 async def test_a_read_only_caste_cannot_write_a_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from aether_mcp.profile.store import ProfileStore
     from aether_mcp.workers.colony import Colony
+    from aether_mcp.workers.request import spawn_request
 
     target = {caste: isolated / f"written-by-{caste}.txt" for caste in ("scout", "builder")}
     scripts = {
@@ -134,7 +135,7 @@ async def test_a_read_only_caste_cannot_write_a_file(isolated: Path, monkeypatch
         async with Colony(ProfileStore()) as colony:
             results = {}
             for caste in ("scout", "builder"):
-                worker = await colony.spawn(caste, f"Write the file {target[caste]}.")
+                worker = await colony.spawn(spawn_request(caste=caste, task=f"Write the file {target[caste]}."))
                 await worker.done.wait()
                 results[caste] = worker.result
     assert results["scout"].status == "succeeded"

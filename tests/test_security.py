@@ -21,8 +21,9 @@ from mcp import Client
 from aether_mcp.adapters.server import build_server
 from aether_mcp.profile.store import ProfileStore
 from aether_mcp.testing.backend import LocalBackend, Turn
-from aether_mcp.workers import colony as colony_module
+from aether_mcp.workers import registry as registry_module
 from aether_mcp.workers.colony import Colony
+from aether_mcp.workers.request import spawn_request
 
 pytestmark = pytest.mark.anyio
 
@@ -189,8 +190,8 @@ async def test_a_nan_timeout_is_refused_before_anything_starts(colony_profile: P
     # A JSON client turns NaN into null on the way; a raw request could still carry it, so the colony checks.
     async with Colony(ProfileStore()) as colony:
         with pytest.raises(Exception, match="The timeout must be more than 0"):
-            await colony.spawn("builder", "hi", timeout_s=float("nan"))
-        worker = await colony.spawn("builder", "hi")
+            await colony.spawn(spawn_request(caste="builder", task="hi", timeout_s=float("nan")))
+        worker = await colony.spawn(spawn_request(caste="builder", task="hi"))
         await worker.done.wait()
     assert worker.result.status == "succeeded"
 
@@ -220,11 +221,11 @@ async def test_the_queue_and_the_task_are_bounded(isolated: Path, backend: Local
 async def test_finished_workers_are_pruned_and_forget_their_task(
     colony_profile: Path, backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(colony_module, "MAX_HISTORY", 2)
+    monkeypatch.setattr(registry_module, "MAX_HISTORY", 2)
     async with Colony(ProfileStore()) as colony:
         workers = []
         for i in range(4):
-            worker = await colony.spawn("builder", f"task number {i}")
+            worker = await colony.spawn(spawn_request(caste="builder", task=f"task number {i}"))
             await worker.done.wait()
             workers.append(worker)
         assert [w.worker_id for w in colony.list()] == [w.result.worker_id for w in workers[:0:-1]]
@@ -302,7 +303,7 @@ async def test_the_archaeologist_reads_history_but_cannot_write_with_git(isolate
         [Turn(tool="Bash", tool_input={"command": c, "description": "history"}) for c in commands]
     )
     async with Colony(ProfileStore()) as colony:
-        worker = await colony.spawn("archaeologist", "what happened here?")
+        worker = await colony.spawn(spawn_request(caste="archaeologist", task="what happened here?"))
         await worker.done.wait()
     transcript = Path(worker.result.transcript_path or "").read_text()
     assert "first" in transcript  # the history was read

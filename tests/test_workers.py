@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -109,8 +110,7 @@ def test_the_command_carries_model_and_settings_but_no_secret() -> None:
 
 def test_mcp_servers_go_in_a_private_file_never_on_the_command_line(tmp_path: Path) -> None:
     text = PROFILE + "    scout: {mcp_servers: {docs: {command: docs-server, env: {DOCS_KEY: sk-docs-secret-99}}}}\n"
-    spec = spec_for("scout", "glm-5", text)
-    spec.home = tmp_path
+    spec = replace(spec_for("scout", "glm-5", text), home=tmp_path)
     write_worker_files(spec)
     command = build_command(spec)
     path = Path(command[command.index("--mcp-config") + 1])

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from ..profile.resolution import CasteModel
     from ..profile.store import ProfileStore
-    from ..workers.colony import Worker
+    from ..workers.registry import Worker
     from ..workers.result import WorkerResult
 
 
@@ -58,14 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", parents=[common], help="show routing through a real MCP session (no API key)")
     demo.set_defaults(run=_demo)
 
-    spawn = commands.add_parser("spawn", parents=[common], help="run one worker of a caste on its model")
-    spawn.add_argument("caste")
-    spawn.add_argument("task", help="what the worker should do ('-' reads it from stdin)")
-    spawn.add_argument("--model", help="a model for this worker instead of the caste's")
-    spawn.add_argument("--cwd", help="the directory the worker works in (default: here)")
-    spawn.add_argument("--timeout", type=float, dest="timeout_s", help="seconds before the worker is killed")
-    spawn.add_argument("--json", action="store_true", help="print the result as JSON")
-    spawn.set_defaults(run=_spawn)
+    _add_spawn(commands, common)
 
     doctor = commands.add_parser(
         "doctor", parents=[common], help="check that routing works, with a fix for each failure"
@@ -160,6 +153,58 @@ def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     sync.set_defaults(run=_agents_sync)
 
 
+# The spawn options whose flag is not the field's own name.
+SPAWN_FLAGS = {"timeout_s": "--timeout"}
+
+
+def _add_spawn(commands: Any, common: argparse.ArgumentParser) -> None:
+    """`spawn` takes what the spawn_worker tool takes (but `wait`: the command waits for its worker)."""
+    from ..workers.request import SpawnRequest
+
+    spawn = commands.add_parser("spawn", parents=[common], help="run one worker of a caste on its model")
+    fields = SpawnRequest.model_fields
+    spawn.add_argument("caste", help=fields["caste"].description)
+    spawn.add_argument("task", help=f"{fields['task'].description} ('-' reads it from stdin)")
+    for name, info in fields.items():
+        if name in ("caste", "task"):
+            continue
+        flag = SPAWN_FLAGS.get(name, "--" + name.replace("_", "-"))
+        kind, choices = _option_kind(info.annotation)
+        help_text = (info.description or "") + (" (a JSON object, or @FILE)" if kind is _json_object else "")
+        spawn.add_argument(flag, dest=name, type=kind, choices=choices, help=help_text.replace("%", "%%"))
+    spawn.add_argument("--json", action="store_true", help="print the result as JSON")
+    spawn.set_defaults(run=_spawn)
+
+
+def _option_kind(annotation: Any) -> tuple[Any, list[str] | None]:
+    """How argparse reads an optional request field: its type, and its choices for a Literal."""
+    import typing
+
+    arms = [arm for arm in typing.get_args(annotation) if arm is not type(None)] or [annotation]
+    kind = arms[0]
+    if typing.get_origin(kind) is typing.Literal:
+        return str, [str(choice) for choice in typing.get_args(kind)]
+    if kind in (int, float, str):
+        return kind, None
+    return _json_object, None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object given inline, or as @FILE."""
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("a JSON object is needed")
+    return value
+
+
 def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
     serve = commands.add_parser("serve", parents=[common], help="run the MCP server (stdio by default)")
     serve.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
@@ -214,13 +259,17 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
     import anyio
 
     from ..workers.colony import Colony
+    from ..workers.request import SpawnRequest, spawn_request
 
-    task = sys.stdin.read() if args.task == "-" else args.task
-    cwd = str(Path(args.cwd).resolve()) if args.cwd else None
+    options = {name: getattr(args, name) for name in SpawnRequest.model_fields if name not in ("caste", "task")}
+    options["task"] = sys.stdin.read() if args.task == "-" else args.task
+    if args.cwd:  # relative to where the command runs
+        options["cwd"] = str(Path(args.cwd).resolve())
+    request = spawn_request(caste=args.caste, **options)
 
     async def run() -> WorkerResult:
         async with Colony(store) as colony:
-            worker = await colony.spawn(args.caste, task, cwd=cwd, model=args.model, timeout_s=args.timeout_s)
+            worker = await colony.spawn(request)
             await _show_progress(worker)
             return worker.result
 

@@ -167,6 +167,7 @@ def _route(caste: str, model: str | None, listing: ModelList) -> Check:
 async def live_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[Check]:
     """Spawn one one-turn worker per distinct model and check that its routing is verified."""
     from ..workers.colony import Colony  # the worker engine loads only for a live check
+    from ..workers.request import spawn_request
 
     catalog = store.catalog(trusted=True)
     first_caste: dict[str | None, str] = {}
@@ -177,7 +178,9 @@ async def live_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[C
         for model, caste in first_caste.items():
             name = f"live {model or '(CLI default)'} (as {caste})"
             try:
-                worker = await colony.spawn(caste, "Reply with the single word: ok", timeout_s=120)
+                worker = await colony.spawn(
+                    spawn_request(caste=caste, task="Reply with the single word: ok", timeout_s=120)
+                )
             except AetherError as exc:
                 checks.append(Check(name=name, verdict="fail", detail=str(exc)))
                 continue

@@ -12,9 +12,10 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -25,24 +26,28 @@ from pydantic import Field
 from ..errors import AetherError
 from ..flat_schema import FlatRecord
 from ..profile.store import CasteModels, ProfileStore, ResetResult, SetResult
-from ..workers.colony import Colony, Worker
+from ..workers.colony import Colony
 from ..workers.proof import OUTPUT_PAGE
+from ..workers.registry import Worker
+from ..workers.request import (
+    BaseRef,
+    BudgetTokens,
+    BudgetUsd,
+    CasteName,
+    IsolationChoice,
+    ModelChoice,
+    OutputSchema,
+    TaskText,
+    TimeoutSeconds,
+    WorkingDir,
+    spawn_request,
+)
 from ..workers.result import WorkerLine, WorkerResult
 from . import doctor, http
 from .doctor import RoutingReport
 
 log = logging.getLogger("aether_mcp")
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-CasteName = Annotated[
-    str,
-    Field(
-        description="A caste: one the profile names or a Claude Code agent of the project, e.g. builder or "
-        "aether-builder, scout, watcher. Case, '-'/'_' and an 'aether-' prefix do not matter."
-    ),
-]
 ModelName = Annotated[
     str, Field(description="The model name as the proxy knows it, e.g. glm-5 or kimi-k2.5; or opus/sonnet/haiku.")
 ]
@@ -76,7 +81,7 @@ class _RejectUnknownArguments:
     rather than get a worker with the caste's model or the default timeout."""
 
     def __init__(self) -> None:
-        self.server: MCPServer[Any] | None = None
+        self.server: MCPServer[ServerState] | None = None
         self._parameters: dict[str, list[str]] | None = None
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
@@ -101,126 +106,298 @@ class _RejectUnknownArguments:
         return self._parameters
 
 
-def _tool(server: MCPServer[Any], annotations: ToolAnnotations) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def _register(server: MCPServer[ServerState], func: Callable[..., Any], annotations: ToolAnnotations) -> None:
     """Register a tool whose description is its docstring, and whose own errors reach the model as tool errors."""
+    wrapper: Callable[..., Any]
+    if inspect.iscoroutinefunction(func):
 
-    def register(func: Callable[P, R]) -> Callable[P, R]:
-        wrapper: Callable[..., Any]
-        if inspect.iscoroutinefunction(func):
+        @wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(*args, **kwargs)
+            except AetherError as exc:
+                raise ToolError(str(exc)) from exc
 
-            @wraps(func)
-            async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    return await func(*args, **kwargs)
-                except AetherError as exc:
-                    raise ToolError(str(exc)) from exc
+    else:
 
-        else:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except AetherError as exc:
+                raise ToolError(str(exc)) from exc
 
-            @wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    return func(*args, **kwargs)
-                except AetherError as exc:
-                    raise ToolError(str(exc)) from exc
-
-        server.tool(description=inspect.cleandoc(func.__doc__ or ""), annotations=annotations)(wrapper)
-        return func
-
-    return register
+    server.tool(description=inspect.cleandoc(func.__doc__ or ""), annotations=annotations)(wrapper)
 
 
-def build_server(store: ProfileStore) -> MCPServer[Any]:
+@dataclass(frozen=True)
+class ServerState:
+    """What every tool reads from the server's lifespan: the profile store and the colony of workers."""
+
+    store: ProfileStore
+    colony: Colony
+
+
+Ctx = Context[ServerState]
+
+
+def _annotations(title: str, **hints: bool) -> ToolAnnotations:
+    return ToolAnnotations(title=title, **hints)
+
+
+async def get_caste_model(
+    ctx: Ctx,
+    caste: Annotated[str | None, Field(description="The caste to look up; omit it to list every caste.")] = None,
+    task: Annotated[
+        str | None,
+        Field(description="Optional task description: used only for castes with no model of their own."),
+    ] = None,
+) -> CasteModels:
+    """Show which model a caste's workers run on, and why (override, profile, slot, task or default).
+
+    Omit `caste` to get the whole routing table. Use this before spawning
+    workers, or when the user asks which model a caste uses."""
+    # In the event loop, not a worker thread: a look-up is a stat() and a few dict reads (the file is
+    # parsed only after it changed), and this call comes on every turn of the parent.
+    return _state(ctx).store.caste_models(caste, task)
+
+
+def set_caste_model(
+    ctx: Ctx,
+    caste: CasteName,
+    model: ModelName,
+    create: Annotated[
+        bool, Field(description="Add the caste when the profile does not define it yet. Default: false.")
+    ] = False,
+) -> SetResult:
+    """Put a caste's workers on another model, e.g. "put scouts on kimi-k2.5".
+
+    Stored in the profile's user_overrides; the caste's own model stays in
+    the file and reset_caste_model brings it back. Read `warnings`."""
+    return _state(ctx).store.set_override(caste, model, create=create)
+
+
+def reset_caste_model(ctx: Ctx, caste: CasteName) -> ResetResult:
+    """Remove a caste's user override so it runs on the profile's own model again."""
+    return _state(ctx).store.reset_override(caste)
+
+
+async def check_routing(
+    ctx: Ctx,
+    caste: Annotated[str | None, Field(description="Check one caste only; omit it to check every caste.")] = None,
+) -> RoutingReport:
+    """Check that workers can be routed: the profile, the Claude Code CLI, the proxy (reachable, takes the
+    token) and each caste's model (routed by the proxy). Each failed check says how to fix it.
+
+    Call this before spawning a colony, or when a spawn was refused."""
+    return await anyio.to_thread.run_sync(doctor.check_routing, _state(ctx).store, os.environ, caste)
+
+
+async def spawn_worker(  # noqa: PLR0917 (the tool's parameters are its contract)
+    caste: CasteName,
+    task: TaskText,
+    ctx: Ctx,
+    cwd: WorkingDir = None,
+    model: ModelChoice = None,
+    wait: Annotated[
+        bool, Field(description="True: return when the worker ends. False: return at once with its worker_id.")
+    ] = True,
+    timeout_s: TimeoutSeconds = None,
+    isolation: IsolationChoice = None,
+    base: BaseRef = None,
+    output_schema: OutputSchema = None,
+    max_budget_usd: BudgetUsd = None,
+    max_tokens: BudgetTokens = None,
+) -> WorkerResult:
+    """Start a Claude Code worker of a caste on that caste's model, and report which model really served it.
+
+    Use this instead of the Task tool for Aether castes: the worker runs as
+    its own headless Claude Code process with the caste's model, tools and
+    permissions. With wait=false it runs in the background: follow it with
+    get_worker. Check routing_verified and routing_evidence in the result.
+    With isolation 'worktree' the result names its branch, commits and
+    diffstat; merge the branch or drop it with discard_worker. A worker
+    that spends its max_budget_usd or max_tokens ends as budget_exceeded."""
+    request = spawn_request(
+        caste=caste,
+        task=task,
+        cwd=cwd,
+        model=model,
+        timeout_s=timeout_s,
+        isolation=isolation,
+        base=base,
+        output_schema=output_schema,
+        max_budget_usd=max_budget_usd,
+        max_tokens=max_tokens,
+    )
+    worker = await _state(ctx).colony.spawn(request, owner=_owner(ctx))
+    return await _reply(ctx, worker, wait)
+
+
+async def continue_worker(  # noqa: PLR0917 (the tool's parameters are its contract)
+    worker_id: Annotated[str, Field(description="A finished worker of this session.")],
+    message: Annotated[str, Field(description="The next message in that worker's conversation.")],
+    ctx: Ctx,
+    wait: Annotated[
+        bool, Field(description="True: return when the turn ends. False: return at once with its worker_id.")
+    ] = True,
+    timeout_s: TimeoutSeconds = None,
+    output_schema: OutputSchema = None,
+) -> WorkerResult:
+    """Continue a finished worker's conversation with a follow-up, e.g. a watcher's findings back to the builder.
+
+    The new turn runs on the same caste, model, directory or worktree and
+    permissions, with its own routing proof; its result has a worker_id
+    of its own, `continues` and `turn`."""
+    worker = await _state(ctx).colony.continue_worker(
+        worker_id, message, timeout_s=timeout_s, output_schema=output_schema, owner=_owner(ctx)
+    )
+    return await _reply(ctx, worker, wait)
+
+
+async def get_worker(
+    worker_id: Annotated[str, Field(description="The worker_id spawn_worker returned.")],
+    ctx: Ctx,
+    wait_s: Annotated[
+        float, Field(ge=0, le=3600, description="Wait up to this many seconds for the worker to finish.")
+    ] = 0,
+    offset: Annotated[int, Field(ge=0, description="Read the answer from this character on (see output_chars).")] = 0,
+    limit: Annotated[int, Field(ge=1, le=100_000, description="At most this many characters of the answer.")] = (
+        OUTPUT_PAGE
+    ),
+) -> WorkerResult:
+    """A worker's status, and its full result once it has finished. Set wait_s to wait for it.
+
+    A long answer comes in pages: when output_chars is more than offset plus
+    the output's length, call again with a larger offset."""
+    worker = _state(ctx).colony.get(worker_id, _owner(ctx))
+    if wait_s:
+        with anyio.move_on_after(wait_s):
+            await worker.done.wait()
+    return worker.page(offset, limit)
+
+
+async def discard_worker(
+    worker_id: Annotated[str, Field(description="A finished worker of this session that has a worktree.")],
+    ctx: Ctx,
+) -> WorkerResult:
+    """Remove a finished worker's git worktree and its branch, with whatever they hold.
+
+    Use it after merging the branch, or to drop work you do not want."""
+    return (await _state(ctx).colony.discard(worker_id, _owner(ctx))).result
+
+
+async def list_workers(ctx: Ctx) -> WorkerList:
+    """The workers this session started, newest first: id, caste, model, status, verified, duration,
+    worktree and turn."""
+    return WorkerList(workers=_state(ctx).colony.list(_owner(ctx)))
+
+
+async def cancel_worker(
+    worker_id: Annotated[str, Field(description="The worker_id of a queued or running worker.")],
+    ctx: Ctx,
+) -> WorkerResult:
+    """Stop a queued or running worker; it is killed with every process it started."""
+    worker = _state(ctx).colony.cancel(worker_id, _owner(ctx))
+    with anyio.move_on_after(10):
+        await worker.done.wait()
+    return worker.result
+
+
+TOOLS: list[tuple[Callable[..., Any], ToolAnnotations]] = [
+    (
+        get_caste_model,
+        _annotations("Which model a caste uses", read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    ),
+    (
+        set_caste_model,
+        _annotations(
+            "Put a caste on a model",
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    ),
+    (
+        reset_caste_model,
+        _annotations(
+            "Undo a caste's override",
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    ),
+    (
+        check_routing,
+        _annotations("Is routing healthy?", read_only_hint=True, idempotent_hint=True, open_world_hint=True),
+    ),
+    (
+        spawn_worker,
+        _annotations(
+            "Start a worker", read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+        ),
+    ),
+    (
+        continue_worker,
+        _annotations(
+            "Send a worker a follow-up",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=False,
+            open_world_hint=True,
+        ),
+    ),
+    (
+        get_worker,
+        _annotations("A worker's status and result", read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    ),
+    (
+        discard_worker,
+        _annotations(
+            "Drop a worker's worktree",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=False,
+            open_world_hint=False,
+        ),
+    ),
+    (
+        list_workers,
+        _annotations("This session's workers", read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    ),
+    (
+        cancel_worker,
+        _annotations(
+            "Stop a worker", read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    ),
+]
+
+
+def build_server(store: ProfileStore) -> MCPServer[ServerState]:
     """An MCP server for one profile store."""
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[Colony]:
+    async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
         where = store.location
         log.info("aether-mcp serving profile %s (%s)", where.path, where.rule)
         async with Colony(store) as colony:
-            yield colony
+            yield ServerState(store, colony)
 
     arguments = _RejectUnknownArguments()
-    server: MCPServer[Any] = MCPServer("aether", instructions=INSTRUCTIONS, lifespan=lifespan, middleware=[arguments])
+    server: MCPServer[ServerState] = MCPServer(
+        "aether", instructions=INSTRUCTIONS, lifespan=lifespan, middleware=[arguments]
+    )
     arguments.server = server
-
-    @_tool(
-        server,
-        ToolAnnotations(
-            title="Which model a caste uses", read_only_hint=True, idempotent_hint=True, open_world_hint=False
-        ),
-    )
-    async def get_caste_model(
-        caste: Annotated[str | None, Field(description="The caste to look up; omit it to list every caste.")] = None,
-        task: Annotated[
-            str | None,
-            Field(description="Optional task description: used only for castes with no model of their own."),
-        ] = None,
-    ) -> CasteModels:
-        """Show which model a caste's workers run on, and why (override, profile, slot, task or default).
-
-        Omit `caste` to get the whole routing table. Use this before spawning
-        workers, or when the user asks which model a caste uses."""
-        # In the event loop, not a worker thread: a look-up is a stat() and a few dict reads (the file is
-        # parsed only after it changed), and this call comes on every turn of the parent.
-        return store.caste_models(caste, task)
-
-    @_tool(
-        server,
-        ToolAnnotations(
-            title="Put a caste on a model",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    )
-    def set_caste_model(
-        caste: CasteName,
-        model: ModelName,
-        create: Annotated[
-            bool, Field(description="Add the caste when the profile does not define it yet. Default: false.")
-        ] = False,
-    ) -> SetResult:
-        """Put a caste's workers on another model, e.g. "put scouts on kimi-k2.5".
-
-        Stored in the profile's user_overrides; the caste's own model stays in
-        the file and reset_caste_model brings it back. Read `warnings`."""
-        return store.set_override(caste, model, create=create)
-
-    @_tool(
-        server,
-        ToolAnnotations(
-            title="Undo a caste's override",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    )
-    def reset_caste_model(caste: CasteName) -> ResetResult:
-        """Remove a caste's user override so it runs on the profile's own model again."""
-        return store.reset_override(caste)
-
-    @_tool(
-        server,
-        ToolAnnotations(title="Is routing healthy?", read_only_hint=True, idempotent_hint=True, open_world_hint=True),
-    )
-    async def check_routing(
-        caste: Annotated[str | None, Field(description="Check one caste only; omit it to check every caste.")] = None,
-    ) -> RoutingReport:
-        """Check that workers can be routed: the profile, the Claude Code CLI, the proxy (reachable, takes the
-        token) and each caste's model (routed by the proxy). Each failed check says how to fix it.
-
-        Call this before spawning a colony, or when a spawn was refused."""
-        return await anyio.to_thread.run_sync(doctor.check_routing, store, os.environ, caste)
-
-    _add_worker_tools(server)
+    for func, hints in TOOLS:
+        _register(server, func, hints)
     _add_prompts(server, store)
     return server
 
 
-def _add_prompts(server: MCPServer[Any], store: ProfileStore) -> None:
+def _add_prompts(server: MCPServer[ServerState], store: ProfileStore) -> None:
     @server.prompt(name="colony", title="Turn a goal into a colony of workers")
     def colony(goal: str) -> str:
         """Plan which castes a goal needs and spawn them, each on its own model."""
@@ -263,12 +440,11 @@ def _routing_lines(store: ProfileStore) -> str:
     return "\n".join(lines) + f"\n(profile: {table.path})"
 
 
-def _colony(ctx: Context[Any]) -> Colony:
-    colony: Colony = ctx.request_context.lifespan_context
-    return colony
+def _state(ctx: Ctx) -> ServerState:
+    return ctx.request_context.lifespan_context
 
 
-def _owner(ctx: Context[Any]) -> str:
+def _owner(ctx: Ctx) -> str:
     """Who a worker belongs to: each MCP session sees, reads and stops only the workers it started.
 
     Over streamable HTTP that is the session's own id (random, known only to its client). A stdio server has
@@ -281,19 +457,7 @@ def _owner(ctx: Context[Any]) -> str:
     return "sessionless" if headers is not None else "stdio"
 
 
-TimeoutSeconds = Annotated[
-    float | None, Field(description="Kill the worker after this many seconds. Default: the caste's setting.")
-]
-OutputSchema = Annotated[
-    dict[str, Any] | None,
-    Field(
-        description="A JSON Schema object the answer must fit: the result then carries structured_output, "
-        "validated; an answer that does not fit is a failed worker."
-    ),
-]
-
-
-async def _reply(ctx: Context[Any], colony: Colony, worker: Worker, wait: bool) -> WorkerResult:
+async def _reply(ctx: Ctx, worker: Worker, wait: bool) -> WorkerResult:
     """The worker's record at once, or, with `wait`, when it ends (with progress notes meanwhile)."""
     if not wait:
         return worker.result
@@ -304,193 +468,9 @@ async def _reply(ctx: Context[Any], colony: Colony, worker: Worker, wait: bool) 
                 tool = f", last tool {worker.last_tool}" if worker.last_tool else ""
                 await ctx.report_progress(worker.turns, None, f"{worker.result.caste}: turn {worker.turns}{tool}")
     except anyio.get_cancelled_exc_class():
-        colony.cancel(worker.result.worker_id, _owner(ctx))
+        _state(ctx).colony.cancel(worker.result.worker_id, _owner(ctx))
         raise
     return worker.result
-
-
-def _add_worker_tools(server: MCPServer[Any]) -> None:
-    @_tool(
-        server,
-        ToolAnnotations(
-            title="Start a worker",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=False,
-            open_world_hint=True,
-        ),
-    )
-    async def spawn_worker(  # noqa: PLR0917 (the tool's parameters are its contract)
-        caste: CasteName,
-        task: Annotated[str, Field(description="What the worker should do, in full: it sees nothing else.")],
-        ctx: Context[Any],
-        cwd: Annotated[
-            str | None, Field(description="Absolute path of an existing directory to work in. Default: the server's.")
-        ] = None,
-        model: Annotated[
-            str | None, Field(description="A model for this one worker instead of the caste's (source: explicit).")
-        ] = None,
-        wait: Annotated[
-            bool, Field(description="True: return when the worker ends. False: return at once with its worker_id.")
-        ] = True,
-        timeout_s: TimeoutSeconds = None,
-        isolation: Annotated[
-            Literal["none", "worktree"] | None,
-            Field(
-                description="worktree: the worker works in a fresh git worktree on a branch of its own "
-                "(aether/<worker_id>), so parallel workers cannot write over each other. Default: the caste's setting."
-            ),
-        ] = None,
-        base: Annotated[
-            str | None,
-            Field(max_length=200, description="With isolation 'worktree': the commit or branch to start from (HEAD)."),
-        ] = None,
-        output_schema: OutputSchema = None,
-        max_budget_usd: Annotated[
-            float | None,
-            Field(
-                gt=0, le=10_000, description="Stop the worker once it has spent this many US dollars (at the gateway)."
-            ),
-        ] = None,
-        max_tokens: Annotated[
-            int | None,
-            Field(gt=0, le=1_000_000_000, description="Stop the worker once its requests have used this many tokens."),
-        ] = None,
-    ) -> WorkerResult:
-        """Start a Claude Code worker of a caste on that caste's model, and report which model really served it.
-
-        Use this instead of the Task tool for Aether castes: the worker runs as
-        its own headless Claude Code process with the caste's model, tools and
-        permissions. With wait=false it runs in the background: follow it with
-        get_worker. Check routing_verified and routing_evidence in the result.
-        With isolation 'worktree' the result names its branch, commits and
-        diffstat; merge the branch or drop it with discard_worker. A worker
-        that spends its max_budget_usd or max_tokens ends as budget_exceeded."""
-        colony = _colony(ctx)
-        worker = await colony.spawn(
-            caste,
-            task,
-            cwd=cwd,
-            model=model,
-            timeout_s=timeout_s,
-            isolation=isolation,
-            base=base,
-            output_schema=output_schema,
-            owner=_owner(ctx),
-            max_budget_usd=max_budget_usd,
-            max_tokens=max_tokens,
-        )
-        return await _reply(ctx, colony, worker, wait)
-
-    @_tool(
-        server,
-        ToolAnnotations(
-            title="Send a worker a follow-up",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=False,
-            open_world_hint=True,
-        ),
-    )
-    async def continue_worker(  # noqa: PLR0917 (the tool's parameters are its contract)
-        worker_id: Annotated[str, Field(description="A finished worker of this session.")],
-        message: Annotated[str, Field(description="The next message in that worker's conversation.")],
-        ctx: Context[Any],
-        wait: Annotated[
-            bool, Field(description="True: return when the turn ends. False: return at once with its worker_id.")
-        ] = True,
-        timeout_s: TimeoutSeconds = None,
-        output_schema: OutputSchema = None,
-    ) -> WorkerResult:
-        """Continue a finished worker's conversation with a follow-up, e.g. a watcher's findings back to the builder.
-
-        The new turn runs on the same caste, model, directory or worktree and
-        permissions, with its own routing proof; its result has a worker_id
-        of its own, `continues` and `turn`."""
-        colony = _colony(ctx)
-        worker = await colony.continue_worker(
-            worker_id, message, timeout_s=timeout_s, output_schema=output_schema, owner=_owner(ctx)
-        )
-        return await _reply(ctx, colony, worker, wait)
-
-    @_tool(
-        server,
-        ToolAnnotations(
-            title="A worker's status and result", read_only_hint=True, idempotent_hint=True, open_world_hint=False
-        ),
-    )
-    async def get_worker(
-        worker_id: Annotated[str, Field(description="The worker_id spawn_worker returned.")],
-        ctx: Context[Any],
-        wait_s: Annotated[
-            float, Field(ge=0, le=3600, description="Wait up to this many seconds for the worker to finish.")
-        ] = 0,
-        offset: Annotated[
-            int, Field(ge=0, description="Read the answer from this character on (see output_chars).")
-        ] = 0,
-        limit: Annotated[int, Field(ge=1, le=100_000, description="At most this many characters of the answer.")] = (
-            OUTPUT_PAGE
-        ),
-    ) -> WorkerResult:
-        """A worker's status, and its full result once it has finished. Set wait_s to wait for it.
-
-        A long answer comes in pages: when output_chars is more than offset plus
-        the output's length, call again with a larger offset."""
-        worker = _colony(ctx).get(worker_id, _owner(ctx))
-        if wait_s:
-            with anyio.move_on_after(wait_s):
-                await worker.done.wait()
-        return worker.page(offset, limit)
-
-    @_tool(
-        server,
-        ToolAnnotations(
-            title="Drop a worker's worktree",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=False,
-            open_world_hint=False,
-        ),
-    )
-    async def discard_worker(
-        worker_id: Annotated[str, Field(description="A finished worker of this session that has a worktree.")],
-        ctx: Context[Any],
-    ) -> WorkerResult:
-        """Remove a finished worker's git worktree and its branch, with whatever they hold.
-
-        Use it after merging the branch, or to drop work you do not want."""
-        return (await _colony(ctx).discard(worker_id, _owner(ctx))).result
-
-    @_tool(
-        server,
-        ToolAnnotations(
-            title="This session's workers", read_only_hint=True, idempotent_hint=True, open_world_hint=False
-        ),
-    )
-    async def list_workers(ctx: Context[Any]) -> WorkerList:
-        """The workers this session started, newest first: id, caste, model, status, verified, duration,
-        worktree and turn."""
-        return WorkerList(workers=_colony(ctx).list(_owner(ctx)))
-
-    @_tool(
-        server,
-        ToolAnnotations(
-            title="Stop a worker",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    )
-    async def cancel_worker(
-        worker_id: Annotated[str, Field(description="The worker_id of a queued or running worker.")],
-        ctx: Context[Any],
-    ) -> WorkerResult:
-        """Stop a queued or running worker; it is killed with every process it started."""
-        worker = _colony(ctx).cancel(worker_id, _owner(ctx))
-        with anyio.move_on_after(10):
-            await worker.done.wait()
-        return worker.result
 
 
 def serve(store: ProfileStore, log_level: str = "INFO") -> None:

@@ -12,10 +12,13 @@ import contextlib
 import ctypes
 import os
 import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import BinaryIO
 
 import anyio
@@ -227,3 +230,29 @@ def _marked(mark: str) -> list[int]:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
         os.killpg(pgid, sig)
+
+
+# What signal.signal returns and takes: a function, SIG_DFL or SIG_IGN (or None, for a handler not set from Python).
+SignalHandler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+
+
+@contextmanager
+def killed_on_sigterm(kill_all: Callable[[], None]) -> Iterator[None]:
+    """While inside, SIGTERM first runs `kill_all`, then ends the process as asked.
+
+    SIGTERM ends the process before any cleanup runs, and workers live in process groups of their own:
+    their groups must be killed from the handler itself. Only the main thread can set a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        kill_all()
+        signal.signal(signal.SIGTERM, previous)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous: SignalHandler = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AetherError, sentences
+from ..errors import sentences
 from .preflight import Deployment, Preflight
 from .process import RunOutcome
 from .result import WorkerResult
@@ -30,15 +30,24 @@ if TYPE_CHECKING:
 # e.g. `sonnet` -> `claude-sonnet-4-5-20250929`.
 ALIASES = ("opus", "sonnet", "haiku")
 OUTPUT_PAGE = 20_000  # characters of the answer a result carries; get_worker reads the rest page by page
+ENDPOINT = "(the endpoint: no deployment named)"  # requests_by_deployment's key for an answer that names none
 
 
 @dataclass(frozen=True)
 class RoutingVerdict:
+    """The judgment as data (what contradicts the model, requests per model and deployment) and as sentences."""
+
     verified: bool
     evidence: list[str]
-    problem: str | None
+    mismatches: list[str] = field(default_factory=list)
     served_by: list[str] = field(default_factory=list)
     fallback_used: list[str] = field(default_factory=list)
+    by_model: dict[str, int] = field(default_factory=dict)
+    by_deployment: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def problem(self) -> str | None:
+        return "; ".join(self.mismatches) or None
 
 
 def same_model(assigned: str, reported: str) -> str | None:
@@ -85,7 +94,7 @@ def judge(assigned: str | None, summary: StreamSummary, preflight: Preflight | N
                 evidence.append(f"alias: {why} (same model)")
     verified = not problems
     evidence.append("routing verified" if verified else "NOT verified: " + "; ".join(problems))
-    return RoutingVerdict(verified, evidence, None if verified else "; ".join(problems))
+    return RoutingVerdict(verified, evidence, problems)
 
 
 def judge_wire(assigned: str | None, lease: Lease, preflight: Preflight | None, provider: str | None) -> RoutingVerdict:
@@ -94,6 +103,7 @@ def judge_wire(assigned: str | None, lease: Lease, preflight: Preflight | None, 
     problems: list[str] = []
     deployments = preflight.deployments if preflight is not None else None
     served: Counter[tuple[str, str]] = Counter()
+    by_deployment: Counter[str] = Counter()
     for record in lease.records:
         if record.refused is not None:
             problems.append(f"{record.method} {record.path.split('?')[0]} refused: {record.refused}")
@@ -101,6 +111,7 @@ def judge_wire(assigned: str | None, lease: Lease, preflight: Preflight | None, 
         place = _served(record, deployments, provider, problems)
         if record.model is not None:
             served[(record.model, place)] += 1
+            by_deployment[record.model_id or ENDPOINT] += 1
     if not lease.records:
         problems.append("the worker made no request through the gateway, so it was sent somewhere else")
     elif not any(r.status == 200 and r.refused is None for r in lease.records):
@@ -121,7 +132,18 @@ def judge_wire(assigned: str | None, lease: Lease, preflight: Preflight | None, 
     verified = not problems
     evidence.append("routing verified at the gateway" if verified else "routing NOT verified")
     places = sorted({place for _, place in served if place.startswith("deployment")})
-    return RoutingVerdict(verified, evidence, "; ".join(dict.fromkeys(problems)) or None, places, fallbacks)
+    by_model: Counter[str] = Counter()
+    for (model, _), n in served.items():
+        by_model[model] += n
+    return RoutingVerdict(
+        verified,
+        evidence,
+        list(dict.fromkeys(problems)),
+        places,
+        fallbacks,
+        dict(sorted(by_model.items())),
+        dict(sorted(by_deployment.items())),
+    )
 
 
 def _served(
@@ -185,6 +207,8 @@ def settle(
     result.usage = summary.usage
     result.cost_usd = summary.cost_usd
     result.served_by, result.fallback_used = verdict.served_by, verdict.fallback_used
+    result.routing_mismatches = verdict.mismatches
+    result.requests_by_model, result.requests_by_deployment = verdict.by_model, verdict.by_deployment
     if lease is not None:
         wire_facts(result, lease)
     result.session_id = summary.session_id
@@ -242,36 +266,6 @@ def describe_failure(spec: WorkerSpec, outcome: RunOutcome) -> str | None:
         if misfit is not None:
             return f"The worker's answer does not fit output_schema: {misfit}"
     return None
-
-
-MAX_SCHEMA_BYTES = 64 * 1024
-
-
-def check_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Refuse an output_schema that is too large to pass on or is not a JSON Schema."""
-    import jsonschema  # on first use: the server starts without it
-
-    size = len(json.dumps(schema))
-    if size > MAX_SCHEMA_BYTES:
-        raise AetherError(f"output_schema is {size:,} bytes of JSON; at most {MAX_SCHEMA_BYTES:,} are allowed.")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.exceptions.SchemaError as exc:
-        raise AetherError(f"output_schema is not a valid JSON Schema: {exc.message}") from None
-    outside = next((ref for ref in _refs(schema) if not ref.startswith("#")), None)
-    if outside is not None:
-        # A reference out of the schema would make the server fetch a URL or read a file.
-        raise AetherError(f"output_schema refers outside itself ({outside!r}); write the definition in $defs.")
-    return schema
-
-
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, list):
-        return [ref for item in node for ref in _refs(item)]
-    if not isinstance(node, dict):
-        return []
-    own = [str(node[k]) for k in ("$ref", "$dynamicRef") if k in node]
-    return own + [ref for value in node.values() for ref in _refs(value)]
 
 
 def schema_misfit(schema: dict[str, Any], value: Any) -> str | None:

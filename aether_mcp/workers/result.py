@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ..flat_schema import FlatRecord
 from ..profile.resolution import Source
+
+
+class _Logged:
+    """Marks a field the spawn log keeps: enough to answer "which model did it use?", not the output."""
+
+
+LOGGED = _Logged()
 
 Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "budget_exceeded"]
 
@@ -15,11 +22,17 @@ Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cance
 class WorkerResult(FlatRecord):
     """One worker: what it was asked, what ran it, and what its stream proves."""
 
-    worker_id: str = Field(description="Pass to get_worker, continue_worker, cancel_worker or discard_worker.")
-    caste: str
-    model: str | None = Field(description="The model the worker was started on (null: the CLI's own default).")
-    model_source: Source = Field(description="Why that model: override, profile, slot, task, default or explicit.")
-    status: Status
+    worker_id: Annotated[str, LOGGED] = Field(
+        description="Pass to get_worker, continue_worker, cancel_worker or discard_worker."
+    )
+    caste: Annotated[str, LOGGED]
+    model: Annotated[str | None, LOGGED] = Field(
+        description="The model the worker was started on (null: the CLI's own default)."
+    )
+    model_source: Annotated[Source, LOGGED] = Field(
+        description="Why that model: override, profile, slot, task, default or explicit."
+    )
+    status: Annotated[Status, LOGGED]
     output: str | None = Field(
         default=None, description="The worker's final answer, or the page of it asked for (see output_chars)."
     )
@@ -30,45 +43,70 @@ class WorkerResult(FlatRecord):
     structured_output: Any = Field(
         default=None, description="With output_schema: the answer as JSON, validated against the schema."
     )
-    models_reported: list[str] = Field(
+    models_reported: Annotated[list[str], LOGGED] = Field(
         default_factory=list, description="Every model the worker's own stream named (init, answers, modelUsage)."
     )
-    routing_verified: bool = Field(default=False, description="True only when the evidence shows the assigned model.")
+    routing_verified: Annotated[bool, LOGGED] = Field(
+        default=False, description="True only when the evidence shows the assigned model."
+    )
     routing_evidence: list[str] = Field(default_factory=list, description="What was checked and what it showed.")
-    duration_s: float | None = None
+    routing_mismatches: list[str] = Field(
+        default_factory=list, description="What contradicts the assigned model, one a line; empty when verified."
+    )
+    requests_by_model: dict[str, int] = Field(
+        default_factory=dict, description="Requests the gateway saw, by the model each asked for."
+    )
+    requests_by_deployment: dict[str, int] = Field(
+        default_factory=dict, description="Requests the gateway saw, by the proxy deployment that answered each."
+    )
+    duration_s: Annotated[float | None, LOGGED] = None
     num_turns: int | None = None
-    usage: dict[str, int] | None = None
-    requests: int | None = Field(default=None, description="Requests the worker made through the gateway.")
-    tokens: dict[str, int] | None = Field(
+    usage: Annotated[dict[str, int] | None, LOGGED] = None
+    requests: Annotated[int | None, LOGGED] = Field(
+        default=None, description="Requests the worker made through the gateway."
+    )
+    tokens: Annotated[dict[str, int] | None, LOGGED] = Field(
         default=None, description="Tokens the gateway counted, by kind: input, output, cache_read, cache_write."
     )
-    cost_usd: float | None = Field(
+    cost_usd: Annotated[float | None, LOGGED] = Field(
         default=None,
         description="What the worker cost: from the proxy's cost header or model_metadata prices; null: unknown.",
     )
-    served_by: list[str] = Field(default_factory=list, description="The proxy's deployments that answered it.")
-    fallback_used: list[str] = Field(
+    served_by: Annotated[list[str], LOGGED] = Field(
+        default_factory=list, description="The proxy's deployments that answered it."
+    )
+    fallback_used: Annotated[list[str], LOGGED] = Field(
         default_factory=list, description="Declared fallback models that served some of its requests."
     )
     session_id: str | None = None
-    transcript_path: str | None = None
+    transcript_path: Annotated[str | None, LOGGED] = None
     cli: str | None = Field(
         default=None, description="The Claude Code CLI that ran the worker, and which rule chose it."
     )
     warm: bool = Field(default=False, description="True when a pre-started (warm) Claude Code process took the task.")
-    cwd: str
+    cwd: Annotated[str, LOGGED]
     worktree: str | None = Field(
         default=None, description="With isolation 'worktree': the worker's own git worktree (null once removed)."
     )
-    branch: str | None = Field(default=None, description="The worktree's branch, aether/<worker_id>.")
+    branch: Annotated[str | None, LOGGED] = Field(
+        default=None, description="The worktree's branch, aether/<worker_id>."
+    )
     base: str | None = Field(default=None, description="The commit the worktree started from.")
-    commits: list[str] = Field(default_factory=list, description="Commits the worker made: '<sha> <subject>'.")
+    commits: Annotated[list[str], LOGGED] = Field(
+        default_factory=list, description="Commits the worker made: '<sha> <subject>'."
+    )
     diffstat: str | None = Field(default=None, description="git diff --stat of the worktree against the base.")
-    continues: str | None = Field(default=None, description="The worker whose conversation this turn continues.")
-    turn: int = Field(default=1, description="1 for a spawn; each continue_worker adds one.")
-    started_at: str | None = None
-    finished_at: str | None = None
+    continues: Annotated[str | None, LOGGED] = Field(
+        default=None, description="The worker whose conversation this turn continues."
+    )
+    turn: Annotated[int, LOGGED] = Field(default=1, description="1 for a spawn; each continue_worker adds one.")
+    started_at: Annotated[str | None, LOGGED] = None
+    finished_at: Annotated[str | None, LOGGED] = None
     error: str | None = Field(default=None, description="What went wrong and how to fix it; null on success.")
+
+    def log_entry(self) -> dict[str, Any]:
+        """What the spawn log keeps of this result: its fields marked LOGGED."""
+        return self.model_dump(mode="json", include=LOGGED_FIELDS)
 
 
 class WorkerLine(BaseModel):
@@ -80,3 +118,10 @@ class WorkerLine(BaseModel):
     duration_s: float | None
     worktree: str | None = None
     turn: int = 1
+
+    @classmethod
+    def of(cls, result: WorkerResult) -> WorkerLine:
+        return cls.model_validate(result.model_dump(include=set(cls.model_fields)))
+
+
+LOGGED_FIELDS = {name for name, info in WorkerResult.model_fields.items() if LOGGED in info.metadata}

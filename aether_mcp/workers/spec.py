@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +25,18 @@ from ..profile.location import STATE_DIR
 from ..profile.resolution import Source
 from ..profile.schema import check_model_name
 from .claude_cli import ClaudeCli, find_cli
+from .request import Isolation, SpawnRequest
+from .worktree import check_base
 
 # Only these reach a worker from the server's own environment (plus LC_* and
 # the profile's workers.env_passthrough): a worker must not pick up a stray
 # ANTHROPIC_API_KEY and quietly go around the proxy.
 ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "TERM", "TMPDIR", "USER", "SHELL")
-# A day: longer than any worker should run, short enough that a typo (1e300) is caught.
-MAX_TIMEOUT_S = 86_400.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerSpec:
-    """Everything needed to start one worker."""
+    """Everything needed to start one worker, fixed once built: a changed worker is a new spec (`placed`)."""
 
     worker_id: str
     caste: str
@@ -56,43 +56,51 @@ class WorkerSpec:
     agent: Agent | None = None  # the Claude Code agent the worker runs as
     context_window: int | None = None  # model_metadata's, for a model the CLI does not know
     provider: str | None = None  # model_metadata's: a deployment of another provider is flagged
+    isolation: Isolation = "none"
     gateway_url: str | None = None  # set for a proxied worker: it talks to the gateway, not the proxy
     gateway_key: str | None = None  # its own key there, in place of the proxy's token
 
+    def placed(
+        self, *, cwd: Path | None = None, gateway_url: str | None = None, gateway_key: str | None = None
+    ) -> WorkerSpec:
+        """This worker where it runs: its directory (inside its worktree) and its way to the gateway.
 
-def build_spec(
-    catalog: CasteCatalog,
-    caste: str,
-    task: str,
-    *,
-    home: Path,
-    environ: Mapping[str, str],
-    cwd: str | None = None,
-    model: str | None = None,
-    timeout_s: float | None = None,
-) -> WorkerSpec:
-    """The worker a spawn asks for: its model (and why), settings, CLI and directory.
+        A proxied worker is never placed without the gateway: its environment would carry the real token."""
+        if self.settings.endpoint and gateway_url is None:
+            raise AetherError(f"The {self.caste} worker goes through a proxy, and no gateway is there for it.")
+        return replace(self, cwd=cwd or self.cwd, gateway_url=gateway_url, gateway_key=gateway_key)
+
+
+def build_spec(catalog: CasteCatalog, request: SpawnRequest, *, home: Path, environ: Mapping[str, str]) -> WorkerSpec:
+    """The worker a spawn asks for: its model (and why), its settings with the spawn's own timeout and budget,
+    its CLI and directory; placed by `WorkerSpec.placed` once its gateway key and worktree exist.
 
     `home` is the server's working directory: the default `cwd`, and where `.aether/workers/` keeps transcripts.
     Bad input raises here, before anything runs."""
-    check_timeout(timeout_s)
     profile = catalog.profile
-    entry = catalog.resolve(caste, task)
+    entry = catalog.resolve(request.caste, request.task)
     chosen, source = entry.model, entry.source
-    if model is not None:
-        chosen, source = check_model_name(model), "explicit"
-    settings = catalog.settings(entry.caste)
+    if request.model is not None:
+        chosen, source = check_model_name(request.model), "explicit"
+    settings = catalog.settings(entry.caste).model_copy(update=_spawn_settings(request))
+    if settings.max_tokens is not None and not settings.endpoint:
+        raise AetherError(
+            f"max_tokens is kept at the gateway, which only workers going through a proxy use, and the "
+            f"{entry.caste} caste has none",
+            "Give a max_budget_usd instead (the Claude Code CLI keeps that), or route the caste through a proxy",
+        )
+    isolation = request.isolation or settings.isolation
+    if check_base(request.base) is not None and isolation != "worktree":
+        raise AetherError("base applies only with isolation 'worktree'.")
     metadata = (profile.model_metadata or {}).get(chosen) if chosen else None
-    if timeout_s is not None:
-        settings = settings.model_copy(update={"timeout_s": timeout_s})
     worker_id = new_worker_id(entry.caste)
     return WorkerSpec(
         worker_id=worker_id,
         caste=entry.caste,
-        task=task,
+        task=request.task,
         model=chosen,
         model_source=source,
-        cwd=working_directory(cwd, home, profile.workers.allowed_dirs),
+        cwd=working_directory(request.cwd, home, profile.workers.allowed_dirs),
         home=home,
         settings=settings,
         cli=find_cli(profile, environ),
@@ -100,16 +108,18 @@ def build_spec(
         max_retries=profile.workers.max_retries,
         api_timeout_ms=profile.workers.api_timeout_ms,
         env_passthrough=profile.workers.env_passthrough,
+        output_schema=request.output_schema,
         agent=catalog.agent(entry.caste),
         context_window=metadata.context_window if metadata else None,
         provider=metadata.provider if metadata else None,
+        isolation=isolation,
     )
 
 
-def check_timeout(timeout_s: float | None) -> float | None:
-    if timeout_s is not None and not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN fails this too
-        raise AetherError(f"The timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds, not {timeout_s}.")
-    return timeout_s
+def _spawn_settings(request: SpawnRequest) -> dict[str, Any]:
+    """What one spawn sets over its caste's settings."""
+    own = {"timeout_s": request.timeout_s, "max_budget_usd": request.max_budget_usd, "max_tokens": request.max_tokens}
+    return {name: value for name, value in own.items() if value is not None}
 
 
 def new_worker_id(caste: str) -> str:

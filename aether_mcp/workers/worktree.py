@@ -15,10 +15,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import AetherError
+from ..errors import AetherError, sentences
 from ..git import find_repository, git
 from ..private_files import private_dir
 from ..profile.location import STATE_DIR
+from .result import WorkerResult
 
 BRANCH_PREFIX = "aether/"
 LOCK_REASON = "aether-mcp: its worker is running"
@@ -84,6 +85,28 @@ def restore(worktree: Worktree) -> None:
         if not worktree.path.exists():
             git(worktree.repo, "worktree", "add", "--quiet", "-B", worktree.branch, str(worktree.path), worktree.base)
         git(worktree.repo, "worktree", "lock", "--reason", LOCK_REASON, str(worktree.path))
+
+
+def create_for(cwd: Path, home: Path, worker_id: str, base: str | None) -> tuple[Worktree, Path]:
+    """A fresh worktree for a worker that was to work in `cwd`, and the same place inside that worktree."""
+    repo = repository_root(cwd)
+    tree = create(repo, home, worker_id, base)
+    return tree, (tree.path / cwd.relative_to(repo) if cwd.is_relative_to(repo) else tree.path)
+
+
+def settle(tree: Worktree, result: WorkerResult, *, in_use: bool) -> None:
+    """Record what a finished worker left in `tree`; an untouched tree no other turn is `in_use` goes, with its
+    branch. A tree that cannot be read stays as it is, for the user to look at, and the result says so."""
+    try:
+        found = report(tree)
+        result.commits, result.diffstat = found.commits, found.diffstat or None
+        if not found.changed and not in_use:
+            remove(tree)
+            result.worktree = result.branch = None
+        else:
+            unlock(tree)
+    except AetherError as exc:
+        result.error = sentences(result.error, f"Its worktree could not be read: {exc}") or None
 
 
 def unlock(worktree: Worktree) -> None:
