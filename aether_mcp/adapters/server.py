@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +34,7 @@ from ..workers.request import (
     BudgetTokens,
     BudgetUsd,
     CasteName,
+    Description,
     IsolationChoice,
     ModelChoice,
     OutputSchema,
@@ -43,7 +44,7 @@ from ..workers.request import (
     spawn_request,
 )
 from ..workers.result import WorkerLine, WorkerResult
-from . import doctor, http
+from . import doctor, handoff, http
 from .doctor import RoutingReport
 
 log = logging.getLogger("aether_mcp")
@@ -53,8 +54,14 @@ ModelName = Annotated[
 ]
 
 
+STDIO_OWNER = "stdio"  # a stdio server's one client: its parent process
+LIST_PAGE = 20  # workers a listing shows unless asked for more: a parent's recent wave, in about 2 KB
+
+
 class WorkerList(FlatRecord):
-    workers: list[WorkerLine] = Field(description="Newest first.")
+    workers: list[WorkerLine] = Field(description="Newest first; one page of them.")
+    total: int = Field(description="How many workers this session has (finished ones are kept up to 200).")
+    next_offset: int | None = Field(description="Pass as offset for the next page; null: this is the last.")
 
 
 INSTRUCTIONS = """\
@@ -208,6 +215,7 @@ async def spawn_worker(  # noqa: PLR0917 (the tool's parameters are its contract
     output_schema: OutputSchema = None,
     max_budget_usd: BudgetUsd = None,
     max_tokens: BudgetTokens = None,
+    description: Description = None,
 ) -> WorkerResult:
     """Start a Claude Code worker of a caste on that caste's model, and report which model really served it.
 
@@ -229,6 +237,7 @@ async def spawn_worker(  # noqa: PLR0917 (the tool's parameters are its contract
         output_schema=output_schema,
         max_budget_usd=max_budget_usd,
         max_tokens=max_tokens,
+        description=description,
     )
     worker = await _state(ctx).colony.spawn(request, owner=_owner(ctx))
     return await _reply(ctx, worker, wait)
@@ -287,10 +296,17 @@ async def discard_worker(
     return (await _state(ctx).colony.discard(worker_id, _owner(ctx))).result
 
 
-async def list_workers(ctx: Ctx) -> WorkerList:
-    """The workers this session started, newest first: id, caste, model, status, verified, duration,
-    worktree and turn."""
-    return WorkerList(workers=_state(ctx).colony.list(_owner(ctx)))
+async def list_workers(
+    ctx: Ctx,
+    limit: Annotated[int, Field(ge=1, le=200, description="At most this many workers.")] = LIST_PAGE,
+    offset: Annotated[int, Field(ge=0, le=10_000, description="Skip this many of the newest first.")] = 0,
+) -> WorkerList:
+    """The workers this session started, newest first: id, caste, description, model, status, verified,
+    duration, worktree and turn. A page at a time: see next_offset."""
+    every = _state(ctx).colony.list(_owner(ctx))
+    shown = every[offset : offset + limit]
+    more = offset + len(shown) < len(every)
+    return WorkerList(workers=shown, total=len(every), next_offset=offset + len(shown) if more else None)
 
 
 async def cancel_worker(
@@ -376,15 +392,20 @@ TOOLS: list[tuple[Callable[..., Any], ToolAnnotations]] = [
 ]
 
 
-def build_server(store: ProfileStore) -> MCPServer[ServerState]:
-    """An MCP server for one profile store."""
+def build_server(store: ProfileStore, *, take_handoffs: bool = False) -> MCPServer[ServerState]:
+    """An MCP server for one profile store. With `take_handoffs` (a stdio server: its parent is a Claude Code
+    session) it also starts the sub-agent calls that session's hook hands over."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
         where = store.location
         log.info("aether-mcp serving profile %s (%s)", where.path, where.rule)
-        async with Colony(store) as colony:
+        async with Colony(store) as colony, anyio.create_task_group() as group:
+            if take_handoffs:
+                address = await group.start(handoff.serve, partial(_take_call, colony))
+                log.info("taking the hook's sub-agent calls: %s", "yes" if address else "no (socket in use)")
             yield ServerState(store, colony)
+            group.cancel_scope.cancel()
 
     arguments = _RejectUnknownArguments()
     server: MCPServer[ServerState] = MCPServer(
@@ -395,6 +416,26 @@ def build_server(store: ProfileStore) -> MCPServer[ServerState]:
         _register(server, func, hints)
     _add_prompts(server, store)
     return server
+
+
+async def _take_call(colony: Colony, call: dict[str, Any]) -> tuple[handoff.Reply, Callable[[], object] | None]:
+    """Start the worker of a sub-agent call the hook handed over, as this session's (stdio's) own."""
+    given = call.get("tool_input")
+    given = given if isinstance(given, dict) else {}
+    try:
+        request = spawn_request(
+            caste=given.get("subagent_type"),
+            task=given.get("prompt"),
+            description=given.get("description"),
+            isolation="worktree" if given.get("isolation") == "worktree" else None,
+            cwd=call.get("cwd") if isinstance(call.get("cwd"), str) else None,
+        )
+        worker = await colony.spawn(request, owner=STDIO_OWNER)
+    except AetherError as exc:
+        return {"error": str(exc)}, None
+    result = worker.result
+    reply = {"worker_id": result.worker_id, "caste": result.caste, "model": result.model, "status": result.status}
+    return reply, partial(colony.cancel, result.worker_id, STDIO_OWNER)
 
 
 def _add_prompts(server: MCPServer[ServerState], store: ProfileStore) -> None:
@@ -454,7 +495,7 @@ def _owner(ctx: Ctx) -> str:
     session_id = headers.get("mcp-session-id") if headers is not None else None
     if session_id:
         return f"session {session_id}"
-    return "sessionless" if headers is not None else "stdio"
+    return "sessionless" if headers is not None else STDIO_OWNER
 
 
 async def _reply(ctx: Ctx, worker: Worker, wait: bool) -> WorkerResult:
@@ -476,7 +517,7 @@ async def _reply(ctx: Ctx, worker: Worker, wait: bool) -> WorkerResult:
 def serve(store: ProfileStore, log_level: str = "INFO") -> None:
     """Run the server on stdio until the client goes away. stdout is the protocol: logs go to stderr."""
     _log_to_stderr(log_level)
-    build_server(store).run("stdio")
+    build_server(store, take_handoffs=True).run("stdio")
 
 
 def serve_http(

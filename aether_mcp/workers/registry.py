@@ -69,6 +69,7 @@ def queued_result(spec: WorkerSpec, tree: worktree.Worktree | None) -> WorkerRes
     return WorkerResult(
         worker_id=spec.worker_id,
         caste=spec.caste,
+        description=spec.description,
         model=spec.model,
         model_source=spec.model_source,
         status="queued",

@@ -22,6 +22,7 @@ MAX_TIMEOUT_S = 86_400.0
 MAX_BUDGET_USD = 10_000
 MAX_TOKENS = 1_000_000_000
 MAX_SCHEMA_BYTES = 64 * 1024
+MAX_DESCRIPTION_CHARS = 200
 
 Isolation = Literal["none", "worktree"]
 
@@ -30,6 +31,13 @@ CasteName = Annotated[
     Field(
         description="A caste: one the profile names or a Claude Code agent of the project, e.g. builder or "
         "aether-builder, scout, watcher. Case, '-'/'_' and an 'aether-' prefix do not matter.",
+    ),
+]
+Description = Annotated[
+    str | None,
+    Field(
+        max_length=MAX_DESCRIPTION_CHARS,
+        description="A few words naming the worker in listings and the live view (a sub-agent call's description).",
     ),
 ]
 TaskText = Annotated[str, Field(description="What the worker should do, in full: it sees nothing else.")]
@@ -92,6 +100,7 @@ class SpawnRequest(BaseModel):
     output_schema: OutputSchema = None
     max_budget_usd: BudgetUsd = None
     max_tokens: BudgetTokens = None
+    description: Description = None
 
     # The checks below raise AetherError, which pydantic passes on as it is: its message is the one the caller
     # reads, naming the fix.

@@ -26,6 +26,9 @@ class WorkerResult(FlatRecord):
         description="Pass to get_worker, continue_worker, cancel_worker or discard_worker."
     )
     caste: Annotated[str, LOGGED]
+    description: Annotated[str | None, LOGGED] = Field(
+        default=None, description="What the worker is for, in a few words (a sub-agent call's description)."
+    )
     model: Annotated[str | None, LOGGED] = Field(
         description="The model the worker was started on (null: the CLI's own default)."
     )
@@ -112,6 +115,7 @@ class WorkerResult(FlatRecord):
 class WorkerLine(BaseModel):
     worker_id: str
     caste: str
+    description: str | None = None
     model: str | None
     status: Status
     routing_verified: bool

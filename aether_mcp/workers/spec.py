@@ -57,6 +57,7 @@ class WorkerSpec:
     context_window: int | None = None  # model_metadata's, for a model the CLI does not know
     provider: str | None = None  # model_metadata's: a deployment of another provider is flagged
     isolation: Isolation = "none"
+    description: str | None = None  # a few words naming the worker
     gateway_url: str | None = None  # set for a proxied worker: it talks to the gateway, not the proxy
     gateway_key: str | None = None  # its own key there, in place of the proxy's token
 
@@ -113,6 +114,7 @@ def build_spec(catalog: CasteCatalog, request: SpawnRequest, *, home: Path, envi
         context_window=metadata.context_window if metadata else None,
         provider=metadata.provider if metadata else None,
         isolation=isolation,
+        description=request.description,
     )
 
 

@@ -1,0 +1,204 @@
+"""The hook hands a denied sub-agent call to the aether-mcp server of the same Claude Code session.
+
+Claude Code starts its stdio MCP servers and runs its hooks as children of one
+process. A stdio server listens on an abstract Unix socket named after that
+process (its pid and start time, so a reused pid names another socket); the
+hook, finding the same process among its ancestors, connects and hands over
+the call: the server starts the worker at once and answers with its id. So a
+wave of sub-agent calls in one message starts side by side, as native
+sub-agents would, and the parent never writes a prompt twice.
+
+Both ends check who is at the other: the server takes a call only from a
+process of the same user that descends from its own Claude Code process and
+not from the server itself (a worker, whatever its Bash runs, cannot start
+workers this way); the hook hands over only to a process of the same user
+whose parent is its Claude Code process. Nothing a repository writes and no
+other local user can reach either end, and an abstract socket leaves no file
+behind: it ends with the server.
+
+Standard library and anyio only: the hook loads this module on every
+sub-agent call, and must answer in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+MAX_CALL_BYTES = 4 * 1024 * 1024  # a call carries the sub-agent's prompt: bounded, generously
+MAX_ANCESTORS = 16
+HOOK_TIMEOUT_S = 15.0  # how long the hook waits for the server to accept a call
+READ_TIMEOUT_S = 5.0  # how long the server waits for a connected hook to send its call
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+
+Reply = dict[str, Any]
+# Takes a call; gives the reply, and what to do should the hook be gone before the reply reaches it.
+TakeCall = Callable[[dict[str, Any]], Awaitable[tuple[Reply, Callable[[], object] | None]]]
+log = logging.getLogger("aether_mcp")
+
+
+def address(claude_pid: int) -> str | None:
+    """The session's socket: this user's, named by the Claude Code process's pid and start time."""
+    started = _start_time(claude_pid)
+    if started is None:
+        return None
+    return f"\0aether-mcp/{os.getuid()}/{claude_pid}/{started}"
+
+
+def ancestors(pid: int) -> list[int]:
+    """`pid`'s parent, its parent's parent, ... up to init (at most MAX_ANCESTORS)."""
+    found: list[int] = []
+    while len(found) < MAX_ANCESTORS:
+        parent = _parent(pid)
+        if parent is None or parent <= 1:
+            break
+        found.append(parent)
+        pid = parent
+    return found
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (which may hold spaces and parentheses)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _parent(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields and len(fields) > 1 else None
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None  # field 22 of stat: starttime, in clock ticks
+
+
+def peer(sock: socket.socket) -> tuple[int, int]:
+    """The pid and uid of the process at the other end of a connected Unix socket, as the kernel says."""
+    pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return pid, uid
+
+
+# --- the hook's end ---------------------------------------------------------------------------------------
+
+
+def hand_over(call: dict[str, Any], timeout_s: float = HOOK_TIMEOUT_S) -> Reply | None:
+    """Give `call` to the session's aether-mcp server; its reply, or None when no server of the session
+    takes calls (none runs, it is an older aether-mcp, or it does not answer in time)."""
+    line = (json.dumps(call) + "\n").encode()
+    if len(line) > MAX_CALL_BYTES:
+        return None
+    for claude_pid in ancestors(os.getpid()):
+        where = address(claude_pid)
+        if where is None:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            try:
+                sock.connect(where)
+            except OSError:
+                continue  # no server listens for this process: try the next ancestor
+            pid, uid = peer(sock)
+            if uid != os.getuid() or _parent(pid) != claude_pid:
+                return None  # someone else holds the name: hand nothing over
+            try:
+                sock.sendall(line)
+                return _read_reply(sock)
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def _read_reply(sock: socket.socket) -> Reply | None:
+    data = bytearray()
+    while not data.endswith(b"\n") and len(data) <= MAX_CALL_BYTES:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    reply = json.loads(data) if data.strip() else None
+    return reply if isinstance(reply, dict) else None
+
+
+# --- the server's end -------------------------------------------------------------------------------------
+
+
+def may_hand_over(pid: int, uid: int, claude_pid: int, server_pid: int) -> bool:
+    """Whether a peer may hand calls to this server: this user's, below its Claude Code process, and not
+    below the server itself (its workers and whatever they start)."""
+    if uid != os.getuid():
+        return False
+    for ancestor in [pid, *ancestors(pid)]:
+        if ancestor == server_pid:
+            return False
+        if ancestor == claude_pid:
+            return True
+    return False
+
+
+async def serve(take: TakeCall, *, task_status: Any) -> None:
+    """Take the calls the session's hooks hand over, until cancelled. Reports None (nothing to take) when
+    the socket cannot be had: a second aether-mcp server in the session, or no /proc."""
+    import anyio  # here, not at the top: the hook imports this module and never needs anyio
+    from anyio.abc import SocketAttribute
+
+    claude_pid, server_pid = os.getppid(), os.getpid()
+    where = address(claude_pid)
+    try:
+        listener = await anyio.create_unix_listener(where) if where is not None else None
+    except OSError:
+        listener = None
+    task_status.started(where if listener is not None else None)
+    if listener is None:
+        return
+
+    async def one(stream: Any) -> None:
+        try:
+            async with stream:
+                pid, uid = peer(stream.extra(SocketAttribute.raw_socket))  # noqa: S610 (anyio, not Django)
+                if not may_hand_over(pid, uid, claude_pid, server_pid):
+                    log.warning("a hand-over from pid %d (uid %d) was refused: not this session's hook", pid, uid)
+                    return
+                call = None
+                with anyio.move_on_after(READ_TIMEOUT_S):
+                    call = await _read_call(stream)
+                if call is None:
+                    return
+                reply, undo = await take(call)
+                try:
+                    await stream.send((json.dumps(reply) + "\n").encode())
+                except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    if undo is not None:  # the hook gave up waiting: it will not tell the parent of this worker
+                        undo()
+        except Exception as exc:  # noqa: BLE001 (one broken hand-over must not end the server)
+            log.warning("a hand-over failed: %s: %s", type(exc).__name__, exc)
+
+    async with listener:
+        await listener.serve(one)
+
+
+async def _read_call(stream: Any) -> dict[str, Any] | None:
+    import anyio  # see serve()
+
+    data = bytearray()
+    try:
+        while not data.endswith(b"\n"):
+            data += await stream.receive(65536)
+            if len(data) > MAX_CALL_BYTES:
+                return None
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        return None
+    try:
+        call = json.loads(data)
+    except ValueError:
+        return None
+    return call if isinstance(call, dict) else None

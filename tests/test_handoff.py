@@ -1,0 +1,134 @@
+"""The hook hands a sub-agent call to the session's stdio server, and only the session's own hook can.
+
+The test process stands where Claude Code does: it is the parent of the stdio
+server (through the MCP client) and of the "hooks" it runs as subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TOKEN, structured, write_profile
+from mcp import Client
+from test_spawn import stdio_server
+
+from aether_mcp.adapters import handoff
+from aether_mcp.testing.backend import LocalBackend, Turn
+
+pytestmark = pytest.mark.anyio
+
+CALL = {"tool_name": "Agent", "tool_input": {"subagent_type": "builder", "prompt": "say hi", "description": "greet"}}
+
+
+def hook_process(
+    code: str, *, user: int | None = None, detach: bool = False, python: str = sys.executable
+) -> dict[str, Any] | None:
+    """Run `code` (which prints a JSON value) as a child of this process, as Claude Code runs a hook."""
+    command = [python, "-c", textwrap.dedent(code)]
+    if detach:  # reparented to init: no longer below this process
+        command = ["setsid", "-f", *command]  # its output pipe stays open until it is done
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False, user=user, env=dict(os.environ)
+    )
+    assert done.returncode == 0, done.stderr
+    value: dict[str, Any] | None = json.loads(done.stdout)
+    return value
+
+
+HAND_OVER = f"""
+    import json
+    from aether_mcp.adapters.handoff import hand_over
+    print(json.dumps(hand_over({json.dumps(CALL)})))
+"""
+
+
+async def test_the_sessions_hook_starts_the_worker_at_once(colony_profile: Path, backend: LocalBackend) -> None:
+    async with Client(stdio_server(colony_profile.parent)) as client:
+        reply = hook_process(HAND_OVER)
+        assert reply is not None and reply["caste"] == "builder" and reply["model"] == "kimi-k2.5", reply
+        result = structured(await client.call_tool("get_worker", {"worker_id": reply["worker_id"], "wait_s": 60}))
+    assert (result["status"], result["routing_verified"], result["description"]) == ("succeeded", True, "greet")
+    assert backend.models_asked() == ["kimi-k2.5"]
+
+
+async def test_a_call_the_server_refuses_comes_back_as_its_error(colony_profile: Path, backend: LocalBackend) -> None:
+    call = {"tool_name": "Agent", "tool_input": {"subagent_type": "scot", "prompt": "say hi"}}
+    async with Client(stdio_server(colony_profile.parent)):
+        reply = hook_process(HAND_OVER.replace(json.dumps(CALL), json.dumps(call)))
+    assert reply == {"error": "Unknown caste 'scot'. Known castes: builder, scout, watcher."}
+    assert backend.models_asked() == []
+
+
+async def test_without_a_server_of_the_session_nothing_is_handed_over(colony_profile: Path) -> None:
+    assert hook_process(HAND_OVER) is None
+
+
+def knocking(where: str) -> str:
+    """An attacker's program: connect to the session's socket `where` itself, send a call, print the answer."""
+    return f"""
+import json, socket
+answer = None
+with socket.socket(socket.AF_UNIX) as sock:
+    sock.settimeout(20)
+    sock.connect({where!r})
+    try:
+        sock.sendall({json.dumps(json.dumps(CALL))}.encode() + b"\\n")
+        answer = sock.recv(65536).decode() or None
+    except OSError:  # closed on it
+        pass
+print(json.dumps(answer))
+"""
+
+
+async def test_a_process_outside_the_session_is_refused(colony_profile: Path, backend: LocalBackend) -> None:
+    """Attacker: a process of the same user, not below the session's Claude Code, that knows the address."""
+    async with Client(stdio_server(colony_profile.parent)) as client:
+        where = handoff.address(os.getpid())
+        assert where is not None
+        assert hook_process(knocking(where), detach=True) is None  # connected, and closed with no answer
+        listed = structured(await client.call_tool("list_workers", {}))
+    assert listed["workers"] == [] and backend.models_asked() == []
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root, a system Python")
+async def test_another_user_is_refused(colony_profile: Path, backend: LocalBackend) -> None:
+    """Attacker: another local user, below the session's Claude Code (as root can arrange), that knows the
+    address: the abstract socket has no file mode to stop it connecting, so the server checks who it is."""
+    async with Client(stdio_server(colony_profile.parent)) as client:
+        where = handoff.address(os.getpid())
+        assert where is not None
+        # the standard library only, run by a Python that user can run
+        assert hook_process(knocking(where), user=65534, python="/usr/bin/python3") is None
+        listed = structured(await client.call_tool("list_workers", {}))
+    assert listed["workers"] == [] and backend.models_asked() == []
+
+
+async def test_a_worker_cannot_start_workers_through_the_hand_over(isolated: Path) -> None:
+    """Attacker: a rogue worker's Bash, below the server and so below the session's Claude Code too."""
+    probe = f"{sys.executable} -c 'import json; from aether_mcp.adapters.handoff import hand_over; "
+    probe += f'print("HANDED", json.dumps(hand_over({json.dumps(CALL)})))' + "'"
+    script = {"kimi-k2.5": [Turn(tool="Bash", tool_input={"command": probe, "description": "probe"})]}
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
+        write_profile(isolated / "model-profiles.yaml", backend.url)
+        async with Client(stdio_server(isolated)) as client:
+            result = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "probe"}))
+            listed = structured(await client.call_tool("list_workers", {}))
+    said = Path(result["transcript_path"]).read_text()
+    assert "HANDED null" in said
+    assert [w["worker_id"] for w in listed["workers"]] == [result["worker_id"]]
+    assert backend.models_asked().count("kimi-k2.5") == 2  # the worker's task and its Bash result, nothing more
+
+
+def test_the_peer_rule() -> None:
+    me, parent = os.getpid(), os.getppid()
+    assert handoff.may_hand_over(me, os.getuid(), claude_pid=parent, server_pid=-1)
+    assert not handoff.may_hand_over(me, os.getuid(), claude_pid=parent, server_pid=me)  # below the server
+    assert not handoff.may_hand_over(me, os.getuid() + 1, claude_pid=parent, server_pid=-1)  # another user
+    assert not handoff.may_hand_over(me, os.getuid(), claude_pid=-5, server_pid=-1)  # not below the session
