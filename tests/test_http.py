@@ -128,7 +128,11 @@ async def test_sessions_see_read_and_stop_only_their_own_workers(
         spawned = await alice.call_tool("spawn_worker", {"caste": "builder", "task": "hi", "wait": False})
         assert spawned.structured_content is not None
         worker_id = spawned.structured_content["worker_id"]
-        assert (await bob.call_tool("list_workers", {})).structured_content == {"workers": [], "total": 0, "next_offset": None}
+        assert (await bob.call_tool("list_workers", {})).structured_content == {
+            "workers": [],
+            "total": 0,
+            "next_offset": None,
+        }
         for tool in ("get_worker", "cancel_worker"):
             refused = await bob.call_tool(tool, {"worker_id": worker_id})
             assert refused.is_error
