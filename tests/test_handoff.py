@@ -20,6 +20,8 @@ from mcp import Client
 from test_spawn import stdio_server
 
 from aether_mcp.adapters import handoff
+from aether_mcp.adapters.server import build_server
+from aether_mcp.profile.store import ProfileStore
 from aether_mcp.testing.backend import LocalBackend, Turn
 
 pytestmark = pytest.mark.anyio
@@ -132,3 +134,57 @@ def test_the_peer_rule() -> None:
     assert not handoff.may_hand_over(me, os.getuid(), claude_pid=parent, server_pid=me)  # below the server
     assert not handoff.may_hand_over(me, os.getuid() + 1, claude_pid=parent, server_pid=-1)  # another user
     assert not handoff.may_hand_over(me, os.getuid(), claude_pid=-5, server_pid=-1)  # not below the session
+
+
+def hook_command(event: dict[str, Any], cwd: Path) -> str:
+    """The real hook, run as Claude Code runs it (a child of this process): its denial's reason."""
+    done = subprocess.run(
+        [sys.executable, "-m", "aether_mcp", "hook", "pre-tool-use"],
+        input=json.dumps({"cwd": str(cwd), **event}),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    reason: str = json.loads(done.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
+    return reason
+
+
+def named_call(reason: str) -> tuple[str, dict[str, Any]]:
+    """The exact call a denial names, on its last line: the tool's full name, then its arguments as JSON."""
+    tool, arguments = reason.splitlines()[-1].split(" ", 1)
+    return tool, json.loads(arguments)
+
+
+async def test_the_hooks_denial_names_the_exact_call_that_collects_the_worker(
+    colony_profile: Path, backend: LocalBackend
+) -> None:
+    event = {"tool_name": "Agent", "tool_input": {**CALL["tool_input"], "run_in_background": True}}
+    async with Client(stdio_server(colony_profile.parent)) as client:
+        reason = hook_command(event, colony_profile.parent)
+        tool, arguments = named_call(reason)
+        assert tool == "mcp__aether__get_worker" and arguments.keys() == {"worker_id", "wait_s"}
+        assert "It runs in the background" in reason and "say hi" not in reason
+        result = structured(await client.call_tool(tool.removeprefix("mcp__aether__"), arguments))
+    assert (result["caste"], result["status"], result["routing_verified"]) == ("builder", "succeeded", True)
+    assert result["description"] == "greet"
+    assert len(f"{tool} {json.dumps(arguments)}") < 100  # what the parent writes to collect it
+
+
+async def test_with_no_server_the_parent_names_the_kept_call(colony_profile: Path, backend: LocalBackend) -> None:
+    """The fallback: the hook keeps the call, and spawn_worker takes it by its id, once."""
+    prompt = "Write the greeting module, then test it. " * 20
+    event = {"tool_name": "Agent", "tool_input": {"subagent_type": "aether-builder", "prompt": prompt}}
+    reason = hook_command(
+        {**event, "tool_input": {**event["tool_input"], "description": "greeter"}}, colony_profile.parent
+    )
+    tool, arguments = named_call(reason)
+    assert tool == "mcp__aether__spawn_worker" and prompt not in reason
+    async with Client(build_server(ProfileStore())) as client:  # a server the hook could not reach
+        result = structured(await client.call_tool("spawn_worker", arguments))
+        again = await client.call_tool("spawn_worker", arguments)
+    assert (result["status"], result["description"]) == ("succeeded", "greeter")
+    assert prompt.strip() in backend.requests[-1].conversation[0]
+    assert again.is_error and "is waiting: each is taken once" in again.content[0].text  # type: ignore[union-attr]

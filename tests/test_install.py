@@ -138,7 +138,13 @@ def test_the_hook_denies_a_routed_caste_and_names_the_call(project: Path, tool: 
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)["hookSpecificOutput"]
     assert (answer["hookEventName"], answer["permissionDecision"]) == ("PreToolUse", "deny")
-    assert f'Call mcp__aether__spawn_worker instead, with caste "{caste}"' in answer["permissionDecisionReason"]
+    reason = answer["permissionDecisionReason"]
+    # no server of this session to take it: the exact call that starts it, naming the kept call, not its text
+    assert "No aether-mcp server of this session took the call" in reason
+    tool, arguments = reason.splitlines()[-1].split(" ", 1)
+    assert tool == "mcp__aether__spawn_worker"
+    assert json.loads(arguments).keys() == {"caste", "call_id"} and json.loads(arguments)["caste"] == caste
+    assert "Build it." not in reason
 
 
 @pytest.mark.parametrize(

@@ -164,7 +164,9 @@ def _add_spawn(commands: Any, common: argparse.ArgumentParser) -> None:
     spawn = commands.add_parser("spawn", parents=[common], help="run one worker of a caste on its model")
     fields = SpawnRequest.model_fields
     spawn.add_argument("caste", help=fields["caste"].description)
-    spawn.add_argument("task", help=f"{fields['task'].description} ('-' reads it from stdin)")
+    spawn.add_argument(
+        "task", nargs="?", default="", help=f"{fields['task'].description} ('-' reads it from stdin)"
+    )
     for name, info in fields.items():
         if name in ("caste", "task"):
             continue
@@ -172,6 +174,9 @@ def _add_spawn(commands: Any, common: argparse.ArgumentParser) -> None:
         kind, choices = _option_kind(info.annotation)
         help_text = (info.description or "") + (" (a JSON object, or @FILE)" if kind is _json_object else "")
         spawn.add_argument(flag, dest=name, type=kind, choices=choices, help=help_text.replace("%", "%%"))
+    spawn.add_argument(
+        "--call-id", help="the id a denied sub-agent call named: the worker takes that call's prompt and description"
+    )
     spawn.add_argument("--json", action="store_true", help="print the result as JSON")
     spawn.set_defaults(run=_spawn)
 
@@ -260,11 +265,14 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
 
     from ..workers.colony import Colony
     from ..workers.request import SpawnRequest, spawn_request
+    from .handoff import with_kept_call
 
     options = {name: getattr(args, name) for name in SpawnRequest.model_fields if name not in ("caste", "task")}
     options["task"] = sys.stdin.read() if args.task == "-" else args.task
     if args.cwd:  # relative to where the command runs
         options["cwd"] = str(Path(args.cwd).resolve())
+    if args.call_id:
+        options = with_kept_call(args.call_id, args.caste, options)
     request = spawn_request(caste=args.caste, **options)
 
     async def run() -> WorkerResult:

@@ -22,14 +22,22 @@ sub-agent call, and must answer in a few tens of milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
+import secrets
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from ..errors import AetherError
+from ..private_files import user_config_dir, user_config_path, write_private
+from ..profile.names import caste_key
 
 MAX_CALL_BYTES = 4 * 1024 * 1024  # a call carries the sub-agent's prompt: bounded, generously
 MAX_ANCESTORS = 16
@@ -202,3 +210,82 @@ async def _read_call(stream: Any) -> dict[str, Any] | None:
     except ValueError:
         return None
     return call if isinstance(call, dict) else None
+
+
+# --- with no server of the session: the call kept for the parent to name --------------------------------
+
+STORED_FOR_S = 3600.0  # a kept call the parent has not named within an hour is gone
+_CALL_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+def calls_dir(environ: Mapping[str, str] | None = None) -> Path:
+    return user_config_path(environ) / "calls"
+
+
+def keep(call: dict[str, Any], environ: Mapping[str, str] | None = None) -> str | None:
+    """Keep `call` (0600, this user's config folder) under a new random id, for spawn_worker's call_id; None
+    when it cannot be kept. Calls kept over STORED_FOR_S ago are cleared on the way."""
+    try:
+        base = user_config_dir(environ)
+        _clear_stale(base / "calls")
+        call_id = secrets.token_urlsafe(16)
+        write_private(base / "calls" / f"{call_id}.json", base, json.dumps(call).encode())
+    except (OSError, AetherError):
+        return None
+    return call_id
+
+
+def take_kept(call_id: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The call kept under `call_id`, removed as it is taken (a call starts one worker, once)."""
+    unknown = AetherError(
+        f"No sub-agent call '{call_id}' is waiting: each is taken once, within an hour of its denial.",
+        "Pass the call's prompt as task instead",
+    )
+    if not _CALL_ID.fullmatch(call_id):
+        raise unknown
+    path = calls_dir(environ) / f"{call_id}.json"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        raise unknown from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        data = handle.read(MAX_CALL_BYTES + 1)
+    path.unlink(missing_ok=True)
+    if info.st_uid != os.getuid() or time.time() - info.st_mtime > STORED_FOR_S or len(data) > MAX_CALL_BYTES:
+        raise unknown
+    call = json.loads(data)
+    if not isinstance(call, dict):
+        raise unknown
+    return call
+
+
+def from_call(call: dict[str, Any]) -> dict[str, Any]:
+    """The spawn a sub-agent call asks for: its caste, prompt, description, worktree and directory."""
+    given = call.get("tool_input")
+    given = given if isinstance(given, dict) else {}
+    cwd = call.get("cwd")
+    return {
+        "caste": given.get("subagent_type"),
+        "task": given.get("prompt"),
+        "description": given.get("description"),
+        "isolation": "worktree" if given.get("isolation") == "worktree" else None,
+        "cwd": cwd if isinstance(cwd, str) else None,
+    }
+
+
+def with_kept_call(call_id: str, caste: str, given: dict[str, Any]) -> dict[str, Any]:
+    """A spawn's arguments completed from the sub-agent call the hook kept under `call_id`."""
+    kept = from_call(take_kept(call_id))
+    if caste_key(str(kept["caste"])) != caste_key(caste):
+        raise AetherError(f"The call '{call_id}' was for the caste '{kept['caste']}', not '{caste}'.")
+    return {name: value if value not in (None, "") else kept.get(name) for name, value in given.items()}
+
+
+def _clear_stale(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    for entry in os.scandir(folder):
+        with contextlib.suppress(OSError):
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime > STORED_FOR_S:
+                os.unlink(entry.path)

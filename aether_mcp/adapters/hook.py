@@ -18,40 +18,56 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..profile.agents import agent_dirs, scan_agents
 from ..profile.location import locate
 from ..profile.names import caste_key, caste_name
+from . import handoff
 
 SUBAGENT_TOOLS = ("Task", "Agent")
 MATCHER = "Task|Agent"
 COMMAND = "aether-mcp hook pre-tool-use"
 SPAWN_TOOL = "mcp__aether__spawn_worker"
+GET_TOOL = "mcp__aether__get_worker"
+COLLECT_WAIT_S = 900  # get_worker's wait: as long as a worker usually takes, short of its timeout
+# What of a sub-agent call the worker takes: its prompt, a description naming it, a worktree of its own.
+HANDED_OVER = ("subagent_type", "prompt", "description", "isolation", "run_in_background")
+HandOver = Callable[[dict[str, Any]], "handoff.Reply | None"]
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # a hook event carries the sub-agent's prompt: bounded, generously
 
 
-def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any] | None:
-    """The hook's answer to one event: a denial naming spawn_worker for a routed caste, else None (no opinion)."""
+def pre_tool_use(
+    event: Mapping[str, Any], environ: Mapping[str, str], hand_over: HandOver = handoff.hand_over
+) -> dict[str, Any] | None:
+    """The hook's answer to one event: for a routed caste, a denial saying the worker runs already under aether-mcp
+    (or, with no server of the session to take it, the exact call that starts it); else None (no opinion)."""
     if event.get("tool_name") not in SUBAGENT_TOOLS:
         return None
     tool_input = event.get("tool_input")
-    wanted = tool_input.get("subagent_type") if isinstance(tool_input, dict) else None
+    if not isinstance(tool_input, dict):
+        return None
+    wanted = tool_input.get("subagent_type")
     if not isinstance(wanted, str) or not wanted.strip():
         return None
     cwd = Path(str(event.get("cwd") or os.getcwd()))
     caste = routed_castes(cwd, environ).get(caste_key(wanted))
     if caste is None:
         return None
-    background = isinstance(tool_input, dict) and tool_input.get("run_in_background") is True
-    reason = (
-        f'"{wanted}" is an Aether caste routed by aether-mcp: it runs on its own model, with proof of which model '
-        f"served it. Do not start it with the {event['tool_name']} tool. Call {SPAWN_TOOL} instead, with "
-        f'caste "{caste}" and task set to this call\'s prompt, unchanged'
-        + (", and wait false (then collect it with mcp__aether__get_worker)." if background else ".")
-    )
+    call = {
+        "tool_input": {key: tool_input[key] for key in HANDED_OVER if key in tool_input},
+        "cwd": str(cwd),
+    }
+    reply = hand_over(call)
+    background = tool_input.get("run_in_background") is True
+    if reply is not None and isinstance(reply.get("worker_id"), str):
+        reason = _started(wanted, reply, background)
+    elif reply is not None and isinstance(reply.get("error"), str):
+        reason = f'"{wanted}" is an Aether caste routed by aether-mcp, which could not start it: {reply["error"]}'
+    else:
+        reason = _fallback(wanted, caste, handoff.keep(call, environ), background, event["tool_name"])
     return {
         "hookSpecificOutput": {
             "hookEventName": "PreToolUse",
@@ -59,6 +75,32 @@ def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
             "permissionDecisionReason": reason,
         }
     }
+
+
+def _started(wanted: str, reply: Mapping[str, Any], background: bool) -> str:
+    worker_id = reply["worker_id"]
+    collect = f"{GET_TOOL} {json.dumps({'worker_id': worker_id, 'wait_s': COLLECT_WAIT_S})}"
+    when = "It runs in the background; when you need its result, make" if background else "Collect its result with"
+    return (
+        f'"{wanted}" is an Aether caste routed by aether-mcp, which has started it as worker {worker_id} on '
+        f"{reply.get('model') or 'the CLI default model'}, with proof of which model serves it. It is running "
+        f"now: do not start it again. {when} this exact call (make the calls for several workers in one "
+        f"message: they run side by side):\n{collect}"
+    )
+
+
+def _fallback(wanted: str, caste: str, call_id: str | None, background: bool, tool: str) -> str:
+    """Today's advice, when no aether-mcp server of this session took the call: the exact spawn_worker call."""
+    arguments: dict[str, Any] = {"caste": caste, "call_id": call_id} if call_id else {"caste": caste}
+    if background:
+        arguments["wait"] = False
+    how = "" if call_id else ", with task set to this call's prompt, unchanged"
+    return (
+        f'"{wanted}" is an Aether caste routed by aether-mcp: it runs on its own model, with proof of which model '
+        f"served it. Do not start it with the {tool} tool. No aether-mcp server of this session took the call "
+        f"(none is running in it, or it is older than this hook), so start it with this exact call{how}:\n"
+        f"{SPAWN_TOOL} {json.dumps(arguments)}" + (f"\n(then collect it with {GET_TOOL})" if background else "")
+    )
 
 
 def routed_castes(cwd: Path, environ: Mapping[str, str]) -> dict[str, str]:

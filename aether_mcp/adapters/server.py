@@ -67,13 +67,17 @@ class WorkerList(FlatRecord):
 INSTRUCTIONS = """\
 aether-mcp decides which model each caste of Aether worker runs on. The castes
 are the project's Claude Code agents (.claude/agents, e.g. aether-builder) and
-the castes the profile names.
-Rule: to start a worker of a caste, never use the Task (Agent) tool. Call
-spawn_worker with the caste (builder or aether-builder) and the Task prompt,
-unchanged, as its task. A Task call for a caste is denied with the same advice.
-Other sub-agent types (general-purpose, Explore, ...) stay with the Task tool.
-spawn_worker starts the worker as its own Claude Code process running that
-agent on the caste's model, and reports the evidence of which model served it
+the castes the profile names; other sub-agent types (general-purpose, Explore,
+...) stay with the Task tool.
+A Task (Agent) call for a caste is denied: aether-mcp's hook has started the
+worker already, and the denial names the exact call that collects it
+(mcp__aether__get_worker with its worker_id). Make that call; make the
+collecting calls of several workers in one message, so they run side by side.
+Without a Task call, start each worker with spawn_worker (the caste, the full
+prompt as task) and wait=false, then collect them all with get_worker
+(wait_s=900) in one message; start a worker that needs another's result only
+after it. Each worker is its own Claude Code process running the caste's agent
+on the caste's model, and its result shows which model served it
 (routing_verified). get_caste_model shows the routing table, set_caste_model
 moves a caste to another model (a user override in the profile),
 reset_caste_model undoes it. Workers that write code side by side take
@@ -202,8 +206,8 @@ async def check_routing(
 
 async def spawn_worker(  # noqa: PLR0917 (the tool's parameters are its contract)
     caste: CasteName,
-    task: TaskText,
     ctx: Ctx,
+    task: TaskText = "",
     cwd: WorkingDir = None,
     model: ModelChoice = None,
     wait: Annotated[
@@ -216,28 +220,37 @@ async def spawn_worker(  # noqa: PLR0917 (the tool's parameters are its contract
     max_budget_usd: BudgetUsd = None,
     max_tokens: BudgetTokens = None,
     description: Description = None,
+    call_id: Annotated[
+        str | None,
+        Field(
+            max_length=64,
+            description="The id a denied sub-agent call named: the worker takes that call's prompt (then task "
+            "may be omitted), description and worktree.",
+        ),
+    ] = None,
 ) -> WorkerResult:
     """Start a Claude Code worker of a caste on that caste's model, and report which model really served it.
 
     Use this instead of the Task tool for Aether castes: the worker runs as
     its own headless Claude Code process with the caste's model, tools and
-    permissions. With wait=false it runs in the background: follow it with
-    get_worker. Check routing_verified and routing_evidence in the result.
+    permissions. For several workers at once, spawn each with wait=false (it
+    returns at once), then collect them with get_worker calls in one message:
+    they run side by side. Check routing_verified and routing_evidence in the result.
     With isolation 'worktree' the result names its branch, commits and
     diffstat; merge the branch or drop it with discard_worker. A worker
     that spends its max_budget_usd or max_tokens ends as budget_exceeded."""
+    options = {"task": task, "cwd": cwd, "isolation": isolation, "description": description}
+    if call_id is not None:
+        options = handoff.with_kept_call(call_id, caste, options)
     request = spawn_request(
         caste=caste,
-        task=task,
-        cwd=cwd,
         model=model,
         timeout_s=timeout_s,
-        isolation=isolation,
         base=base,
         output_schema=output_schema,
         max_budget_usd=max_budget_usd,
         max_tokens=max_tokens,
-        description=description,
+        **options,
     )
     worker = await _state(ctx).colony.spawn(request, owner=_owner(ctx))
     return await _reply(ctx, worker, wait)
@@ -277,6 +290,8 @@ async def get_worker(
 ) -> WorkerResult:
     """A worker's status, and its full result once it has finished. Set wait_s to wait for it.
 
+    Read-only: several get_worker calls in one message run side by side, so
+    collect a wave of workers in one message.
     A long answer comes in pages: when output_chars is more than offset plus
     the output's length, call again with a larger offset."""
     worker = _state(ctx).colony.get(worker_id, _owner(ctx))
@@ -420,17 +435,8 @@ def build_server(store: ProfileStore, *, take_handoffs: bool = False) -> MCPServ
 
 async def _take_call(colony: Colony, call: dict[str, Any]) -> tuple[handoff.Reply, Callable[[], object] | None]:
     """Start the worker of a sub-agent call the hook handed over, as this session's (stdio's) own."""
-    given = call.get("tool_input")
-    given = given if isinstance(given, dict) else {}
     try:
-        request = spawn_request(
-            caste=given.get("subagent_type"),
-            task=given.get("prompt"),
-            description=given.get("description"),
-            isolation="worktree" if given.get("isolation") == "worktree" else None,
-            cwd=call.get("cwd") if isinstance(call.get("cwd"), str) else None,
-        )
-        worker = await colony.spawn(request, owner=STDIO_OWNER)
+        worker = await colony.spawn(spawn_request(**handoff.from_call(call)), owner=STDIO_OWNER)
     except AetherError as exc:
         return {"error": str(exc)}, None
     result = worker.result
