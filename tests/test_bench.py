@@ -45,3 +45,30 @@ def test_bench_quick_smoke(cli_env: dict[str, str]) -> None:
         "gateway's own latency per request, p50 (a backend answering at once)",
         "time to first byte of a streamed answer, p50 (a model taking 50 ms)",
     ]
+
+
+@pytest.mark.timeout(300)
+def test_wave_bench_quick_smoke(cli_env: dict[str, str]) -> None:
+    """A wave of two builders, native and routed: every row is there, and each worker ran as the builder on its
+    model with the builder's prompt, its answer reaching the parent (the timing targets are the bench's to judge)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.wave", "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=cli_env,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| wave of 2 builders")]
+    assert [row[0].lstrip("| ") for row in rows] == [
+        "wave of 2 builders: wall time, parent start to exit (median of 1)",
+        "wave of 2 builders: spread of the workers' starts",
+        "wave of 2 builders: parent turns",
+        "wave of 2 builders: bytes the parent writes per caste beyond its Agent calls",
+        "wave of 2 builders: workers on kimi-k2.5 with the builder's prompt and one task each; answers in the "
+        "parent's final text; verified",
+    ]
+    assert rows[-1][1:3] == ["native: 2/2; 2/2; no proof", "2/2; 2/2; 2/2"]
+    assert rows[-1][-1].strip(" |") == "yes"

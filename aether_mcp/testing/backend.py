@@ -4,14 +4,17 @@ It stands where an LLM (or a LiteLLM proxy) would: Claude Code workers talk
 to it with no API key and no network, and it records which model every
 request asked for, which is what lets the tests and the demo prove routing.
 By default it answers ``served-by <model>``; it can also play scripted turns
-(a tool call, then text), claim to be another model than the one asked for,
-check a token, or fail on purpose.
+(a tool call, several in one message, then text), make the calls that tool
+results name (a parent following its hook's advice), answer each model after a
+delay of its own, claim to be another model than the one asked for, check a
+token, or fail on purpose.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
 import time
 import uuid
@@ -23,12 +26,36 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Call:
+    """One tool call of a scripted answer."""
+
+    tool: str
+    tool_input: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Turn:
-    """One scripted answer: text, or a call of `tool` with `tool_input`."""
+    """One scripted answer: text, a call of `tool` with `tool_input`, or several `calls` in one message.
+
+    A `follow` turn makes the calls that the last message's tool results name, a line
+    `mcp__<server>__<tool> {json arguments}` each, all in one message, round after round (so it stays first in
+    the script); once they name none it answers with every tool result. `otherwise` is what it plays instead
+    when the first tool results it reads name no call (the parent doing what prose advice says)."""
 
     text: str | None = None
     tool: str | None = None
     tool_input: dict[str, Any] = field(default_factory=dict)
+    calls: tuple[Call, ...] = ()
+    follow: bool = False
+    otherwise: Turn | None = None
+
+    def tool_calls(self) -> tuple[Call, ...]:
+        return (Call(self.tool, self.tool_input),) if self.tool else self.calls
+
+
+MAX_FOLLOWS = 8  # rounds of named calls one follow turn makes: a tool result naming itself cannot loop forever
+TASK_NOTICE = "<task-notification>"
+NAMED_CALL = re.compile(r"\b(mcp__[A-Za-z0-9_-]+)[ \t]+(?=\{)")
 
 
 @dataclass(frozen=True)
@@ -45,6 +72,10 @@ class Recorded:
     system: str = ""  # the system prompt's text
     size: int = 0  # the request body's bytes
     agent_id: str | None = None  # Claude Code's x-claude-code-agent-id header: set on a sub-agent's requests
+    session_id: str | None = None  # Claude Code's x-claude-code-session-id header: one per CLI process
+    at: float = 0.0  # when it arrived: seconds on the backend's clock (`LocalBackend.clock`)
+    # (tool, bytes of its input as compact JSON) for each tool call in the conversation's assistant messages
+    written: tuple[tuple[str, int], ...] = ()
 
 
 class LocalBackend:
@@ -60,6 +91,7 @@ class LocalBackend:
         fail_status: int | None = None,
         close_mid_stream: bool = False,
         delay_s: float = 0.0,
+        delays: dict[str, float] | None = None,
         gather: int = 0,
         port: int = 0,
     ) -> None:
@@ -74,6 +106,9 @@ class LocalBackend:
         self.overloaded: set[str] = set()  # models that answer 529 overloaded, as a provider at capacity does
         self.close_mid_stream = close_mid_stream
         self.delay_s = delay_s
+        self.delays = dict(delays or {})  # model -> seconds before each of its answers, in place of delay_s
+        self.started = time.monotonic()
+        self._follows: dict[str, int] = {}
         # Hold each Messages request until this many are in flight (at most gather_timeout_s): side-by-side
         # workers then meet here even on a machine too loaded to start them within one delay_s of each other.
         self.gather = gather
@@ -107,6 +142,10 @@ class LocalBackend:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def clock(self) -> float:
+        """Seconds since the backend was made: the clock of `Recorded.at`."""
+        return time.monotonic() - self.started
+
     def models_asked(self) -> list[str]:
         """The model of every Messages request, in arrival order."""
         with self._lock:
@@ -132,10 +171,40 @@ class LocalBackend:
         with self._lock:
             self.in_flight -= 1
 
-    def next_turn(self, model: str) -> Turn | None:
+    def next_turn(self, model: str, body: dict[str, Any] | None = None) -> Turn | None:
+        """The model's next scripted turn for this request, or None for the default answer."""
         with self._lock:
             queue = self.scripts.get(model)
-            return queue.popleft() if queue else None
+            if not queue:
+                return None
+            if not queue[0].follow:
+                return queue.popleft()
+            named = named_calls(_last_results(body or {}))
+            if named and self._follows.get(model, 0) < MAX_FOLLOWS:
+                self._follows[model] = self._follows.get(model, 0) + 1
+                queue[0] = Turn(follow=True)  # `otherwise` is for the first results only
+                return Turn(calls=named)
+            turn = queue.popleft()
+            self._follows.pop(model, None)
+            if turn.otherwise is not None:
+                queue.appendleft(Turn(follow=True))
+            return turn.otherwise
+
+
+def named_calls(texts: list[str]) -> tuple[Call, ...]:
+    """The calls the texts name, in order, each once: `mcp__server__tool` and a JSON object on the same line."""
+    found: list[Call] = []
+    decoder = json.JSONDecoder()
+    for line in "\n".join(texts).splitlines():
+        for match in NAMED_CALL.finditer(line):
+            try:
+                arguments, _ = decoder.raw_decode(line, match.end())
+            except json.JSONDecodeError:
+                continue
+            call = Call(match.group(1), arguments) if isinstance(arguments, dict) else None
+            if call is not None and call not in found:
+                found.append(call)
+    return tuple(found)
 
 
 def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
@@ -146,14 +215,14 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_HEAD(self) -> None:
-            backend.record(Recorded("HEAD", self.path))
+            backend.record(Recorded("HEAD", self.path, at=backend.clock()))
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
         def do_GET(self) -> None:
             authorized = self._authorized()
-            backend.record(Recorded("GET", self.path, authorized=authorized))
+            backend.record(Recorded("GET", self.path, authorized=authorized, at=backend.clock()))
             if not authorized:
                 return self._error(401, "authentication_error", "invalid x-api-key or bearer token")
             if self.path.split("?")[0] == "/v1/models":
@@ -185,6 +254,9 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
                     system=_text_of(body.get("system")),
                     size=len(raw),
                     agent_id=self.headers.get("x-claude-code-agent-id"),
+                    session_id=self.headers.get("x-claude-code-session-id"),
+                    at=backend.clock(),
+                    written=_written(messages),
                 )
             )
             if not authorized:
@@ -201,8 +273,9 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
 
         def _messages(self, body: dict[str, Any]) -> None:
             backend.wait_for_company()
-            if backend.delay_s:
-                time.sleep(backend.delay_s)
+            delay = backend.delays.get(str(body.get("model")), backend.delay_s)
+            if delay:
+                time.sleep(delay)
             if str(body.get("model")) in backend.overloaded:
                 return self._error(529, "overloaded_error", f"{body.get('model')} is overloaded")
             if backend.fail_status:
@@ -260,40 +333,65 @@ def _answer(backend: LocalBackend, body: dict[str, Any]) -> dict[str, Any]:
     asked = str(body.get("model") or "")
     served = backend.claims.get(asked, asked)
     fresh = backend.on_task.get(asked) if _answers_a_task(body) else None
-    turn = fresh or backend.next_turn(asked) or Turn(text=_default_text(served, body))
-    if turn.tool:
-        block: dict[str, Any] = {
-            "type": "tool_use",
-            "id": f"toolu_{uuid.uuid4().hex[:20]}",
-            "name": turn.tool,
-            "input": turn.tool_input,
-        }
-        stop = "tool_use"
-    else:
-        block = {"type": "text", "text": turn.text or ""}
-        stop = "end_turn"
+    turn = fresh or backend.next_turn(asked, body) or Turn(text=_default_text(served, body))
+    calls = turn.tool_calls()
+    blocks: list[dict[str, Any]] = [
+        {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": c.tool, "input": c.tool_input}
+        for c in calls
+    ] or [{"type": "text", "text": turn.text or ""}]
     return {
         "id": f"msg_{uuid.uuid4().hex[:20]}",
         "type": "message",
         "role": "assistant",
         "model": served,
-        "content": [block],
-        "stop_reason": stop,
+        "content": blocks,
+        "stop_reason": "tool_use" if calls else "end_turn",
         "stop_sequence": None,
         "usage": {"input_tokens": _tokens(body), "output_tokens": 8},
     }
 
 
 def _default_text(served: str, body: dict[str, Any]) -> str:
-    """`served-by <model>`, followed by every tool result in the conversation (a scripted parent reports them)."""
-    results = [
-        _text_of(block.get("content"))
+    """`served-by <model>`, followed by every tool result in the conversation (a scripted parent reports them),
+    and every notice of a finished background task (how Claude Code hands back a sub-agent it ran in the
+    background)."""
+    blocks = [
+        block
         for message in body.get("messages") or []
-        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        if isinstance(message, dict) and message.get("role") == "user" and isinstance(message.get("content"), list)
         for block in message["content"]
-        if isinstance(block, dict) and block.get("type") == "tool_result"
+        if isinstance(block, dict)
     ]
-    return f"served-by {served}" + "".join(f"\n\ntool result:\n{r}" for r in results)
+    results = [_text_of(b.get("content")) for b in blocks if b.get("type") == "tool_result"]
+    notices = [str(b["text"]) for b in blocks if b.get("type") == "text" and TASK_NOTICE in str(b.get("text"))]
+    return (
+        f"served-by {served}"
+        + "".join(f"\n\ntool result:\n{r}" for r in results)
+        + "".join(f"\n\ntask notification:\n{n}" for n in notices)
+    )
+
+
+def _last_results(body: dict[str, Any]) -> list[str]:
+    """The text of each tool result in the last user message: what the model just got back from its calls."""
+    users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    content = users[-1].get("content") if users else None
+    blocks = content if isinstance(content, list) else []
+    return [_text_of(b.get("content")) for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+def _written(messages: list[Any]) -> tuple[tuple[str, int], ...]:
+    """Each tool call the model wrote in the conversation: its name and the bytes of its input as compact JSON."""
+    return tuple(
+        (str(block.get("name")), _json_bytes(block.get("input")))
+        for message in messages
+        if isinstance(message, dict) and message.get("role") == "assistant" and isinstance(message.get("content"), list)
+        for block in message["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_use"
+    )
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def _answers_a_task(body: dict[str, Any]) -> bool:
