@@ -71,6 +71,20 @@ def write_private(path: Path, base: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def read_private(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of `path`, never through a link (FileNotFoundError when it is missing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AetherError(
+                f"{path} is a symbolic link; aether-mcp does not read through links", "Remove it"
+            ) from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(limit)
+
+
 def replace_private(path: Path, base: Path, data: bytes) -> None:
     """Write a whole 0600 file under a temporary name, then rename it over `path`: readers see old or new."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

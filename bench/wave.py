@@ -185,8 +185,9 @@ class Bench:
         env["HOME"] = str(home)
         return env
 
-    def project(self, endpoint: str, routed: bool) -> tuple[Path, Path]:
-        """A fresh git project with the builder agent and a profile on the backend; routed: installed, trusted."""
+    def project(self, endpoint: str, routed: bool, count: int) -> tuple[Path, Path]:
+        """A fresh git project with the builder agent and a profile on the backend, with a warm worker for each
+        builder of the wave (as a user who runs waves sets it); routed: installed, trusted."""
         self.runs += 1
         project, home = self.folder / f"project-{self.runs}", self.folder / f"home-{self.runs}"
         (project / ".claude" / "agents" / "ant").mkdir(parents=True)
@@ -194,6 +195,7 @@ class Bench:
         (project / ".claude" / "agents" / "ant" / "aether-builder.md").write_text(builder_agent())
         (project / "model-profiles.yaml").write_text(
             f"worker_models:\n  builder: {BUILDER_MODEL}\nworkers:\n  max_concurrent_workers: 8\n"
+            f"  warm_workers: {{builder: {count}}}\n"
             f"proxy:\n  endpoint: {endpoint}\n  auth_token: {TOKEN}\n"
         )
         (project / ".claude" / "settings.local.json").write_text('{"permissions": {"allow": []}}\n')
@@ -216,7 +218,7 @@ class Bench:
         }
         delays = {BUILDER_MODEL: self.delay_s}
         with LocalBackend(token=TOKEN, models=[BUILDER_MODEL], scripts=scripts, delays=delays) as backend:
-            project, home = self.project(backend.url, routed)
+            project, home = self.project(backend.url, routed, count)
             session = self.parent(backend, project, home, timeout_s=60 + count * (self.delay_s + 15))
             requests = [
                 r for r in backend.requests if r.path.startswith("/v1/messages") and "count_tokens" not in r.path

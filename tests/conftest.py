@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,3 +223,19 @@ def write_aether_project(root: Path, endpoint: str, token: str = TOKEN) -> Path:
     for agent in store.untrusted_agents():
         store.trust(agent.path)
     return profile
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(isolated: Path, backend: Any) -> Path:
+    """The project is a git repository with one commit; .aether/ is ignored, as aether-mcp's state."""
+    git(isolated, "init", "-q", "-b", "main")
+    (isolated / ".gitignore").write_text(".aether/\n")
+    (isolated / "README.md").write_text("the project\n")
+    write_profile(isolated / "model-profiles.yaml", backend.url)
+    git(isolated, "add", ".")
+    git(isolated, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "first")
+    return isolated

@@ -10,7 +10,7 @@ from collections import deque
 from pathlib import Path
 
 import pytest
-from conftest import structured, write_profile
+from conftest import git, structured
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server
@@ -20,22 +20,6 @@ from aether_mcp.testing.backend import LocalBackend, Turn
 pytestmark = pytest.mark.anyio
 
 VERDICT = {"type": "object", "properties": {"verdict": {"enum": ["pass", "fail"]}}, "required": ["verdict"]}
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
-@pytest.fixture
-def repo(isolated: Path, backend: LocalBackend) -> Path:
-    """The project is a git repository with one commit; .aether/ is ignored, as aether-mcp's state."""
-    git(isolated, "init", "-q", "-b", "main")
-    (isolated / ".gitignore").write_text(".aether/\n")
-    (isolated / "README.md").write_text("the project\n")
-    write_profile(isolated / "model-profiles.yaml", backend.url)
-    git(isolated, "add", ".")
-    git(isolated, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "first")
-    return isolated
 
 
 COMMIT_MY_NAME = (

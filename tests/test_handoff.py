@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import TOKEN, structured, write_profile
 from mcp import Client
+from test_cooperation import COMMIT_MY_NAME
 from test_spawn import stdio_server
 
 from aether_mcp.adapters import handoff
@@ -188,3 +189,29 @@ async def test_with_no_server_the_parent_names_the_kept_call(colony_profile: Pat
     assert (result["status"], result["description"]) == ("succeeded", "greeter")
     assert prompt.strip() in backend.requests[-1].conversation[0]
     assert again.is_error and "is waiting: each is taken once" in again.content[0].text  # type: ignore[union-attr]
+
+
+async def test_an_isolated_sub_agent_call_gets_a_worktree_of_its_own(repo: Path, backend: LocalBackend) -> None:
+    project = repo
+    backend.on_task["kimi-k2.5"] = Turn(tool="Bash", tool_input={"command": COMMIT_MY_NAME, "description": "commit"})
+    event = {"tool_name": "Agent", "tool_input": {**CALL["tool_input"], "isolation": "worktree"}}
+    async with Client(stdio_server(project)) as client:
+        tool, arguments = named_call(hook_command(event, project))
+        result = structured(await client.call_tool(tool.removeprefix("mcp__aether__"), arguments))
+    assert result["status"] == "succeeded", result["error"]
+    assert result["branch"] == f"aether/{result['worker_id']}" and result["worktree"] != str(project)
+    assert [c.split(" ", 1)[1] for c in result["commits"]] == [f"from {Path(result['worktree']).name}"]
+
+
+@pytest.mark.parametrize(("flag", "background"), [(None, True), (True, True), (False, False)])
+async def test_the_denial_says_whether_the_worker_runs_in_the_background(
+    colony_profile: Path, backend: LocalBackend, flag: bool | None, background: bool
+) -> None:
+    """Claude Code runs a sub-agent in the background unless the call says run_in_background false."""
+    given = {**CALL["tool_input"]} | ({} if flag is None else {"run_in_background": flag})
+    async with Client(stdio_server(colony_profile.parent)) as client:
+        reason = hook_command({"tool_name": "Agent", "tool_input": given}, colony_profile.parent)
+        tool, arguments = named_call(reason)
+        structured(await client.call_tool(tool.removeprefix("mcp__aether__"), arguments))
+    assert ("It runs in the background" in reason) is background
+    assert ("Collect its result with this exact call" in reason) is not background

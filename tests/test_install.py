@@ -143,7 +143,7 @@ def test_the_hook_denies_a_routed_caste_and_names_the_call(project: Path, tool: 
     assert "No aether-mcp server of this session took the call" in reason
     tool, arguments = reason.splitlines()[-1].split(" ", 1)
     assert tool == "mcp__aether__spawn_worker"
-    assert json.loads(arguments).keys() == {"caste", "call_id"} and json.loads(arguments)["caste"] == caste
+    assert json.loads(arguments).keys() == {"caste", "call_id", "wait"} and json.loads(arguments)["caste"] == caste
     assert "Build it." not in reason
 
 
@@ -199,7 +199,7 @@ def test_agents_sync_writes_only_model_lines(project: Path) -> None:
 
 
 def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: Path) -> None:
-    """A real parent whose model calls the sub-agent tool for aether-builder, then does what the hook says."""
+    """A real parent whose model calls the sub-agent tool for aether-builder, then makes the call the hook names."""
     project, home = tmp_path / "project", tmp_path / "parent-home"
     project.mkdir()
     home.mkdir()
@@ -209,7 +209,7 @@ def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: P
             Turn(
                 tool="Agent", tool_input={"description": "build", "prompt": prompt, "subagent_type": "aether-builder"}
             ),
-            Turn(tool="mcp__aether__spawn_worker", tool_input={"caste": "builder", "task": prompt}),
+            Turn(follow=True),
         ]
     }
     with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
@@ -230,10 +230,14 @@ def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: P
 
     assert parent.exit_code == 0, parent.stderr
     assert not [r for r in messages if r.agent_id is not None]  # no sub-agent ever asked the backend anything
-    assert [r.model for r in messages] == [PARENT_MODEL, PARENT_MODEL, "kimi-k2.5", PARENT_MODEL]
-    denial = messages[1].conversation[-1]
-    assert 'Call mcp__aether__spawn_worker instead, with caste "builder"' in denial
-    builder = messages[2]
+    # the parent asks, is denied and makes the collecting call, and answers; the worker runs from the hook on
+    parents, (builder,) = (
+        [r for r in messages if r.model == PARENT_MODEL],
+        [r for r in messages if r.model != PARENT_MODEL],
+    )
+    assert len(parents) == 3 and builder.model == "kimi-k2.5"
+    denial = parents[1].conversation[-1]
+    assert "which has started it as worker builder-" in denial and prompt not in denial
     assert "BUILDER-RULES: write the failing test first" in builder.system
     assert prompt in builder.conversation[0]
     spawned = parent.tool_results[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -262,3 +263,38 @@ def test_the_clis_own_error_messages_are_not_answers() -> None:
 )
 def test_sentences_end_in_one_full_stop(parts: tuple[str | None, ...], joined: str) -> None:
     assert sentences(*parts) == joined
+
+
+def test_worker_files_are_never_seen_half_written(tmp_path: Path) -> None:
+    """Workers starting side by side share their content-named files: a reader must always see all of one.
+
+    Truncating and rewriting the file in place let a CLI starting beside another spawn read it empty
+    ("Invalid --agents configuration: JSON Parse error: Unexpected EOF"); replacing it whole changed it under
+    the CLI's feet ("--agents file changed while it was read"). A file that is there stays as it is."""
+    import threading
+
+    spec = replace(spec_for("scout", "glm-5"), home=tmp_path)
+    write_worker_files(spec)
+    path = Path(build_command(spec)[build_command(spec).index("--mcp-config") + 1])
+    first = path.stat()
+    seen: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append(path.read_text())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(3000):
+            write_worker_files(spec)
+    finally:
+        done.set()
+        reader.join()
+    assert len(seen) > 100
+    assert all(json.loads(text) == {"mcpServers": {}} for text in seen)
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    path.write_text("{")  # a damaged one is made whole again
+    write_worker_files(spec)
+    assert json.loads(path.read_text()) == {"mcpServers": {}} and stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -164,9 +164,7 @@ def _add_spawn(commands: Any, common: argparse.ArgumentParser) -> None:
     spawn = commands.add_parser("spawn", parents=[common], help="run one worker of a caste on its model")
     fields = SpawnRequest.model_fields
     spawn.add_argument("caste", help=fields["caste"].description)
-    spawn.add_argument(
-        "task", nargs="?", default="", help=f"{fields['task'].description} ('-' reads it from stdin)"
-    )
+    spawn.add_argument("task", nargs="?", default="", help=f"{fields['task'].description} ('-' reads it from stdin)")
     for name, info in fields.items():
         if name in ("caste", "task"):
             continue

@@ -90,7 +90,7 @@ def run_parent(cli: str, project: Path, home: Path, endpoint: str, timeout_s: fl
         }
     )
     command = [cli, "-p", "--model", PARENT_MODEL, "--output-format", "stream-json", "--verbose"]
-    command += ["--allowedTools", TOOL]
+    command += ["--allowedTools", "mcp__aether"]  # every tool of the server: spawn_worker, get_worker, ...
     done = subprocess.run(
         command,
         input="Spawn one worker per caste.",

@@ -61,7 +61,7 @@ def pre_tool_use(
         "cwd": str(cwd),
     }
     reply = hand_over(call)
-    background = tool_input.get("run_in_background") is True
+    background = tool_input.get("run_in_background") is not False  # as Claude Code runs a sub-agent by default
     if reply is not None and isinstance(reply.get("worker_id"), str):
         reason = _started(wanted, reply, background)
     elif reply is not None and isinstance(reply.get("error"), str):
@@ -95,11 +95,12 @@ def _fallback(wanted: str, caste: str, call_id: str | None, background: bool, to
     if background:
         arguments["wait"] = False
     how = "" if call_id else ", with task set to this call's prompt, unchanged"
+    then = f" It returns at once; collect the worker later with {GET_TOOL}." if background else ""
     return (
         f'"{wanted}" is an Aether caste routed by aether-mcp: it runs on its own model, with proof of which model '
         f"served it. Do not start it with the {tool} tool. No aether-mcp server of this session took the call "
-        f"(none is running in it, or it is older than this hook), so start it with this exact call{how}:\n"
-        f"{SPAWN_TOOL} {json.dumps(arguments)}" + (f"\n(then collect it with {GET_TOOL})" if background else "")
+        f"(none is running in it, or it is older than this hook), so start it with this exact call{how}.{then}\n"
+        f"{SPAWN_TOOL} {json.dumps(arguments)}"
     )
 
 

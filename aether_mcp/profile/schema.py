@@ -89,7 +89,7 @@ class WorkersSection(_Section):
     allowed_dirs: list[str] = Field(default_factory=list)
     max_retries: int = Field(default=2, ge=0, le=10)
     api_timeout_ms: int = Field(default=120_000, ge=1000)
-    warm_workers: dict[str, Annotated[int, Field(ge=0, le=4)]] = Field(default_factory=dict)
+    warm_workers: dict[str, Annotated[int, Field(ge=0, le=8)]] = Field(default_factory=dict)
     warm_idle_s: float = Field(default=300.0, gt=0)
     defaults: CasteSettings = Field(default_factory=CasteSettings)
     castes: dict[str, CasteSettings] = Field(default_factory=dict)

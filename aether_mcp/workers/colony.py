@@ -39,7 +39,7 @@ from .warm import WarmPool, warm_counts
 
 log = logging.getLogger("aether_mcp")
 
-PRESTART_DELAY_S = 1.0
+PRESTART_DELAY_S = 0.25
 # How long closing waits for its workers to be killed and logged before it stops waiting.
 SHUTDOWN_S = 15.0
 
@@ -218,8 +218,8 @@ class Colony:
         return worker
 
     async def _prestart_warm_workers(self) -> None:
-        """Warm workers for the castes the profile asks for. It waits a moment first: reading the profile and
-        starting CLIs would slow the session's first requests."""
+        """Warm workers for the castes the profile asks for, ready for the session's first wave. It waits a
+        moment first: the server answers its client's handshake and tools/list before it starts CLIs."""
         await anyio.sleep(PRESTART_DELAY_S)
         try:
             catalog = self.store.catalog(trusted=True)

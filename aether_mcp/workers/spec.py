@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from typing import Any
 
 from ..errors import AetherError
 from ..git import find_repository
-from ..private_files import write_private
+from ..private_files import read_private, write_private
 from ..profile.agents import Agent
 from ..profile.castes import WorkerSettings
 from ..profile.catalog import CasteCatalog
@@ -268,6 +269,27 @@ def agents_path(spec: WorkerSpec) -> Path:
 
 def write_worker_files(spec: WorkerSpec) -> None:
     """What the command line points to, written before the worker starts (0600, no link followed)."""
-    write_private(mcp_config_path(spec), spec.home, mcp_config_text(spec).encode())
+    _write_once(mcp_config_path(spec), spec.home, mcp_config_text(spec).encode())
     if spec.agent is not None:
-        write_private(agents_path(spec), spec.home, agents_text(spec).encode())
+        _write_once(agents_path(spec), spec.home, agents_text(spec).encode())
+
+
+def _write_once(path: Path, home: Path, data: bytes) -> None:
+    """Make the content-named file `path`, unless it is there already holding `data`.
+
+    Workers starting side by side share these files, and the CLI refuses a file that changes while it reads
+    it: one that is there is left alone, and a new one appears whole (written aside, then linked in)."""
+    try:
+        if read_private(path, len(data) + 1) == data:
+            return
+    except FileNotFoundError:
+        pass
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    write_private(temp, home, data)
+    try:
+        os.link(temp, path)
+    except FileExistsError:  # another spawn made it first, or it held something else: replace that
+        if read_private(path, len(data) + 1) != data:
+            os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
