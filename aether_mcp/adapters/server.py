@@ -7,6 +7,7 @@ profile store they want.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import sys
@@ -46,6 +47,7 @@ from ..workers.request import (
 from ..workers.result import WorkerLine, WorkerResult
 from . import doctor, handoff, http
 from .doctor import RoutingReport
+from .hook import COLLECT_WAIT_S, GET_TOOL
 
 log = logging.getLogger("aether_mcp")
 
@@ -298,7 +300,7 @@ async def get_worker(
     if wait_s:
         with anyio.move_on_after(wait_s):
             await worker.done.wait()
-    return worker.page(offset, limit)
+    return _with_next_call(worker.page(offset, limit))
 
 
 async def discard_worker(
@@ -504,10 +506,18 @@ def _owner(ctx: Ctx) -> str:
     return "sessionless" if headers is not None else STDIO_OWNER
 
 
+def _with_next_call(result: WorkerResult) -> WorkerResult:
+    """A running worker's record names the exact call that collects it, so that no model has to compose it."""
+    if result.finished_at is not None:
+        return result
+    arguments = json.dumps({"worker_id": result.worker_id, "wait_s": COLLECT_WAIT_S})
+    return result.model_copy(update={"next_call": f"{GET_TOOL} {arguments}"})
+
+
 async def _reply(ctx: Ctx, worker: Worker, wait: bool) -> WorkerResult:
     """The worker's record at once, or, with `wait`, when it ends (with progress notes meanwhile)."""
     if not wait:
-        return worker.result
+        return _with_next_call(worker.result)
     try:
         while not worker.done.is_set():
             await worker.news()

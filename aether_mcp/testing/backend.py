@@ -192,10 +192,12 @@ class LocalBackend:
 
 
 def named_calls(texts: list[str]) -> tuple[Call, ...]:
-    """The calls the texts name, in order, each once: `mcp__server__tool` and a JSON object on the same line."""
+    """The calls the texts name, in order, each once: `mcp__server__tool` and a JSON object on the same line;
+    in a text that is a JSON object (a structured tool result), in its string values too."""
     found: list[Call] = []
     decoder = json.JSONDecoder()
-    for line in "\n".join(texts).splitlines():
+    lines = "\n".join(texts).splitlines() + [value for text in texts for value in _strings_of(text)]
+    for line in lines:
         for match in NAMED_CALL.finditer(line):
             try:
                 arguments, _ = decoder.raw_decode(line, match.end())
@@ -369,6 +371,15 @@ def _default_text(served: str, body: dict[str, Any]) -> str:
         + "".join(f"\n\ntool result:\n{r}" for r in results)
         + "".join(f"\n\ntask notification:\n{n}" for n in notices)
     )
+
+
+def _strings_of(text: str) -> list[str]:
+    """The top-level string values of `text` when it is a JSON object; none otherwise."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return [v for v in value.values() if isinstance(v, str)] if isinstance(value, dict) else []
 
 
 def _last_results(body: dict[str, Any]) -> list[str]:

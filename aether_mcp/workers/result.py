@@ -106,6 +106,10 @@ class WorkerResult(FlatRecord):
     started_at: Annotated[str | None, LOGGED] = None
     finished_at: Annotated[str | None, LOGGED] = None
     error: str | None = Field(default=None, description="What went wrong and how to fix it; null on success.")
+    next_call: str | None = Field(
+        default=None,
+        description="While the worker runs: the exact call that collects it (the tool, then its arguments).",
+    )
 
     def log_entry(self) -> dict[str, Any]:
         """What the spawn log keeps of this result: its fields marked LOGGED."""
