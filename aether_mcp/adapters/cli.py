@@ -205,7 +205,7 @@ def _serve(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _demo(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..commands.demo import run_demo
 
     return run_demo()
 
@@ -269,7 +269,7 @@ def _print_worker(result: WorkerResult) -> None:
 def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
     import os
 
-    from .doctor import check_routing, live_checks
+    from ..commands.doctor import check_routing, live_checks
 
     report = check_routing(store, os.environ, args.caste)
     if args.live and report.healthy:
@@ -415,7 +415,7 @@ def _trust(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _install(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .install import command_on_path, install
+    from ..commands.install import command_on_path, install
 
     for change in install(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
@@ -439,7 +439,7 @@ def _install(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _uninstall(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .install import uninstall
+    from ..commands.install import uninstall
 
     for change in uninstall(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
@@ -447,8 +447,8 @@ def _uninstall(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _costs(store: ProfileStore, args: argparse.Namespace) -> int:
+    from ..commands.costs import cost_table, since
     from ..workers.spawn_log import log_path, read_spawn_log
-    from .costs import cost_table, since
 
     rows = cost_table(reversed(read_spawn_log(log_path(store.state_dir), 1_000_000)), since(args.since))
     if args.json:
@@ -475,7 +475,7 @@ def _run_hook() -> int:
 
 
 def _agents_sync(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .native import drift, sync
+    from ..commands.native import drift, sync
 
     changed = drift(store) if args.check else sync(store)
     for item in changed:

@@ -22,14 +22,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
+from ..commands import doctor
+from ..commands.doctor import RoutingReport
 from ..errors import AetherError
 from ..flat_schema import FlatRecord
 from ..profile.store import CasteModels, ProfileStore, ResetResult, SetResult
 from ..workers.colony import Colony, Worker
 from ..workers.proof import OUTPUT_PAGE
 from ..workers.result import WorkerLine, WorkerResult
-from . import doctor, http
-from .doctor import RoutingReport
+from . import http
 
 log = logging.getLogger("aether_mcp")
 

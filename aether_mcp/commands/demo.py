@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..adapters.cli import table
 from ..errors import AetherError
 from ..private_files import user_config_dir
 from ..profile.parsing import parse_profile
@@ -28,7 +29,6 @@ from ..profile.trust import TrustStore
 from ..testing.backend import LocalBackend, Turn
 from ..workers.claude_cli import CLI_ENV_VAR, find_cli
 from ..workers.spec import ENV_ALLOWLIST
-from .cli import table
 
 DEMO_TOKEN = "sk-aether-demo"  # noqa: S105 (a throwaway the local backend checks, as a proxy would)
 PARENT_MODEL = "parent-model"
