@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AetherError
+from ..tables import table
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -495,14 +496,6 @@ def _path(store: ProfileStore, args: argparse.Namespace) -> int:
     else:
         print(f"{where.path} ({where.rule})")
     return 0
-
-
-def table(rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns two spaces apart, no trailing blanks; the first row is the header."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
 
 
 def _print_json(value: BaseModel | dict[str, Any]) -> None:

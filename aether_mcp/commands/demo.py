@@ -20,12 +20,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..adapters.cli import table
 from ..errors import AetherError
 from ..private_files import user_config_dir
 from ..profile.parsing import parse_profile
 from ..profile.store import ProfileStore
 from ..profile.trust import TrustStore
+from ..tables import table
 from ..testing.backend import LocalBackend, Turn
 from ..workers.claude_cli import CLI_ENV_VAR, find_cli
 from ..workers.spec import ENV_ALLOWLIST
