@@ -18,7 +18,7 @@ from pydantic import Field
 from ..atomic import write_atomic
 from ..errors import ProfileError, UnknownCasteError
 from ..flat_schema import FlatRecord
-from ..git import find_repository
+from ..git import project_root
 from .agents import Agent, AgentScan, agent_dirs, scan_agents
 from .catalog import CasteCatalog
 from .location import FILE_NAME, STATE_DIR, Location, absolute, locate
@@ -162,8 +162,7 @@ class ProfileStore:
         """The Claude Code agents a worker in this project would see (each file parsed again only when it changed)."""
         if self._agent_folders is None:  # the working directory, its work tree and HOME stay put: found once
             home = self._environ.get("HOME")
-            root = find_repository(self.cwd) or self.cwd
-            self._agent_folders = agent_dirs(self.cwd, root, Path(home) if home else None)
+            self._agent_folders = agent_dirs(self.cwd, project_root(self.cwd), Path(home) if home else None)
         return scan_agents(self._agent_folders)
 
     def catalog(self, *, trusted: bool = False) -> CasteCatalog:
