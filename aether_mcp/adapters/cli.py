@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AetherError
 from ..tables import table
+from .hook import COMMAND
+from .hook import main as run_hook
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -20,13 +22,15 @@ if TYPE_CHECKING:
     from ..workers.colony import Worker
     from ..workers.result import WorkerResult
 
+HOOK_WORDS = COMMAND.split()[1:]  # ["hook", "pre-tool-use"]: what install registers after `aether-mcp`
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    if words == ["hook", "pre-tool-use"]:  # Claude Code runs this before every sub-agent call: nothing else loads
-        from .hook import main as hook
-
-        return hook()
+    if words == HOOK_WORDS:
+        # Claude Code runs the hook before every sub-agent call: it is run before the parser is built (a few ms)
+        # and the profile store is never made (pydantic), so that each call waits as little as it can.
+        return run_hook()
     parser = _parser()
     args = parser.parse_args(words)
     if not hasattr(args, "run"):
@@ -148,9 +152,9 @@ def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     uninstall.add_argument("--shared", action="store_true", help="the hook was installed with --shared")
     uninstall.set_defaults(run=_uninstall)
 
-    hook = commands.add_parser("hook", parents=[common], help="Claude Code hooks (run by Claude Code, not by hand)")
-    hook.add_argument("event", choices=["pre-tool-use"])
-    hook.set_defaults(run=lambda store, args: _run_hook())
+    # Listed for --help only: main runs the hook itself, as Claude Code calls it (HOOK_WORDS), and nothing else.
+    hook = commands.add_parser("hook", help="Claude Code hooks (run by Claude Code, not by hand)")
+    hook.add_argument("event", choices=HOOK_WORDS[1:])
 
     agents = commands.add_parser("agents", parents=[common], help="native mode: the agents' own model: lines")
     agent_verbs = agents.add_subparsers(title="verbs", metavar="VERB", required=True)
@@ -467,12 +471,6 @@ def _costs(store: ProfileStore, args: argparse.Namespace) -> int:
         )
     print(table(lines))
     return 0
-
-
-def _run_hook() -> int:
-    from .hook import main as hook
-
-    return hook()
 
 
 def _agents_sync(store: ProfileStore, args: argparse.Namespace) -> int:
