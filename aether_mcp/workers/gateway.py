@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-START_TIMEOUT_S = 10.0
+HOST = "127.0.0.1"
+BACKLOG = 2048  # uvicorn's own default: connections a colony's workers open at once wait here, not refused
 # The routes Claude Code uses (HEAD, on any path, to check the endpoint is up, is let through besides).
 ROUTES = frozenset({("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"), ("GET", "/v1/models")})
 MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, images
@@ -148,49 +150,45 @@ class Gateway:
         self._leases: dict[str, Lease] = {}
         self._upstreams: dict[str, Upstream] = {}
         self._server: Any = None
-        self._starting = anyio.Lock()
         self.url: str | None = None
 
     async def start(self, group: Any) -> str:
-        """Listen on 127.0.0.1 (a free port); returns the URL workers use. Spawns at once start it once."""
-        async with self._starting:
-            return self.url or await self._start(group)
+        """Listen on 127.0.0.1 (a free port); returns the URL workers use. Spawns at once start it once: nothing
+        here awaits, so no other spawn runs between the check and the start."""
+        return self.url or self._start(group)
 
-    async def _start(self, group: Any) -> str:
+    def _start(self, group: Any) -> str:
+        """Bind and listen here, then hand the socket to uvicorn: the port is known at once, and a worker that
+        connects before uvicorn accepts waits in the backlog, so nothing waits for the server to come up."""
         import uvicorn
 
+        try:
+            listener = socket.create_server((HOST, 0), backlog=BACKLOG)
+        except OSError as exc:
+            raise AetherError(
+                f"The worker gateway could not start on {HOST} ({type(exc).__name__}: {exc})",
+                "See the server's log; the spawn can be tried again",
+            ) from None
         config = uvicorn.Config(
             self.app,
-            host="127.0.0.1",
-            port=0,
             log_level="warning",
             log_config=None,  # the server's own logging (stderr) stays as it is
             lifespan="off",
             interface="asgi3",
             proxy_headers=False,
+            backlog=BACKLOG,
         )
         server = _quiet_server(config)
-        failed: list[str] = []
-
-        async def serve() -> None:
-            try:
-                await server.serve()
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 (uvicorn exits on a bind error; the server goes on)
-                failed.append(f"{type(exc).__name__}: {exc}")
-
-        group.start_soon(serve)
-        with anyio.move_on_after(START_TIMEOUT_S):
-            while not server.started and not failed:
-                await anyio.sleep(0.005)
-        if not server.started:
-            server.should_exit = True
-            raise AetherError(
-                f"The worker gateway could not start on 127.0.0.1 ({failed[0] if failed else 'no answer'})",
-                "See the server's log; the spawn can be tried again",
-            )
+        group.start_soon(self._serve, server, listener)
         self._server = server
-        self.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        self.url = f"http://{HOST}:{listener.getsockname()[1]}"
         return self.url
+
+    async def _serve(self, server: Any, listener: socket.socket) -> None:
+        try:
+            await server.serve(sockets=[listener])
+        except Exception:  # the gateway failing must not take the MCP server (the colony's task group) down with it
+            log.exception("The worker gateway on %s stopped", self.url)
 
     async def close(self) -> None:
         if self._server is not None:
