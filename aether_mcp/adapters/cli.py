@@ -1,10 +1,16 @@
-"""The command line: the same core calls as the MCP tools, printed for people."""
+"""The command line: the same core calls as the MCP tools, printed for people.
+
+Claude Code runs the hook (`aether-mcp hook pre-tool-use`) through this module before every sub-agent call,
+so its top imports only what the hook needs; each command imports the rest of what it uses when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
         return 2
-    from ..profile.store import ProfileStore  # pydantic and YAML load only for the commands that read a profile
+    from ..profile.store import ProfileStore  # pydantic: after the hook's words are ruled out
 
     store = ProfileStore(getattr(args, "profiles", None))
     try:
@@ -210,12 +216,13 @@ def _serve(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _demo(store: ProfileStore, args: argparse.Namespace) -> int:
-    from ..commands.demo import run_demo
+    from ..commands.demo import run_demo  # the local backend: the demo's alone
 
     return run_demo()
 
 
 def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
+    # The worker engine and its event loop: a spawn's alone, off the hook's path.
     import anyio
 
     from ..workers.colony import Colony
@@ -239,8 +246,6 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
 
 async def _show_progress(worker: Worker) -> None:
     """Live on a terminal (turn, tool in use, elapsed), one plain line per turn when stderr is piped."""
-    import time
-
     live = sys.stderr.isatty()
     started, shown = time.monotonic(), -1
     while not worker.done.is_set():
@@ -272,13 +277,11 @@ def _print_worker(result: WorkerResult) -> None:
 
 
 def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
-    import os
-
-    from ..commands.doctor import check_routing, live_checks
+    from ..commands.doctor import check_routing, live_checks  # pydantic and the proxy checks: doctor's alone
 
     report = check_routing(store, os.environ, args.caste)
     if args.live and report.healthy:
-        import anyio
+        import anyio  # the live checks' event loop: off the hook's path
 
         report.checks += anyio.run(live_checks, store, os.environ)
         report.healthy = all(c.verdict != "fail" for c in report.checks)
@@ -297,7 +300,7 @@ def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
-    from ..workers.spawn_log import log_path, read_spawn_log
+    from ..workers.spawn_log import log_path, read_spawn_log  # off the hook's path
 
     if args.action == "clean":
         return _clean_worktrees(store, everything=args.all)
@@ -331,7 +334,7 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _clean_worktrees(store: ProfileStore, everything: bool) -> int:
-    from ..workers import worktree
+    from ..workers import worktree  # off the hook's path
 
     removed = worktree.clean(worktree.repository_root(store.cwd), everything)
     for branch in removed:
@@ -420,7 +423,7 @@ def _trust(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _install(store: ProfileStore, args: argparse.Namespace) -> int:
-    from ..commands.install import command_on_path, install
+    from ..commands.install import command_on_path, install  # off the hook's path
 
     for change in install(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
@@ -444,7 +447,7 @@ def _install(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _uninstall(store: ProfileStore, args: argparse.Namespace) -> int:
-    from ..commands.install import uninstall
+    from ..commands.install import uninstall  # off the hook's path
 
     for change in uninstall(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
@@ -452,6 +455,7 @@ def _uninstall(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _costs(store: ProfileStore, args: argparse.Namespace) -> int:
+    # Off the hook's path, as each command's own modules are.
     from ..commands.costs import cost_table, since
     from ..workers.spawn_log import log_path, read_spawn_log
 
@@ -474,7 +478,7 @@ def _costs(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _agents_sync(store: ProfileStore, args: argparse.Namespace) -> int:
-    from ..commands.native import drift, sync
+    from ..commands.native import drift, sync  # the profile store (pydantic): off the hook's path
 
     changed = drift(store) if args.check else sync(store)
     for item in changed:

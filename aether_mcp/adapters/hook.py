@@ -77,7 +77,7 @@ def routed_castes(cwd: Path, environ: Mapping[str, str]) -> dict[str, str]:
 
 def _profile_castes(cwd: Path, environ: Mapping[str, str]) -> list[str]:
     """The castes the profile in use names, read as plain YAML; none when it cannot be read."""
-    import yaml
+    import yaml  # when the hook runs, not whenever the command line (which imports this module) starts
 
     try:
         data = yaml.safe_load(locate(None, cwd, environ).path.read_text(encoding="utf-8"))

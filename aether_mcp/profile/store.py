@@ -215,7 +215,7 @@ class ProfileStore:
 
     def set_override(self, caste: str, model: str, create: bool = False) -> SetResult:
         """Store `model` for `caste` in user_overrides; the caste's own entry stays."""
-        from .yaml_edit import set_override  # writers only
+        from .yaml_edit import set_override  # writers only: a look-up never loads the YAML editor
 
         check_model_name(model)
         _caste_to_write(self.catalog(), caste, create)  # bad input is refused before anything is created or locked
@@ -249,7 +249,7 @@ class ProfileStore:
 
     def reset_override(self, caste: str) -> ResetResult:
         """Remove the caste's user_overrides entry, so its profile model applies again."""
-        from .yaml_edit import remove_override  # writers only
+        from .yaml_edit import remove_override  # writers only: a look-up never loads the YAML editor
 
         catalog, where = self.catalog(), self.location
         name = catalog.find(caste)
@@ -301,7 +301,7 @@ class _FileLock:
     """Serialise writers: across processes with a lock file, across threads with a mutex."""
 
     def __init__(self, path: Path, guard: threading.Lock) -> None:
-        from filelock import FileLock  # only writers need it
+        from filelock import FileLock  # writers only: a look-up never loads it
 
         self._guard = guard
         self._lock = FileLock(str(path.with_name(f".{path.name}.lock")), timeout=30)

@@ -18,20 +18,21 @@ bytes so that it can read the usage in the stream it forwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
+import uvicorn
 
 from ..errors import AetherError
-
-if TYPE_CHECKING:
-    from .upstream import Upstream
+from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("aether_mcp")
 
@@ -149,7 +150,7 @@ class Gateway:
     def __init__(self) -> None:
         self._leases: dict[str, Lease] = {}
         self._upstreams: dict[str, Upstream] = {}
-        self._server: Any = None
+        self._server: _QuietServer | None = None
         self.url: str | None = None
 
     async def start(self, group: Any) -> str:
@@ -160,8 +161,6 @@ class Gateway:
     def _start(self, group: Any) -> str:
         """Bind and listen here, then hand the socket to uvicorn: the port is known at once, and a worker that
         connects before uvicorn accepts waits in the backlog, so nothing waits for the server to come up."""
-        import uvicorn
-
         try:
             listener = socket.create_server((HOST, 0), backlog=BACKLOG)
         except OSError as exc:
@@ -178,13 +177,13 @@ class Gateway:
             proxy_headers=False,
             backlog=BACKLOG,
         )
-        server = _quiet_server(config)
+        server = _QuietServer(config)
         group.start_soon(self._serve, server, listener)
         self._server = server
         self.url = f"http://{HOST}:{listener.getsockname()[1]}"
         return self.url
 
-    async def _serve(self, server: Any, listener: socket.socket) -> None:
+    async def _serve(self, server: uvicorn.Server, listener: socket.socket) -> None:
         try:
             await server.serve(sockets=[listener])
         except Exception:  # the gateway failing must not take the MCP server (the colony's task group) down with it
@@ -198,8 +197,6 @@ class Gateway:
 
     def lease(self, lease: Lease) -> str:
         """A key for `lease`, valid until `release`."""
-        import secrets  # the gateway starts with the first proxied worker, not with the server
-
         key = "aether-" + secrets.token_urlsafe(24)
         self._leases[key] = lease
         return key
@@ -271,8 +268,6 @@ class Gateway:
     async def _forward(
         self, lease: Lease, record: RequestRecord, headers: dict[str, str], body: bytes, send: Send
     ) -> None:
-        from .upstream import Upstream, UpstreamError  # loaded with the first proxied worker
-
         began = time.perf_counter()
         outgoing = [(k, v) for k, v in headers.items() if k not in DROPPED_REQUEST]
         if lease.token:
@@ -319,18 +314,12 @@ class Gateway:
             lease.count(record)
 
 
-def _quiet_server(config: Any) -> Any:
+class _QuietServer(uvicorn.Server):
     """uvicorn's server without its signal handlers: the MCP server's own SIGTERM handler must stay in charge."""
-    import contextlib
 
-    import uvicorn
-
-    class QuietServer(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield
-
-    return QuietServer(config)
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class _UsageReader:
