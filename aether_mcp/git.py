@@ -1,4 +1,4 @@
-"""Running git: one call, its output, and git's own words when it fails."""
+"""Running git: one call, its output, and git's own words when it fails; the work tree a folder is in."""
 
 from __future__ import annotations
 
@@ -33,3 +33,11 @@ def find_repository(folder: Path) -> Path | None:
         return Path(git(folder, "rev-parse", "--show-toplevel"))
     except AetherError:
         return None
+
+
+def project_root(folder: Path) -> Path:
+    """The top of the git work tree `folder` is in, as git itself sees it; `folder` itself outside git.
+
+    Git's own rules, not a search for a `.git` entry: git refuses a repository another user owns, so a
+    `/tmp/.git` someone planted does not make all of /tmp one project."""
+    return find_repository(folder) or folder

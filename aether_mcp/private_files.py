@@ -15,6 +15,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from .atomic import write_atomic
 from .errors import AetherError
 
 DIR_MODE = 0o700
@@ -86,10 +87,11 @@ def read_private(path: Path, limit: int) -> bytes:
 
 
 def replace_private(path: Path, base: Path, data: bytes) -> None:
-    """Write a whole 0600 file under a temporary name, then rename it over `path`: readers see old or new."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write_private(temp, base, data)
-    os.replace(temp, path)
+    """Replace a whole 0600 file, in folders below `base` made private, never through a link: readers see old or
+    new. Not fsynced: one lost in a crash costs a `trust` or an `install` again, not the user's data. Nothing
+    holds its lock, so a temp file beside it may be another writer's, and stays."""
+    private_dir(path.parent, base)
+    write_atomic(path, data, mode=FILE_MODE, fsync=False, clear_stale=False)
 
 
 def user_config_path(environ: Mapping[str, str] | None = None) -> Path:

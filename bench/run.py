@@ -19,10 +19,12 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 from mcp import Client, StdioServerParameters, types
 
 from aether_mcp.private_files import user_config_dir
@@ -33,6 +35,7 @@ from aether_mcp.profile.store import ProfileStore
 from aether_mcp.profile.trust import TrustStore
 from aether_mcp.testing.backend import LocalBackend
 from aether_mcp.workers.claude_cli import find_cli
+from aether_mcp.workers.gateway import Gateway, Lease
 from aether_mcp.workers.request import SpawnRequest
 from aether_mcp.workers.spec import build_command, build_env, build_spec, write_worker_files
 from aether_mcp.workers.stream import user_message
@@ -538,10 +541,6 @@ class Bench:
     async def gateway(self) -> None:
         """A streamed Messages request of a worker's size (20 KB), straight to the backend and through the
         gateway, interleaved: the time to the first byte and to the whole answer."""
-        import httpx2
-
-        from aether_mcp.workers.gateway import Gateway, Lease
-
         message = {"role": "user", "content": "x" * 20_000}
         body = json.dumps({"model": "kimi-k2.5", "max_tokens": 50, "stream": True, "messages": [message]}).encode()
 
@@ -705,8 +704,6 @@ def machine() -> str:
         / 1024**2
     )
     cli = find_cli(parse_profile("{}", "none"), os.environ)
-    from importlib.metadata import version
-
     return (
         f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}, mcp {version('mcp')}, Claude Code {cli.version()}"

@@ -12,6 +12,7 @@ import json
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 PROBE = r"""
 import json, time
@@ -32,8 +33,6 @@ print(json.dumps({"import mcp": t1 - t0, "import aether_mcp.adapters.server": t2
 
 
 def main(runs: int = 10) -> int:
-    from pathlib import Path
-
     hello = str(Path(__file__).with_name("hello_server.py"))
     samples: dict[str, list[float]] = {}
     for _ in range(runs):

@@ -236,7 +236,7 @@ def test_the_demo_runs_its_workers_with_the_cli_it_was_given(cli_env: dict[str, 
 
 
 def test_a_failed_demo_row_shows_the_error(capsys: pytest.CaptureFixture[str]) -> None:
-    from aether_mcp.adapters.demo import print_results
+    from aether_mcp.commands.demo import print_results
 
     refused = {"error": "No Claude Code CLI found. Install one."}
     print_results({"builder": "kimi-k2.5", "scout": "glm-5"}, [refused, {"caste": "scout", "model": "glm-5"}], [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import sys
@@ -282,20 +283,17 @@ async def test_a_gateway_that_cannot_start_fails_the_spawn_not_the_server(
     from aether_mcp.profile.store import ProfileStore
     from aether_mcp.workers import gateway
 
-    class CannotBind:
-        started = False
-        should_exit = False
+    def cannot_bind(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EADDRINUSE, "Address already in use")
 
-        async def serve(self) -> None:
-            raise SystemExit(1)  # what uvicorn does when it cannot bind its port
-
-    monkeypatch.setattr(gateway, "_quiet_server", lambda config: CannotBind())
+    monkeypatch.setattr(gateway.socket, "create_server", cannot_bind)
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
         write_profile(isolated / "model-profiles.yaml", backend.url)
         async with Client(build_server(ProfileStore())) as client:
             refused = await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"})
             assert refused.is_error
-            assert "The worker gateway could not start on 127.0.0.1 (SystemExit: 1)" in refused.content[0].text
+            assert "The worker gateway could not start on 127.0.0.1 (OSError: [Errno" in refused.content[0].text
+            assert "Address already in use)" in refused.content[0].text
             assert not (await client.call_tool("get_caste_model", {})).is_error  # the server goes on
         assert not [r for r in backend.requests if r.method == "POST"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import AGENTS, write_aether_project
 
-from aether_mcp.adapters.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
-from aether_mcp.adapters.install import HOOK_ENTRY, SERVER_ENTRY, install, uninstall
+from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
+from aether_mcp.commands.install import HOOK_ENTRY, SERVER_ENTRY, install, uninstall
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.profile.store import ProfileStore
 from aether_mcp.testing.backend import LocalBackend, Turn

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from aether_mcp.adapters.demo import DEMO_TOKEN, PARENT_MODEL, parent_script, prepare_project, run_parent
+from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, parent_script, prepare_project, run_parent
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import Call, LocalBackend, Turn
 from aether_mcp.workers.claude_cli import find_cli

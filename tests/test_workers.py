@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from aether_mcp.errors import sentences
-from aether_mcp.profile.castes import settings_for
 from aether_mcp.profile.parsing import parse_profile
+from aether_mcp.profile.worker_settings import settings_for
 from aether_mcp.workers import proof
 from aether_mcp.workers.claude_cli import ClaudeCli, CliNotFoundError, find_cli
 from aether_mcp.workers.preflight import Preflight

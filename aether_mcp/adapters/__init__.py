@@ -1,1 +1,1 @@
-"""The ways in: the MCP server, the command line, doctor and the demo. Thin, and sharing the same core calls."""
+"""The ways in: the MCP server and its HTTP guards, the command line, the sub-agent hook. Thin, on the same calls."""

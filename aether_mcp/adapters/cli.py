@@ -1,15 +1,24 @@
-"""The command line: the same core calls as the MCP tools, printed for people."""
+"""The command line: the same core calls as the MCP tools, printed for people.
+
+Claude Code runs the hook (`aether-mcp hook pre-tool-use`) through this module before every sub-agent call,
+so its top imports only what the hook needs; each command imports the rest of what it uses when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AetherError
+from ..tables import table
+from .hook import COMMAND
+from .hook import main as run_hook
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -19,19 +28,21 @@ if TYPE_CHECKING:
     from ..workers.registry import Worker
     from ..workers.result import WorkerResult
 
+HOOK_WORDS = COMMAND.split()[1:]  # ["hook", "pre-tool-use"]: what install registers after `aether-mcp`
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    if words == ["hook", "pre-tool-use"]:  # Claude Code runs this before every sub-agent call: nothing else loads
-        from .hook import main as hook
-
-        return hook()
+    if words == HOOK_WORDS:
+        # Claude Code runs the hook before every sub-agent call: it is run before the parser is built (a few ms)
+        # and the profile store is never made (pydantic), so that each call waits as little as it can.
+        return run_hook()
     parser = _parser()
     args = parser.parse_args(words)
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
         return 2
-    from ..profile.store import ProfileStore  # pydantic and YAML load only for the commands that read a profile
+    from ..profile.store import ProfileStore  # pydantic: after the hook's words are ruled out
 
     store = ProfileStore(getattr(args, "profiles", None))
     try:
@@ -140,9 +151,9 @@ def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     uninstall.add_argument("--shared", action="store_true", help="the hook was installed with --shared")
     uninstall.set_defaults(run=_uninstall)
 
-    hook = commands.add_parser("hook", parents=[common], help="Claude Code hooks (run by Claude Code, not by hand)")
-    hook.add_argument("event", choices=["pre-tool-use"])
-    hook.set_defaults(run=lambda store, args: _run_hook())
+    # Listed for --help only: main runs the hook itself, as Claude Code calls it (HOOK_WORDS), and nothing else.
+    hook = commands.add_parser("hook", help="Claude Code hooks (run by Claude Code, not by hand)")
+    hook.add_argument("event", choices=HOOK_WORDS[1:])
 
     agents = commands.add_parser("agents", parents=[common], help="native mode: the agents' own model: lines")
     agent_verbs = agents.add_subparsers(title="verbs", metavar="VERB", required=True)
@@ -253,12 +264,13 @@ def _serve(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _demo(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..commands.demo import run_demo  # the local backend: the demo's alone
 
     return run_demo()
 
 
 def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
+    # The worker engine and its event loop: a spawn's alone, off the hook's path.
     import anyio
 
     from ..workers.colony import Colony
@@ -289,8 +301,6 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
 
 async def _show_progress(worker: Worker) -> None:
     """Live on a terminal (turn, tool in use, elapsed), one plain line per turn when stderr is piped."""
-    import time
-
     live = sys.stderr.isatty()
     started, shown = time.monotonic(), -1
     while not worker.done.is_set():
@@ -322,13 +332,11 @@ def _print_worker(result: WorkerResult) -> None:
 
 
 def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
-    import os
-
-    from .doctor import check_routing, live_checks
+    from ..commands.doctor import check_routing, live_checks  # pydantic and the proxy checks: doctor's alone
 
     report = check_routing(store, os.environ, args.caste)
     if args.live and report.healthy:
-        import anyio
+        import anyio  # the live checks' event loop: off the hook's path
 
         report.checks += anyio.run(live_checks, store, os.environ)
         report.healthy = all(c.verdict != "fail" for c in report.checks)
@@ -347,7 +355,7 @@ def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
-    from ..workers.spawn_log import log_path, read_spawn_log
+    from ..workers.spawn_log import log_path, read_spawn_log  # off the hook's path
 
     if args.action == "clean":
         return _clean_worktrees(store, everything=args.all)
@@ -381,7 +389,7 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _clean_worktrees(store: ProfileStore, everything: bool) -> int:
-    from ..workers import worktree
+    from ..workers import worktree  # off the hook's path
 
     removed = worktree.clean(worktree.repository_root(store.cwd), everything)
     for branch in removed:
@@ -470,7 +478,7 @@ def _trust(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _install(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .install import command_on_path, install
+    from ..commands.install import command_on_path, install  # off the hook's path
 
     for change in install(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
@@ -494,7 +502,7 @@ def _install(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _uninstall(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .install import uninstall
+    from ..commands.install import uninstall  # off the hook's path
 
     for change in uninstall(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
@@ -502,8 +510,9 @@ def _uninstall(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _costs(store: ProfileStore, args: argparse.Namespace) -> int:
+    # Off the hook's path, as each command's own modules are.
+    from ..commands.costs import cost_table, since
     from ..workers.spawn_log import log_path, read_spawn_log
-    from .costs import cost_table, since
 
     rows = cost_table(reversed(read_spawn_log(log_path(store.state_dir), 1_000_000)), since(args.since))
     if args.json:
@@ -523,14 +532,8 @@ def _costs(store: ProfileStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_hook() -> int:
-    from .hook import main as hook
-
-    return hook()
-
-
 def _agents_sync(store: ProfileStore, args: argparse.Namespace) -> int:
-    from .native import drift, sync
+    from ..commands.native import drift, sync  # the profile store (pydantic): off the hook's path
 
     changed = drift(store) if args.check else sync(store)
     for item in changed:
@@ -550,14 +553,6 @@ def _path(store: ProfileStore, args: argparse.Namespace) -> int:
     else:
         print(f"{where.path} ({where.rule})")
     return 0
-
-
-def table(rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns two spaces apart, no trailing blanks; the first row is the header."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
 
 
 def _print_json(value: BaseModel | dict[str, Any]) -> None:

@@ -8,7 +8,9 @@ call to make instead; every other tool and sub-agent type passes untouched.
 
 Claude Code runs it before every sub-agent call, so it must answer in a few
 tens of milliseconds: it reads the profile's caste names with plain YAML and
-the agents' frontmatter, and never imports pydantic or the MCP SDK. Whatever
+the agents' frontmatter, and never imports pydantic or the MCP SDK. It finds
+the project's agents as the server does, up to the work tree's top that git
+names (one `git rev-parse`), so both see the same castes. Whatever
 goes wrong inside it lets the call through (exit 0, a note on stderr): the
 hook routes work, it is not a guard.
 """
@@ -22,6 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..git import project_root
 from ..profile.agents import agent_dirs, scan_agents
 from ..profile.location import locate
 from ..profile.names import caste_key, caste_name
@@ -107,25 +110,17 @@ def _fallback(wanted: str, caste: str, call_id: str | None, background: bool, to
 def routed_castes(cwd: Path, environ: Mapping[str, str]) -> dict[str, str]:
     """Caste key -> the caste's name, for every caste aether-mcp would run from `cwd`: agents and profile castes."""
     home = environ.get("HOME")
-    root = _git_top(cwd)
-    scan = scan_agents(agent_dirs(cwd, root, Path(home) if home else None))
+    cwd = cwd.resolve()  # git names the work tree's top by its real path; the folders between must match it
+    scan = scan_agents(agent_dirs(cwd, project_root(cwd), Path(home) if home else None))
     castes = {key: caste_name(agent.name) for key, agent in scan.agents.items()}
     for name in _profile_castes(cwd, environ):
         castes[caste_key(name)] = name
     return castes
 
 
-def _git_top(cwd: Path) -> Path:
-    """The work tree's top, found by its `.git` entry: no git process, so no time spent starting one."""
-    for folder in (cwd, *cwd.parents):
-        if (folder / ".git").exists():
-            return folder
-    return cwd
-
-
 def _profile_castes(cwd: Path, environ: Mapping[str, str]) -> list[str]:
     """The castes the profile in use names, read as plain YAML; none when it cannot be read."""
-    import yaml
+    import yaml  # when the hook runs, not whenever the command line (which imports this module) starts
 
     try:
         data = yaml.safe_load(locate(None, cwd, environ).path.read_text(encoding="utf-8"))

@@ -24,6 +24,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
+from ..commands import doctor
+from ..commands.doctor import RoutingReport
 from ..errors import AetherError
 from ..flat_schema import FlatRecord
 from ..profile.store import CasteModels, ProfileStore, ResetResult, SetResult
@@ -45,8 +47,7 @@ from ..workers.request import (
     spawn_request,
 )
 from ..workers.result import WorkerLine, WorkerResult
-from . import doctor, handoff, http
-from .doctor import RoutingReport
+from . import handoff, http
 from .hook import COLLECT_WAIT_S, GET_TOOL
 
 log = logging.getLogger("aether_mcp")

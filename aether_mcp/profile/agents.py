@@ -235,7 +235,7 @@ def _read_agent(path: Path, size: int, user_level: bool) -> Agent | str:
 
 def _frontmatter(block: str) -> tuple[dict[str, Any], list[str]]:
     """The frontmatter as YAML; when that fails, its plain `key: value` lines, with the reason."""
-    import yaml
+    import yaml  # with the first agent file read, not with the server's start
 
     try:
         data = yaml.safe_load(block)

@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 
 from ..errors import UnknownCasteError
 from .agents import Agent, AgentScan
-from .castes import WorkerSettings, settings_for
 from .names import caste_key, caste_name
 from .resolution import CasteModel, resolve
 from .schema import Profile
 from .trust import untrusted_error
+from .worker_settings import WorkerSettings, settings_for
 
 MAX_REMEMBERED = 1024
 

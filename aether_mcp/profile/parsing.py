@@ -64,7 +64,7 @@ MAX_EXPANDED_NODES = 100_000
 
 def parse_yaml(text: str, path: Path | str) -> tuple[dict[str, Any], yaml.Node | None]:
     """Parse the profile text into plain data and its node tree (for line numbers)."""
-    import yaml
+    import yaml  # with the first profile read, not with the server's start
 
     if len(text) > MAX_PROFILE_BYTES:
         raise ProfileError(f"{path} is {len(text):,} characters; a profile may be at most {MAX_PROFILE_BYTES:,}.")
@@ -154,7 +154,7 @@ def _describe(error: ErrorDetails, root: yaml.Node | None) -> str:
 
 def _line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
     """The 1-based line of the node at `loc`, following the path as far as it goes."""
-    import yaml
+    import yaml  # with the first profile read, not with the server's start
 
     line = None
     for part in loc:

@@ -18,7 +18,7 @@ from pydantic import Field
 from ..atomic import write_atomic
 from ..errors import ProfileError, UnknownCasteError
 from ..flat_schema import FlatRecord
-from ..git import find_repository
+from ..git import project_root
 from .agents import Agent, AgentScan, agent_dirs, scan_agents
 from .catalog import CasteCatalog
 from .location import FILE_NAME, STATE_DIR, Location, absolute, locate
@@ -162,8 +162,7 @@ class ProfileStore:
         """The Claude Code agents a worker in this project would see (each file parsed again only when it changed)."""
         if self._agent_folders is None:  # the working directory, its work tree and HOME stay put: found once
             home = self._environ.get("HOME")
-            root = find_repository(self.cwd) or self.cwd
-            self._agent_folders = agent_dirs(self.cwd, root, Path(home) if home else None)
+            self._agent_folders = agent_dirs(self.cwd, project_root(self.cwd), Path(home) if home else None)
         return scan_agents(self._agent_folders)
 
     def catalog(self, *, trusted: bool = False) -> CasteCatalog:
@@ -216,7 +215,7 @@ class ProfileStore:
 
     def set_override(self, caste: str, model: str, create: bool = False) -> SetResult:
         """Store `model` for `caste` in user_overrides; the caste's own entry stays."""
-        from .yaml_edit import set_override  # writers only
+        from .yaml_edit import set_override  # writers only: a look-up never loads the YAML editor
 
         check_model_name(model)
         _caste_to_write(self.catalog(), caste, create)  # bad input is refused before anything is created or locked
@@ -250,7 +249,7 @@ class ProfileStore:
 
     def reset_override(self, caste: str) -> ResetResult:
         """Remove the caste's user_overrides entry, so its profile model applies again."""
-        from .yaml_edit import remove_override  # writers only
+        from .yaml_edit import remove_override  # writers only: a look-up never loads the YAML editor
 
         catalog, where = self.catalog(), self.location
         name = catalog.find(caste)
@@ -302,7 +301,7 @@ class _FileLock:
     """Serialise writers: across processes with a lock file, across threads with a mutex."""
 
     def __init__(self, path: Path, guard: threading.Lock) -> None:
-        from filelock import FileLock  # only writers need it
+        from filelock import FileLock  # writers only: a look-up never loads it
 
         self._guard = guard
         self._lock = FileLock(str(path.with_name(f".{path.name}.lock")), timeout=30)

@@ -22,8 +22,8 @@ from typing import Any
 
 from ..errors import AetherError
 from ..private_files import replace_private, user_config_dir, user_config_path
-from .castes import widened_permissions
 from .schema import Profile
+from .worker_settings import widened_permissions
 
 FILE_NAME = "trusted-profiles.json"
 # Per caste (and in workers.defaults): the settings that reach a program or a secret.

@@ -458,8 +458,8 @@ def _events(message: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m aether_mcp.backend`: serve until interrupted, printing each model asked for."""
-    parser = argparse.ArgumentParser(prog="python -m aether_mcp.backend", description=__doc__)
+    """`python -m aether_mcp.testing.backend`: serve until interrupted, printing each model asked for."""
+    parser = argparse.ArgumentParser(prog="python -m aether_mcp.testing.backend", description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", help="require this bearer token or x-api-key")
     parser.add_argument("--model", action="append", default=[], help="a model GET /v1/models lists (repeatable)")

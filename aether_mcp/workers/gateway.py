@@ -18,19 +18,21 @@ bytes so that it can read the usage in the stream it forwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import secrets
+import socket
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
+import uvicorn
 
 from ..errors import AetherError
-
-if TYPE_CHECKING:
-    from .upstream import Upstream
+from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("aether_mcp")
 
@@ -39,7 +41,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-START_TIMEOUT_S = 10.0
+HOST = "127.0.0.1"
+BACKLOG = 2048  # uvicorn's own default: connections a colony's workers open at once wait here, not refused
 # The routes Claude Code uses (HEAD, on any path, to check the endpoint is up, is let through besides).
 ROUTES = frozenset({("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"), ("GET", "/v1/models")})
 MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, images
@@ -147,50 +150,44 @@ class Gateway:
     def __init__(self) -> None:
         self._leases: dict[str, Lease] = {}
         self._upstreams: dict[str, Upstream] = {}
-        self._server: Any = None
-        self._starting = anyio.Lock()
+        self._server: _QuietServer | None = None
         self.url: str | None = None
 
     async def start(self, group: Any) -> str:
-        """Listen on 127.0.0.1 (a free port); returns the URL workers use. Spawns at once start it once."""
-        async with self._starting:
-            return self.url or await self._start(group)
+        """Listen on 127.0.0.1 (a free port); returns the URL workers use. Spawns at once start it once: nothing
+        here awaits, so no other spawn runs between the check and the start."""
+        return self.url or self._start(group)
 
-    async def _start(self, group: Any) -> str:
-        import uvicorn
-
+    def _start(self, group: Any) -> str:
+        """Bind and listen here, then hand the socket to uvicorn: the port is known at once, and a worker that
+        connects before uvicorn accepts waits in the backlog, so nothing waits for the server to come up."""
+        try:
+            listener = socket.create_server((HOST, 0), backlog=BACKLOG)
+        except OSError as exc:
+            raise AetherError(
+                f"The worker gateway could not start on {HOST} ({type(exc).__name__}: {exc})",
+                "See the server's log; the spawn can be tried again",
+            ) from None
         config = uvicorn.Config(
             self.app,
-            host="127.0.0.1",
-            port=0,
             log_level="warning",
             log_config=None,  # the server's own logging (stderr) stays as it is
             lifespan="off",
             interface="asgi3",
             proxy_headers=False,
+            backlog=BACKLOG,
         )
-        server = _quiet_server(config)
-        failed: list[str] = []
-
-        async def serve() -> None:
-            try:
-                await server.serve()
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 (uvicorn exits on a bind error; the server goes on)
-                failed.append(f"{type(exc).__name__}: {exc}")
-
-        group.start_soon(serve)
-        with anyio.move_on_after(START_TIMEOUT_S):
-            while not server.started and not failed:
-                await anyio.sleep(0.005)
-        if not server.started:
-            server.should_exit = True
-            raise AetherError(
-                f"The worker gateway could not start on 127.0.0.1 ({failed[0] if failed else 'no answer'})",
-                "See the server's log; the spawn can be tried again",
-            )
+        server = _QuietServer(config)
+        group.start_soon(self._serve, server, listener)
         self._server = server
-        self.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        self.url = f"http://{HOST}:{listener.getsockname()[1]}"
         return self.url
+
+    async def _serve(self, server: uvicorn.Server, listener: socket.socket) -> None:
+        try:
+            await server.serve(sockets=[listener])
+        except Exception:  # the gateway failing must not take the MCP server (the colony's task group) down with it
+            log.exception("The worker gateway on %s stopped", self.url)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -200,8 +197,6 @@ class Gateway:
 
     def lease(self, lease: Lease) -> str:
         """A key for `lease`, valid until `release`."""
-        import secrets  # the gateway starts with the first proxied worker, not with the server
-
         key = "aether-" + secrets.token_urlsafe(24)
         self._leases[key] = lease
         return key
@@ -273,8 +268,6 @@ class Gateway:
     async def _forward(
         self, lease: Lease, record: RequestRecord, headers: dict[str, str], body: bytes, send: Send
     ) -> None:
-        from .upstream import Upstream, UpstreamError  # loaded with the first proxied worker
-
         began = time.perf_counter()
         outgoing = [(k, v) for k, v in headers.items() if k not in DROPPED_REQUEST]
         if lease.token:
@@ -321,18 +314,12 @@ class Gateway:
             lease.count(record)
 
 
-def _quiet_server(config: Any) -> Any:
+class _QuietServer(uvicorn.Server):
     """uvicorn's server without its signal handlers: the MCP server's own SIGTERM handler must stay in charge."""
-    import contextlib
 
-    import uvicorn
-
-    class QuietServer(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield
-
-    return QuietServer(config)
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class _UsageReader:

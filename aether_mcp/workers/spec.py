@@ -20,11 +20,11 @@ from ..errors import AetherError
 from ..git import find_repository
 from ..private_files import read_private, write_private
 from ..profile.agents import Agent
-from ..profile.castes import WorkerSettings
 from ..profile.catalog import CasteCatalog
 from ..profile.location import STATE_DIR
 from ..profile.resolution import Source
 from ..profile.schema import check_model_name
+from ..profile.worker_settings import WorkerSettings
 from .claude_cli import ClaudeCli, find_cli
 from .request import Isolation, SpawnRequest
 from .worktree import check_base

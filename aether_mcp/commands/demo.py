@@ -25,10 +25,10 @@ from ..private_files import user_config_dir
 from ..profile.parsing import parse_profile
 from ..profile.store import ProfileStore
 from ..profile.trust import TrustStore
+from ..tables import table
 from ..testing.backend import LocalBackend, Turn
 from ..workers.claude_cli import CLI_ENV_VAR, find_cli
 from ..workers.spec import ENV_ALLOWLIST
-from .cli import table
 
 DEMO_TOKEN = "sk-aether-demo"  # noqa: S105 (a throwaway the local backend checks, as a proxy would)
 PARENT_MODEL = "parent-model"

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..adapters.hook import COMMAND, MATCHER
 from ..atomic import write_atomic
 from ..errors import AetherError
 from ..json_edit import fragment, insert_first, remove_inserted, value_start
 from ..private_files import replace_private
 from ..profile.location import STATE_DIR
-from .hook import COMMAND, MATCHER
 
 SERVER_NAME = "aether"
 SERVER_ENTRY: dict[str, Any] = {"type": "stdio", "command": "aether-mcp", "args": ["serve"], "env": {}}
