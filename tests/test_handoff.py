@@ -183,8 +183,12 @@ async def test_with_no_server_the_parent_names_the_kept_call(colony_profile: Pat
     )
     tool, arguments = named_call(reason)
     assert tool == "mcp__aether__spawn_worker" and prompt not in reason
+    assert arguments["wait"] is False  # a sub-agent runs in the background unless its call says otherwise
     async with Client(build_server(ProfileStore())) as client:  # a server the hook could not reach
-        result = structured(await client.call_tool("spawn_worker", arguments))
+        started = structured(await client.call_tool("spawn_worker", arguments))
+        tool, collect = started["next_call"].split(" ", 1)
+        assert tool == "mcp__aether__get_worker"
+        result = structured(await client.call_tool("get_worker", json.loads(collect)))
         again = await client.call_tool("spawn_worker", arguments)
     assert (result["status"], result["description"]) == ("succeeded", "greeter")
     assert prompt.strip() in backend.requests[-1].conversation[0]

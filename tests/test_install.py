@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from conftest import AGENTS, write_aether_project
 
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
-from aether_mcp.commands.install import HOOK_ENTRY, SERVER_ENTRY, install, uninstall
+from aether_mcp.commands.doctor import check_routing
+from aether_mcp.commands.install import SERVER_ENTRY, hook_entry, install, uninstall
+from aether_mcp.errors import AetherError
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.profile.store import ProfileStore
 from aether_mcp.testing.backend import LocalBackend, Turn
@@ -70,7 +73,7 @@ def test_install_then_uninstall_gives_back_every_byte(isolated: Path, mcp_name: 
     assert servers["aether"] == SERVER_ENTRY
     assert {k: v for k, v in servers.items() if k != "aether"} == json.loads(before[mcp]).get("mcpServers", {})
     hooks = json.loads(installed[settings])["hooks"]["PreToolUse"]
-    assert hooks[0] == HOOK_ENTRY
+    assert hooks[0] == hook_entry(shared=False)
     assert hooks[1:] == json.loads(before[settings]).get("hooks", {}).get("PreToolUse", [])
 
     assert [c.done for c in install(isolated)] == ["already there", "already there"]
@@ -81,9 +84,15 @@ def test_install_then_uninstall_gives_back_every_byte(isolated: Path, mcp_name: 
     assert [c.done for c in uninstall(isolated)] == ["not there", "not there"]
 
 
-def test_files_install_created_are_deleted_by_uninstall(isolated: Path) -> None:
+def test_files_install_created_are_deleted_by_uninstall(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # shared: by name
     assert [c.done for c in install(isolated, shared=True)] == ["created", "created"]
-    assert json.loads((isolated / ".claude" / "settings.json").read_text())["hooks"]["PreToolUse"] == [HOOK_ENTRY]
+    shared = json.loads((isolated / ".claude" / "settings.json").read_text())["hooks"]["PreToolUse"]
+    assert (
+        shared
+        == [hook_entry(shared=True)]
+        == [{"matcher": "Task|Agent", "hooks": [{"type": "command", "command": "aether-mcp hook pre-tool-use"}]}]
+    )
     assert [c.done for c in uninstall(isolated, shared=True)] == ["deleted", "deleted"]
     assert not (isolated / ".mcp.json").exists()
     assert not (isolated / ".claude" / "settings.json").exists()
@@ -108,6 +117,55 @@ def test_a_file_rewritten_since_install_loses_just_the_entry(isolated: Path) -> 
     assert result.returncode == 0, result.stderr
     assert "rewritten, so it was written back whole" in result.stdout
     assert json.loads(mcp.read_text()) == {"mcpServers": {"db": {"command": "db-mcp"}}}
+
+
+def test_the_installed_hook_runs_whatever_path_claude_code_has(project: Path) -> None:
+    """The hook names this installation by its absolute path: with aether-mcp nowhere on PATH it still routes."""
+    install(project)
+    command = hook_entry(shared=False)["hooks"][0]["command"]
+    assert Path(shlex.split(command)[0]).is_absolute()
+    event = {
+        "tool_name": "Agent",
+        "tool_input": {"subagent_type": "aether-builder", "prompt": "x"},
+        "cwd": str(project),
+    }
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"]}
+    done = subprocess.run(
+        ["/bin/sh", "-c", command], input=json.dumps(event), capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["hookSpecificOutput"]["permissionDecision"] == "deny"
+
+
+def test_install_refuses_a_hook_that_cannot_run(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attacker's luck: a shared hook by a name Claude Code's PATH does not have would fail open, in silence."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(AetherError, match=r"The hook command `aether-mcp hook pre-tool-use` does not work: it exits"):
+        install(isolated, shared=True)
+    assert not (isolated / ".mcp.json").exists() and not (isolated / ".claude").exists()
+
+
+def hook_checks(project: Path) -> list[dict[str, object]]:
+    report = check_routing(ProfileStore(cwd=project), os.environ)
+    return [c.model_dump() for c in report.checks if c.name == "hook"]
+
+
+def test_doctor_fails_a_hook_that_cannot_run(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install(project)
+    assert [c["verdict"] for c in hook_checks(project)] == ["ok"]
+    settings = project / ".claude" / "settings.local.json"
+    ours = json.dumps(hook_entry(shared=False)["hooks"][0]["command"])[1:-1]
+    # the installation it names is gone (a venv removed): not run, and said
+    gone = "/nonexistent/venv/bin/aether-mcp hook pre-tool-use"
+    settings.write_text(settings.read_text().replace(ours, gone))
+    broken = hook_checks(project)
+    assert [c["verdict"] for c in broken] == ["fail"] and "names another aether-mcp" in str(broken[0]["detail"])
+    # by name, where Claude Code's PATH has no aether-mcp
+    settings.write_text(settings.read_text().replace(gone, "aether-mcp hook pre-tool-use"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    failed = hook_checks(project)
+    assert [c["verdict"] for c in failed] == ["fail"] and "exits with status 127" in str(failed[0]["detail"]), failed
+    assert str(failed[0]["fix"]).startswith("Run aether-mcp install again")
 
 
 def test_the_shipped_mcp_json_is_what_install_registers() -> None:
@@ -251,7 +309,7 @@ def test_a_created_file_that_claude_code_added_to_still_uninstalls(isolated: Pat
     install(isolated)
     settings = isolated / ".claude" / "settings.local.json"
     data = json.loads(settings.read_text())
-    assert data == {"hooks": {"PreToolUse": [HOOK_ENTRY]}}
+    assert data == {"hooks": {"PreToolUse": [hook_entry(shared=False)]}}
     # Claude Code records an approval in the same file, writing it back whole in its own layout
     settings.write_text(json.dumps({"permissions": {"allow": ["Bash(ls)"]}, **data}, indent=2) + "\n")
     changes = [c.done for c in uninstall(isolated)]

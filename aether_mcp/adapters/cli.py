@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AetherError
 from ..tables import table
-from .hook import COMMAND
+from .hook import HOOK_WORDS
 from .hook import main as run_hook
 
 if TYPE_CHECKING:
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from ..profile.store import ProfileStore
     from ..workers.registry import Worker
     from ..workers.result import WorkerResult
-
-HOOK_WORDS = COMMAND.split()[1:]  # ["hook", "pre-tool-use"]: what install registers after `aether-mcp`
 
 
 def main(argv: Sequence[str] | None = None) -> int:

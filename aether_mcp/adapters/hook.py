@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,7 +33,11 @@ from . import handoff
 
 SUBAGENT_TOOLS = ("Task", "Agent")
 MATCHER = "Task|Agent"
+HOOK_WORDS = ["hook", "pre-tool-use"]  # what follows the program in the command install registers
+# The command an older install registered, found by PATH; still recognised, so uninstall takes it out.
 COMMAND = "aether-mcp hook pre-tool-use"
+# An event with this key set is doctor's probe: the answer is given, and no worker is started or call kept.
+PROBE = "aether_mcp_probe"
 SPAWN_TOOL = "mcp__aether__spawn_worker"
 GET_TOOL = "mcp__aether__get_worker"
 COLLECT_WAIT_S = 900  # get_worker's wait: as long as a worker usually takes, short of its timeout
@@ -63,14 +68,16 @@ def pre_tool_use(
         "tool_input": {key: tool_input[key] for key in HANDED_OVER if key in tool_input},
         "cwd": str(cwd),
     }
-    reply = hand_over(call)
+    probe = event.get(PROBE) is True
+    reply = None if probe else hand_over(call)
     background = tool_input.get("run_in_background") is not False  # as Claude Code runs a sub-agent by default
     if reply is not None and isinstance(reply.get("worker_id"), str):
         reason = _started(wanted, reply, background)
     elif reply is not None and isinstance(reply.get("error"), str):
         reason = f'"{wanted}" is an Aether caste routed by aether-mcp, which could not start it: {reply["error"]}'
     else:
-        reason = _fallback(wanted, caste, handoff.keep(call, environ), background, event["tool_name"])
+        kept = None if probe else handoff.keep(call, environ)
+        reason = _fallback(wanted, caste, kept, background, event["tool_name"])
     return {
         "hookSpecificOutput": {
             "hookEventName": "PreToolUse",
@@ -105,6 +112,26 @@ def _fallback(wanted: str, caste: str, call_id: str | None, background: bool, to
         f"(none is running in it, or it is older than this hook), so start it with this exact call{how}.{then}\n"
         f"{SPAWN_TOOL} {json.dumps(arguments)}"
     )
+
+
+def hook_command(executable: str = sys.executable) -> str:
+    """The hook's command for Claude Code's shell: this installation's own aether-mcp by its absolute path, so
+    that it runs whatever PATH Claude Code has (a hook that cannot run lets every caste run unrouted)."""
+    script = Path(executable).parent / "aether-mcp"
+    program = [str(script)] if os.access(script, os.X_OK) else [executable, "-m", "aether_mcp"]
+    return shlex.join([*program, *HOOK_WORDS])
+
+
+def is_hook_command(command: str) -> bool:
+    """Whether `command` runs this hook: some aether-mcp's (by path or on PATH), or `python -m aether_mcp`'s."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    program = words[: -len(HOOK_WORDS)]
+    if words[-len(HOOK_WORDS) :] != HOOK_WORDS:
+        return False
+    return (len(program) == 1 and Path(program[0]).name == "aether-mcp") or program[1:] == ["-m", "aether_mcp"]
 
 
 def routed_castes(cwd: Path, environ: Mapping[str, str]) -> dict[str, str]:

@@ -54,6 +54,7 @@ def check_routing(
         return RoutingReport(healthy=False, checks=checks)
     catalog = store.catalog()
     checks += _agent_checks(store, catalog)
+    checks += _hook_checks(store, catalog)
     checks.append(_cli_check(profile, environ))
     castes = [catalog.find(caste)] if caste is not None else catalog.names()
     checks += _route_checks(catalog, castes, checker or ProxyChecker(ttl_s=0))
@@ -74,6 +75,44 @@ def _agent_checks(store: ProfileStore, catalog: CasteCatalog) -> list[Check]:
                 fix=f"Review it, then run: aether-mcp trust {agent.path}",
             )
         )
+    return checks
+
+
+def _hook_checks(store: ProfileStore, catalog: CasteCatalog) -> list[Check]:
+    """Whether the sub-agent hook install wrote runs and denies a caste's sub-agent call: one that cannot run
+    lets every caste run natively, on the parent's model, with no word said."""
+    from ..adapters.hook import COMMAND, hook_command
+    from .install import hook_problem, installed_hooks  # the install module loads only for this check
+
+    hooks = installed_hooks(store.cwd)
+    if not hooks and not catalog.scan.agents:  # no agent the Task tool could start: nothing goes unrouted
+        return []
+    if not hooks:
+        return [
+            Check(
+                name="hook",
+                verdict="note",
+                detail="not installed: sub-agent (Task) calls for castes run on the parent's model",
+                fix="aether-mcp install",
+            )
+        ]
+    caste = catalog.names()[0] if catalog.names() else None
+    checks = []
+    for path, command in hooks:
+        # Only the commands install writes are run: a project's settings file must not make doctor run a program.
+        known = command in (COMMAND, hook_command())
+        problem = hook_problem(command, store.cwd, caste) if known else "it names another aether-mcp (not run)"
+        if problem is None:
+            checks.append(Check(name="hook", verdict="ok", detail=f"{path}: `{command}` runs, and routes {caste}"))
+        else:
+            checks.append(
+                Check(
+                    name="hook",
+                    verdict="fail",
+                    detail=f"{path}: `{command}` does not work: {problem}; castes would run unrouted",
+                    fix="Run aether-mcp install again (it writes the hook with this installation's path)",
+                )
+            )
     return checks
 
 

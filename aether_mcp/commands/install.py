@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..adapters.hook import COMMAND, MATCHER
+from ..adapters.hook import COMMAND, MATCHER, PROBE, hook_command, is_hook_command
 from ..atomic import write_atomic
 from ..errors import AetherError
 from ..json_edit import fragment, insert_first, remove_inserted, value_start
@@ -25,7 +26,7 @@ from ..profile.location import STATE_DIR
 
 SERVER_NAME = "aether"
 SERVER_ENTRY: dict[str, Any] = {"type": "stdio", "command": "aether-mcp", "args": ["serve"], "env": {}}
-HOOK_ENTRY: dict[str, Any] = {"matcher": MATCHER, "hooks": [{"type": "command", "command": COMMAND}]}
+HOOK_CHECK_S = 20.0
 MAX_FILE_BYTES = 1024 * 1024
 # Where each entry went, so uninstall takes it from that very place: `{"hooks": {"PreToolUse": [ENTRY]}}` is the
 # same text whether install filled an empty PreToolUse or added all of it to `{}`.
@@ -86,16 +87,33 @@ class Change:
     done: str  # added, created, already there, removed, deleted, not there
 
 
+def hook_entry(shared: bool) -> dict[str, Any]:
+    """The hook's settings entry. In the user's own settings it runs this installation by its absolute path;
+    in the shared ones (a file the team commits) it runs the aether-mcp each user has on PATH."""
+    command = COMMAND if shared else hook_command()
+    return {"matcher": MATCHER, "hooks": [{"type": "command", "command": command}]}
+
+
 def entries(project: Path, shared: bool) -> list[Entry]:
     settings = project / ".claude" / ("settings.json" if shared else "settings.local.json")
     return [
         Entry(project / ".mcp.json", ("mcpServers",), SERVER_NAME, SERVER_ENTRY),
-        Entry(settings, ("hooks", "PreToolUse"), None, HOOK_ENTRY),
+        Entry(settings, ("hooks", "PreToolUse"), None, hook_entry(shared)),
     ]
 
 
 def install(project: Path, shared: bool = False) -> list[Change]:
-    """Add each entry where it is missing. Every file is read and checked before any is written."""
+    """Add each entry where it is missing. Every file is read and checked before any is written, and the hook's
+    command is run first: a hook that cannot run would let every caste run unrouted, in silence."""
+    command = hook_entry(shared)["hooks"][0]["command"]
+    problem = hook_problem(command, project, None)
+    if problem is not None:
+        raise AetherError(
+            f"The hook command `{command}` does not work: {problem}; nothing was changed",
+            "Put aether-mcp on PATH (or install without --shared, which names it by its path), then run install again"
+            if shared
+            else "Reinstall aether-mcp, then run install again",
+        )
     planned: list[tuple[Entry, str | None, str]] = []
     record = _record(project)
     for entry in entries(project, shared):
@@ -220,4 +238,51 @@ def _parse(path: Path, text: str) -> Any:
 
 def _runs_our_hook(item: Any) -> bool:
     hooks = item.get("hooks") if isinstance(item, dict) else None
-    return isinstance(hooks, list) and any(isinstance(h, dict) and h.get("command") == COMMAND for h in hooks)
+    return isinstance(hooks, list) and any(
+        isinstance(h, dict) and is_hook_command(str(h.get("command"))) for h in hooks
+    )
+
+
+def installed_hooks(project: Path) -> list[tuple[Path, str]]:
+    """Each of this hook's commands in the project's Claude Code settings, with the file it is in."""
+    found = []
+    for name in ("settings.local.json", "settings.json"):
+        path = project / ".claude" / name
+        try:
+            data = json.loads(_read(path) or "{}")
+        except (AetherError, json.JSONDecodeError):
+            continue
+        entries = data.get("hooks", {}).get("PreToolUse") if isinstance(data.get("hooks"), dict) else None
+        for item in entries if isinstance(entries, list) else []:
+            hooks = item.get("hooks") if isinstance(item, dict) else None
+            for hook in hooks if isinstance(hooks, list) else []:
+                if isinstance(hook, dict) and is_hook_command(str(hook.get("command"))):
+                    found.append((path, str(hook["command"])))
+    return found
+
+
+def hook_problem(command: str, project: Path, caste: str | None) -> str | None:
+    """Why `command` does not work as the hook, run as Claude Code runs it (a shell, the event on stdin); None
+    when it answers as it should: nothing for a plain tool, a denial for a caste's sub-agent call."""
+    probes: list[tuple[dict[str, Any], bool]] = [({"tool_name": "Read", "tool_input": {}}, False)]
+    if caste is not None:
+        probes.append(({"tool_name": "Agent", "tool_input": {"subagent_type": caste, "prompt": "probe"}}, True))
+    for event, denies in probes:
+        try:
+            done = subprocess.run(
+                ["/bin/sh", "-c", command],
+                input=json.dumps({**event, "cwd": str(project), PROBE: True}),
+                capture_output=True,
+                text=True,
+                cwd=project,
+                timeout=HOOK_CHECK_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"it could not run: {exc}"
+        said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        if done.returncode != 0:
+            return f"it exits with status {done.returncode}: {said}"
+        if denies != ('"permissionDecision": "deny"' in done.stdout):
+            return f"it does not {'deny' if denies else 'pass'} a {event['tool_name']} call as it should ({said})"
+    return None

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -23,7 +23,6 @@ from ..profile.catalog import CasteCatalog
 from ..profile.schema import ModelMetadata
 from ..profile.store import ProfileStore
 from . import worktree
-from .gateway import Lease
 from .leases import Leases
 from .preflight import Preflight, ProxyChecker
 from .process import RunOutcome, finish_process, kill_group_now, killed_on_sigterm, run_worker
@@ -36,6 +35,9 @@ from .spawn_log import append_entry, log_path
 from .spec import WorkerSpec, build_spec, new_worker_id, transcript_path
 from .stream import StreamSummary
 from .warm import WarmPool, warm_counts
+
+if TYPE_CHECKING:
+    from .gateway import Lease
 
 log = logging.getLogger("aether_mcp")
 

@@ -8,11 +8,15 @@ moment it is handed out until it is released, on every path a worker ends.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from anyio.abc import TaskGroup
 
 from ..profile.schema import ModelMetadata
-from .gateway import Gateway, Lease, Prices
 from .spec import WorkerSpec
+
+if TYPE_CHECKING:
+    from .gateway import Gateway, Lease, Prices
 
 
 class Leases:
@@ -22,7 +26,9 @@ class Leases:
         self._gateway: Gateway | None = None
 
     def _the_gateway(self) -> Gateway:
-        if self._gateway is None:  # a server with no proxied worker never starts one
+        if self._gateway is None:
+            from .gateway import Gateway  # with uvicorn: a server with no proxied worker never loads it
+
             self._gateway = Gateway()
         return self._gateway
 
@@ -51,6 +57,8 @@ class Leases:
 
 def lease_for(spec: WorkerSpec, metadata: dict[str, ModelMetadata]) -> Lease:
     """What the gateway holds a worker's requests to: its endpoint and token, its models, its budget."""
+    from .gateway import Lease  # see Leases._the_gateway
+
     s = spec.settings
     assert s.endpoint is not None
     return Lease(
@@ -67,6 +75,8 @@ def lease_for(spec: WorkerSpec, metadata: dict[str, ModelMetadata]) -> Lease:
 
 def prices(meta: ModelMetadata) -> Prices:
     """A model's prices, from model_metadata."""
+    from .gateway import Prices  # see Leases._the_gateway
+
     return Prices(
         input=meta.input_cost_per_mtok,
         output=meta.output_cost_per_mtok,

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ..errors import AetherError
 from . import worktree
-from .gateway import Lease
 from .preflight import Preflight
 from .proof import page
 from .result import WorkerLine, WorkerResult
 from .spec import WorkerSpec
+
+if TYPE_CHECKING:
+    from .gateway import Lease
 
 # Finished workers kept for get_worker and list_workers (their task text is dropped when they finish).
 MAX_HISTORY = 200

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AetherError
-from ..git import find_repository
+from ..git import project_root
 from ..private_files import read_private, write_private
 from ..profile.agents import Agent
 from ..profile.catalog import CasteCatalog
@@ -155,14 +155,6 @@ def working_directory(cwd: str | None, home: Path, allowed_dirs: Sequence[str] =
             "(then run aether-mcp trust)",
         )
     return resolved
-
-
-def project_root(home: Path) -> Path:
-    """The top of the git work tree `home` is in, as git itself sees it; `home` itself outside git.
-
-    Git's own rules, not a search for a `.git` folder: git refuses a repository another user owns, so a
-    `/tmp/.git` someone planted does not make all of /tmp one project."""
-    return find_repository(home) or home
 
 
 def build_command(spec: WorkerSpec) -> list[str]:

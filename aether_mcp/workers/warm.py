@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
@@ -24,11 +25,13 @@ from anyio.abc import TaskGroup
 from ..errors import AetherError, UnknownCasteError
 from ..profile.catalog import CasteCatalog
 from ..profile.schema import ModelMetadata
-from .gateway import Lease
 from .leases import Leases
 from .process import kill_group, kill_group_now, start_process
 from .request import SpawnRequest
 from .spec import WorkerSpec, build_command, build_env, build_spec
+
+if TYPE_CHECKING:
+    from .gateway import Lease
 
 log = logging.getLogger("aether_mcp")
 
