@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,12 @@ def answer(index: int) -> str:
     return f"builder answer #{index + 1}"
 
 
-def parent_script(count: int, routed: bool, background: bool | None) -> list[Turn]:
+PLAN = "PLAN.md"  # what a parent that plans first reads before it issues the wave
+
+
+def parent_script(
+    count: int, routed: bool, background: bool | None, plan_s: float = 0.0, plan: str = PLAN
+) -> list[Turn]:
     """The parent's turns: the wave in one message, then the calls its tool results name. A routed parent whose
     results name none and send it to spawn_worker passes each prompt again, unchanged, as today's advice says."""
     extra = {} if background is None else {"run_in_background": background}
@@ -113,7 +119,10 @@ def parent_script(count: int, routed: bool, background: bool | None) -> list[Tur
     advised = Turn(
         calls=tuple(Call(SPAWN, {"caste": "builder", "task": aether_prompt(i, count)}) for i in range(count))
     )
-    return [Turn(calls=agents), Turn(follow=True, otherwise=advised if routed else None)]
+    wave = [Turn(calls=agents), Turn(follow=True, otherwise=advised if routed else None)]
+    # As Aether's build does before its waves: it reads the plan (here: a model that thinks plan_s over it).
+    planning = [Turn(tool="Read", tool_input={"file_path": plan}, think_s=plan_s)] if plan_s else []
+    return planning + wave
 
 
 Event = tuple[float, dict[str, Any]]  # a stream-json event and when it arrived, on the backend's clock
@@ -170,7 +179,8 @@ class Wave:
 
 
 class Bench:
-    def __init__(self, folder: Path, delay_s: float, background: bool | None) -> None:
+    def __init__(self, folder: Path, delay_s: float, background: bool | None, plan_s: float = 0.0) -> None:
+        self.plan_s = plan_s
         self.folder = folder
         self.delay_s = delay_s
         self.background = background
@@ -212,18 +222,19 @@ class Bench:
         return project, home
 
     def wave(self, count: int, routed: bool) -> Wave:
-        scripts = {
-            PARENT_MODEL: parent_script(count, routed, self.background),
-            BUILDER_MODEL: [Turn(text=answer(i)) for i in range(count)],
-        }
+        scripts = {BUILDER_MODEL: [Turn(text=answer(i)) for i in range(count)]}
         delays = {BUILDER_MODEL: self.delay_s}
         with LocalBackend(token=TOKEN, models=[BUILDER_MODEL], scripts=scripts, delays=delays) as backend:
             project, home = self.project(backend.url, routed, count)
+            plan = project / PLAN
+            plan.write_text("# Phase 1\nBuild the feature modules, one builder each, side by side.\n")
+            turns = parent_script(count, routed, self.background, self.plan_s, str(plan))
+            backend.scripts[PARENT_MODEL] = deque(turns)
             session = self.parent(backend, project, home, timeout_s=60 + count * (self.delay_s + 15))
             requests = [
                 r for r in backend.requests if r.path.startswith("/v1/messages") and "count_tokens" not in r.path
             ]
-        return measure("routed" if routed else "native", count, session, requests)
+        return measure("routed" if routed else "native", count, session, requests, plan=self.plan_s > 0)
 
     def parent(self, backend: LocalBackend, project: Path, home: Path, timeout_s: float) -> Session:
         """Run the parent session; each stream-json event with the backend's time it arrived."""
@@ -264,7 +275,9 @@ def _event(line: str) -> dict[str, Any]:
     return event if isinstance(event, dict) else {}
 
 
-def measure(mode: str, count: int, session: Session, requests: list[Recorded]) -> Wave:
+def measure(mode: str, count: int, session: Session, requests: list[Recorded], plan: bool = False) -> Wave:
+    """The wave's figures; with `plan`, the wave starts with the parent's second request (its first read the
+    plan)."""
     events = session.events
     parent = [r for r in requests if r.model == PARENT_MODEL and r.agent_id is None]
     written = parent[-1].written if parent else ()
@@ -274,8 +287,8 @@ def measure(mode: str, count: int, session: Session, requests: list[Recorded]) -
         count=count,
         exit_code=session.exit_code,
         wall_s=session.wall_s,
-        wave_s=parent[-1].at - parent[0].at if parent else float("nan"),
-        parent_turns=len(parent),
+        wave_s=parent[-1].at - parent[1 if plan else 0].at if len(parent) > 1 else float("nan"),
+        parent_turns=len(parent) - (1 if plan else 0),
         agent_bytes=sum(size for name, size in written if name == "Agent"),
         other_bytes=sum(size for name, size in written if name != "Agent"),
         workers=workers(requests, count),
@@ -445,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2, choices=range(1, 6), help="interleaved runs of each (2)")
     parser.add_argument("--delay", type=float, default=8.0, help="seconds the builder's model takes (8)")
     parser.add_argument(
+        "--plan", type=float, default=0.0, metavar="S",
+        help="the parent first reads its plan, its model taking S seconds, then issues the wave (default 0: the "
+        "wave is its first act, as the session starts)",
+    )  # fmt: skip
+    parser.add_argument(
         "--background", choices=("unset", "false"), default="unset",
         help="the Agent calls' run_in_background: unset, as Aether writes them (Claude Code then runs native "
         "sub-agents in the background), or false (each call waits for its sub-agent)",
@@ -456,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     rows, tables, ok = [], [], True
     with tempfile.TemporaryDirectory(prefix="aether-wave-") as folder:
-        bench = Bench(Path(folder), delay, background)
+        bench = Bench(Path(folder), delay, background, min(max(args.plan, 0.0), 30.0))
         for count in counts:
             native: list[Wave] = []
             routed: list[Wave] = []

@@ -286,7 +286,7 @@ async def test_a_gateway_that_cannot_start_fails_the_spawn_not_the_server(
     def cannot_bind(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EADDRINUSE, "Address already in use")
 
-    monkeypatch.setattr(gateway.socket, "create_server", cannot_bind)
+    monkeypatch.setattr(gateway, "_listen", cannot_bind)
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
         write_profile(isolated / "model-profiles.yaml", backend.url)
         async with Client(build_server(ProfileStore())) as client:

@@ -48,6 +48,7 @@ class Turn:
     calls: tuple[Call, ...] = ()
     follow: bool = False
     otherwise: Turn | None = None
+    think_s: float = 0.0  # how long the model takes over this turn, beyond its model's delay
 
     def tool_calls(self) -> tuple[Call, ...]:
         return (Call(self.tool, self.tool_input),) if self.tool else self.calls
@@ -336,6 +337,8 @@ def _answer(backend: LocalBackend, body: dict[str, Any]) -> dict[str, Any]:
     served = backend.claims.get(asked, asked)
     fresh = backend.on_task.get(asked) if _answers_a_task(body) else None
     turn = fresh or backend.next_turn(asked, body) or Turn(text=_default_text(served, body))
+    if turn.think_s:
+        time.sleep(turn.think_s)
     calls = turn.tool_calls()
     blocks: list[dict[str, Any]] = [
         {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": c.tool, "input": c.tool_input}
