@@ -21,7 +21,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,13 +43,10 @@ GET_TOOL = "mcp__aether__get_worker"
 COLLECT_WAIT_S = 900  # get_worker's wait: as long as a worker usually takes, short of its timeout
 # What of a sub-agent call the worker takes: its prompt, a description naming it, a worktree of its own.
 HANDED_OVER = ("subagent_type", "prompt", "description", "isolation", "run_in_background")
-HandOver = Callable[[dict[str, Any]], "handoff.Reply | None"]
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # a hook event carries the sub-agent's prompt: bounded, generously
 
 
-def pre_tool_use(
-    event: Mapping[str, Any], environ: Mapping[str, str], hand_over: HandOver = handoff.hand_over
-) -> dict[str, Any] | None:
+def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any] | None:
     """The hook's answer to one event: for a routed caste, a denial saying the worker runs already under aether-mcp
     (or, with no server of the session to take it, the exact call that starts it); else None (no opinion)."""
     if event.get("tool_name") not in SUBAGENT_TOOLS:
@@ -69,7 +66,7 @@ def pre_tool_use(
         "cwd": str(cwd),
     }
     probe = event.get(PROBE) is True
-    reply = None if probe else hand_over(call)
+    reply = None if probe else handoff.hand_over(call)
     background = tool_input.get("run_in_background") is not False  # as Claude Code runs a sub-agent by default
     if reply is not None and isinstance(reply.get("worker_id"), str):
         reason = _started(wanted, reply, background)
