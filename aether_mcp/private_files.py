@@ -50,17 +50,22 @@ def open_private(path: Path, base: Path, *, append: bool = False) -> int:
 
     Its folders below `base` are made private first."""
     private_dir(path.parent, base)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    fd = _open_no_link(path, flags, "write")
+    os.fchmod(fd, FILE_MODE)
+    return fd
+
+
+def _open_no_link(path: Path, flags: int, verb: str) -> int:
+    """os.open with O_NOFOLLOW; a link in the way is an AetherError that says so."""
     try:
-        fd = os.open(path, flags, FILE_MODE)
+        return os.open(path, flags | os.O_NOFOLLOW, FILE_MODE)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise AetherError(
-                f"{path} is a symbolic link; aether-mcp does not write through links", "Remove it"
+                f"{path} is a symbolic link; aether-mcp does not {verb} through links", "Remove it"
             ) from None
         raise
-    os.fchmod(fd, FILE_MODE)
-    return fd
 
 
 def write_private(path: Path, base: Path, data: bytes) -> None:
@@ -74,14 +79,7 @@ def write_private(path: Path, base: Path, data: bytes) -> None:
 
 def read_private(path: Path, limit: int) -> bytes:
     """At most `limit` bytes of `path`, never through a link (FileNotFoundError when it is missing)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise AetherError(
-                f"{path} is a symbolic link; aether-mcp does not read through links", "Remove it"
-            ) from None
-        raise
+    fd = _open_no_link(path, os.O_RDONLY | os.O_CLOEXEC, "read")
     with os.fdopen(fd, "rb") as handle:
         return handle.read(limit)
 

@@ -155,8 +155,19 @@ class ServerState:
 Ctx = Context[ServerState]
 
 
-def _annotations(title: str, **hints: bool) -> ToolAnnotations:
-    return ToolAnnotations(title=title, **hints)
+def _reads(title: str, *, open_world: bool = False) -> ToolAnnotations:
+    """A read-only tool's annotations: Claude Code runs several calls of it in one message side by side."""
+    return ToolAnnotations(title=title, read_only_hint=True, idempotent_hint=True, open_world_hint=open_world)
+
+
+def _acts(title: str, *, destructive: bool, idempotent: bool, open_world: bool) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=False,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=open_world,
+    )
 
 
 async def get_caste_model(
@@ -339,74 +350,17 @@ async def cancel_worker(
 
 
 TOOLS: list[tuple[Callable[..., Any], ToolAnnotations]] = [
-    (
-        get_caste_model,
-        _annotations("Which model a caste uses", read_only_hint=True, idempotent_hint=True, open_world_hint=False),
-    ),
-    (
-        set_caste_model,
-        _annotations(
-            "Put a caste on a model",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    ),
-    (
-        reset_caste_model,
-        _annotations(
-            "Undo a caste's override",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        ),
-    ),
-    (
-        check_routing,
-        _annotations("Is routing healthy?", read_only_hint=True, idempotent_hint=True, open_world_hint=True),
-    ),
-    (
-        spawn_worker,
-        _annotations(
-            "Start a worker", read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
-        ),
-    ),
-    (
-        continue_worker,
-        _annotations(
-            "Send a worker a follow-up",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=False,
-            open_world_hint=True,
-        ),
-    ),
-    (
-        get_worker,
-        _annotations("A worker's status and result", read_only_hint=True, idempotent_hint=True, open_world_hint=False),
-    ),
-    (
-        discard_worker,
-        _annotations(
-            "Drop a worker's worktree",
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=False,
-            open_world_hint=False,
-        ),
-    ),
-    (
-        list_workers,
-        _annotations("This session's workers", read_only_hint=True, idempotent_hint=True, open_world_hint=False),
-    ),
-    (
-        cancel_worker,
-        _annotations(
-            "Stop a worker", read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
-        ),
-    ),
+    (get_caste_model, _reads("Which model a caste uses")),
+    (set_caste_model, _acts("Put a caste on a model", destructive=False, idempotent=True, open_world=False)),
+    (reset_caste_model, _acts("Undo a caste's override", destructive=False, idempotent=True, open_world=False)),
+    (check_routing, _reads("Is routing healthy?", open_world=True)),
+    # Not read-only: a worker is a process that may change files (so Claude Code runs these calls one by one).
+    (spawn_worker, _acts("Start a worker", destructive=True, idempotent=False, open_world=True)),
+    (continue_worker, _acts("Send a worker a follow-up", destructive=True, idempotent=False, open_world=True)),
+    (get_worker, _reads("A worker's status and result")),
+    (discard_worker, _acts("Drop a worker's worktree", destructive=True, idempotent=False, open_world=False)),
+    (list_workers, _reads("This session's workers")),
+    (cancel_worker, _acts("Stop a worker", destructive=True, idempotent=True, open_world=False)),
 ]
 
 
