@@ -88,7 +88,7 @@ class Colony:
         catalog = self._admit()
         # git (the project's top) and the agents' files: off the loop that carries every worker's stream
         draft = await anyio.to_thread.run_sync(self._build, catalog, request)
-        preflight = await self._preflight(draft)
+        preflight = await self._checker.before_spawn(draft.settings, draft.model)
         # The key before the worktree: a gateway that cannot start leaves nothing behind.
         url, key, lease = await self._lease(draft)
         try:
@@ -140,7 +140,7 @@ class Colony:
             gateway_url=None,
             gateway_key=None,
         )
-        preflight = await self._preflight(draft)
+        preflight = await self._checker.before_spawn(draft.settings, draft.model)
         if previous.worktree is not None:
             await anyio.to_thread.run_sync(worktree.restore, previous.worktree)
         url, key, lease = await self._lease(draft)
@@ -181,15 +181,6 @@ class Colony:
 
     def _metadata(self) -> dict[str, ModelMetadata]:
         return self.store.load()[0].model_metadata or {}
-
-    async def _preflight(self, spec: WorkerSpec) -> Preflight | None:
-        if not spec.settings.endpoint:
-            return None
-        token = spec.settings.auth_token.get_secret_value() if spec.settings.auth_token else None
-        preflight: Preflight = await anyio.to_thread.run_sync(
-            self._checker.preflight, spec.settings.endpoint, token, spec.model
-        )
-        return preflight
 
     async def _lease(self, spec: WorkerSpec) -> tuple[str | None, str | None, Lease | None]:
         """A proxied worker talks to the gateway with a key of its own; the real token stays here."""

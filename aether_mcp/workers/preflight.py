@@ -19,7 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import anyio
+
 from ..errors import AetherError
+from ..profile.worker_settings import WorkerSettings
 
 TIMEOUT_S = 1.5
 CACHE_S = 30.0
@@ -169,6 +172,14 @@ T = TypeVar("T")
 
 class ProxyChecker:
     """Preflight with a short cache, so a colony of spawns asks the proxy once."""
+
+    async def before_spawn(self, settings: WorkerSettings, model: str | None) -> Preflight | None:
+        """The preflight of a worker through a proxy (None without one), in a thread: it waits on the network."""
+        if not settings.endpoint:
+            return None
+        token = settings.auth_token.get_secret_value() if settings.auth_token else None
+        found: Preflight = await anyio.to_thread.run_sync(self.preflight, settings.endpoint, token, model)
+        return found
 
     def __init__(self, ttl_s: float = CACHE_S) -> None:
         self._ttl = ttl_s
