@@ -397,3 +397,46 @@ async def test_a_kept_connection_the_proxy_closed_is_replaced() -> None:
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.content == answer
     assert [r.status for r in lease.records] == [200, 200]
+
+
+async def test_a_rogue_workers_key_reroutes_nothing() -> None:
+    """Findings 4 and 5: with its own key, a worker's HEAD to another of the proxy's paths, a request option that
+    LiteLLM would follow to another model or address, a metadata key it reads, or an x-litellm-tags header, never
+    reaches the proxy as sent; the CLI's own requests (HEAD on the endpoint, metadata.user_id) still pass."""
+    import anyio
+    import httpx2
+
+    from aether_mcp.workers.gateway import Gateway, Lease
+
+    with LocalBackend(token=TOKEN, models=["cheap"]) as backend:
+        gateway = Gateway()
+        async with anyio.create_task_group() as group:
+            url = await gateway.start(group)
+            key = gateway.lease(Lease("w", "builder", backend.url, TOKEN, ("cheap",)))
+            headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+            message = {"model": "cheap", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+            async with httpx2.AsyncClient(timeout=20) as client:
+                peeked = await client.head(url + "/key/info?key=sk-someone-else", headers=headers)
+                refused = {}
+                for option, value in [
+                    ("fallbacks", ["pricey"]),
+                    ("api_base", "http://attacker.example"),
+                    ("mock_testing_fallbacks", True),
+                    ("user_config", {"model_list": []}),
+                    ("metadata", {"user_id": "u", "model_group": "pricey"}),
+                ]:
+                    answer = await client.post(url + "/v1/messages", json={**message, option: value}, headers=headers)
+                    refused[option] = (answer.status_code, answer.text)
+                up = await client.head(url + "/", headers=headers)
+                tagged = {**headers, "x-litellm-tags": "pricey-only"}
+                own = {**message, "metadata": {"user_id": "u"}}  # what Claude Code sends
+                plain = await client.post(url + "/v1/messages", json=own, headers=tagged)
+            await gateway.close()
+            group.cancel_scope.cancel()
+    assert peeked.status_code == 403
+    assert {option: status for option, (status, _) in refused.items()} == dict.fromkeys(refused, 400)
+    assert "the request option 'fallbacks' is not passed on" in refused["fallbacks"][1]
+    assert "metadata key 'model_group' is not passed on" in refused["metadata"][1]
+    assert (up.status_code, plain.status_code) == (200, 200)
+    assert [(r.method, r.path.split("?")[0]) for r in backend.requests] == [("HEAD", "/"), ("POST", "/v1/messages")]
+    assert "x-litellm-tags" not in backend.requests[-1].header_names

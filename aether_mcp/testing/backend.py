@@ -74,6 +74,7 @@ class Recorded:
     size: int = 0  # the request body's bytes
     agent_id: str | None = None  # Claude Code's x-claude-code-agent-id header: set on a sub-agent's requests
     session_id: str | None = None  # Claude Code's x-claude-code-session-id header: one per CLI process
+    header_names: tuple[str, ...] = ()  # the request's header names, lower case (their values are not kept)
     at: float = 0.0  # when it arrived: seconds on the backend's clock (`LocalBackend.clock`)
     # (tool, bytes of its input as compact JSON) for each tool call in the conversation's assistant messages
     written: tuple[tuple[str, int], ...] = ()
@@ -258,6 +259,7 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
                     size=len(raw),
                     agent_id=self.headers.get("x-claude-code-agent-id"),
                     session_id=self.headers.get("x-claude-code-session-id"),
+                    header_names=tuple(name.lower() for name in self.headers),
                     at=backend.clock(),
                     written=_written(messages),
                 )

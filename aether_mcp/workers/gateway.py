@@ -43,8 +43,29 @@ Send = Callable[[Message], Awaitable[None]]
 
 HOST = "127.0.0.1"
 BACKLOG = 2048  # uvicorn's own default: connections a colony's workers open at once wait here, not refused
-# The routes Claude Code uses (HEAD, on any path, to check the endpoint is up, is let through besides).
+# The routes Claude Code uses; HEAD (to check the endpoint is up) only on the endpoint itself and on these paths.
 ROUTES = frozenset({("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"), ("GET", "/v1/models")})
+HEAD_PATHS = frozenset({"", *(path for _, path in ROUTES)})
+# Request-body keys the Messages API does not have and a proxy acts on: LiteLLM reroutes a request that carries
+# them (to another model, deployment or address) past the gateway's model check. Claude Code sends none of them.
+REROUTING = frozenset(
+    {
+        "fallbacks",
+        "context_window_fallbacks",
+        "content_policy_fallbacks",
+        "mock_testing_fallbacks",
+        "mock_response",
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "user_config",
+        "model_list",
+        "litellm_params",
+        "deployment_id",
+    }
+)
+METADATA_KEYS = frozenset({"user_id"})  # what the Messages API's metadata holds; LiteLLM reads more from it
 MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, images
 MAX_JSON_ANSWER = 8 * 1024 * 1024  # a non-streamed answer kept to read its usage
 # Not passed on: the hop's own framing, the credentials (replaced), and compression (so usage can be read).
@@ -227,7 +248,7 @@ class Gateway:
         path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
         record = RequestRecord(scope["method"], path, _asked_model(body))
         lease.records.append(record)
-        refusal = self._refusal(lease, record)
+        refusal = self._refusal(lease, record, body)
         if refusal is not None:
             record.refused, record.status = refusal[2], refusal[0]
             await _error(send, *refusal)
@@ -242,12 +263,15 @@ class Gateway:
             record.duration_s = time.perf_counter() - began
             record.refused = "dropped: the worker closed its connection before the answer came"
 
-    def _refusal(self, lease: Lease, record: RequestRecord) -> tuple[int, str, str] | None:
+    def _refusal(self, lease: Lease, record: RequestRecord, body: bytes) -> tuple[int, str, str] | None:
         route = (record.method, record.path.split("?", maxsplit=1)[0].rstrip("/"))
-        if route not in ROUTES and record.method != "HEAD":
+        if route not in ROUTES and not (record.method == "HEAD" and route[1] in HEAD_PATHS):
             # Only what the CLI asks for: a proxy's other routes (LiteLLM's /key/generate, /chat/completions)
             # would let a worker act with the real token, or spend past its budget unseen.
             return (403, "permission_error", f"aether-mcp gateway: {route[0]} {route[1]} is not a route workers use")
+        rerouting = _rerouting(body) if record.method == "POST" else None
+        if rerouting is not None:
+            return (400, "invalid_request_error", f"aether-mcp gateway: {rerouting} is not passed on to the proxy")
         if _is_message(record.path) and lease.models is not None and record.model is None:
             return (400, "invalid_request_error", "aether-mcp gateway: the request's model cannot be read")
         if record.model is not None and lease.models is not None and record.model not in lease.models:
@@ -269,7 +293,8 @@ class Gateway:
         self, lease: Lease, record: RequestRecord, headers: dict[str, str], body: bytes, send: Send
     ) -> None:
         began = time.perf_counter()
-        outgoing = [(k, v) for k, v in headers.items() if k not in DROPPED_REQUEST]
+        # x-litellm-* (tags route a request to other deployments) is the proxy's to set, not a worker's.
+        outgoing = [(k, v) for k, v in headers.items() if k not in DROPPED_REQUEST and not k.startswith("x-litellm-")]
         if lease.token:
             # The same kind of credential the worker used, with the real token in it.
             outgoing.append(
@@ -420,6 +445,23 @@ def _asked_model(body: bytes) -> str | None:
         return None
     model = data.get("model") if isinstance(data, dict) else None
     return model if isinstance(model, str) else None
+
+
+def _rerouting(body: bytes) -> str | None:
+    """The first option in a request body that would make the proxy route it elsewhere, named; None when there is
+    none."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    forbidden = sorted(set(data) & REROUTING)
+    if forbidden:
+        return f"the request option '{forbidden[0]}'"
+    metadata = data.get("metadata")
+    extra = sorted(set(metadata) - METADATA_KEYS) if isinstance(metadata, dict) else []
+    return f"metadata key '{extra[0]}'" if extra else None
 
 
 def _is_message(path: str) -> bool:
