@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, structured, write_profile
+from conftest import TOKEN, structured, trusted, write_profile
 from mcp import Client
 from test_spawn import stdio_server
 
@@ -440,3 +440,26 @@ async def test_a_rogue_workers_key_reroutes_nothing() -> None:
     assert (up.status_code, plain.status_code) == (200, 200)
     assert [(r.method, r.path.split("?")[0]) for r in backend.requests] == [("HEAD", "/"), ("POST", "/v1/messages")]
     assert "x-litellm-tags" not in backend.requests[-1].header_names
+
+
+async def test_a_caste_with_no_model_is_refused_through_a_proxy(isolated: Path) -> None:
+    """Finding 13: a worker through the proxy always has a model the gateway holds it to (a key for a caste with
+    none would have allowed any model)."""
+    from aether_mcp.adapters.server import build_server
+    from aether_mcp.profile.store import ProfileStore
+
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
+        write_profile(isolated / "model-profiles.yaml", backend.url, "model_slots: {inherit: null}\n")
+        (isolated / "model-profiles.yaml").write_text(
+            (isolated / "model-profiles.yaml").read_text().replace("  scout: glm-5\n", "  scout: inherit\n")
+        )
+        trusted(isolated / "model-profiles.yaml")
+        async with Client(build_server(ProfileStore())) as client:
+            refused = await client.call_tool("spawn_worker", {"caste": "scout", "task": "hi"})
+            chosen = structured(
+                await client.call_tool("spawn_worker", {"caste": "scout", "task": "hi", "model": "kimi-k2.5"})
+            )
+    assert refused.is_error
+    assert "The scout caste has no model" in refused.content[0].text
+    assert "aether-mcp caste-models set scout=MODEL" in refused.content[0].text
+    assert chosen["status"] == "succeeded" and backend.models_asked() == ["kimi-k2.5"]

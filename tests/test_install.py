@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -326,3 +327,43 @@ def test_agents_sync_keeps_crlf_files_and_stops_before_writing_anything(project:
         path.read_bytes()
         == AGENTS["aether-queen.md"].replace("model: opus\n", "model: glm-5\n").replace("\n", "\r\n").encode()
     )
+
+
+def test_install_follows_no_link_out_of_the_project(isolated: Path, tmp_path: Path) -> None:
+    """Finding 6: a cloned repository whose .claude links to the user's ~/.claude, and whose .mcp.json links to a
+    private file (a registry credential): nothing is written outside the project, no link becomes a file."""
+    user_claude = tmp_path / "home" / ".claude"
+    user_claude.mkdir(parents=True)
+    secret = tmp_path / "home" / ".npmrc"
+    secret.write_text("//registry/:_authToken=npm_SECRET\n")
+    secret.chmod(0o600)
+    (isolated / ".claude").symlink_to(user_claude)
+    refused = run("install", "--shared", "--trust", cwd=isolated)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"{isolated / '.claude'} is a symbolic link; install writes only the project's own files" in refused.stderr
+    assert list(user_claude.iterdir()) == []  # no global settings.json with the hook
+    (isolated / ".claude").unlink()
+    (isolated / ".mcp.json").symlink_to(secret)
+    refused = run("install", "--shared", "--trust", cwd=isolated)
+    assert refused.returncode == 1 and "is a symbolic link" in refused.stderr
+    assert (isolated / ".mcp.json").is_symlink() and secret.read_text() == "//registry/:_authToken=npm_SECRET\n"
+    assert not (isolated / ".claude").exists()  # every file is checked before any is written
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "device", "fifo"])
+def test_install_reads_only_regular_files(isolated: Path, kind: str) -> None:
+    """Finding 7: .mcp.json as /dev/zero (a MemoryError before) or a FIFO (a hang): a clear error, nothing written."""
+    mcp = isolated / ".mcp.json"
+    if kind == "link to /dev/zero":
+        mcp.symlink_to("/dev/zero")
+    elif kind == "device":
+        if os.getuid() != 0:
+            pytest.skip("making a device file needs root")
+        os.mknod(mcp, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # what /dev/zero is
+    else:
+        os.mkfifo(mcp)
+    refused = run("install", cwd=isolated)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    expected = "is a symbolic link" if kind.startswith("link") else "is not a regular file"
+    assert f"{mcp} {expected}" in refused.stderr
+    assert not (isolated / ".claude" / "settings.local.json").exists()

@@ -11,7 +11,9 @@ commands) are never touched, so `aether update` cannot undo either.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +119,7 @@ def install(project: Path, shared: bool = False) -> list[Change]:
     planned: list[tuple[Entry, str | None, str]] = []
     record = _record(project)
     for entry in entries(project, shared):
-        text = _read(entry.file)
+        text = _read(entry.file, project)
         if text is None:
             record[str(entry.file)] = CREATED
             planned.append((entry, _created(entry), "created"))
@@ -141,7 +143,7 @@ def uninstall(project: Path, shared: bool = False) -> list[Change]:
     planned: list[tuple[Entry, str | None, str]] = []
     record = _record(project)
     for entry in entries(project, shared):
-        text = _read(entry.file)
+        text = _read(entry.file, project)
         where = record.get(str(entry.file))
         if text is None or not entry.present(_parse(entry.file, text)):
             planned.append((entry, None, "not there"))
@@ -213,17 +215,44 @@ def _record(project: Path) -> dict[str, list[str] | str]:
     return {str(k): [str(n) for n in v] if isinstance(v, list) else CREATED for k, v in data.items() if v}
 
 
-def _read(path: Path) -> str | None:
+def _read(path: Path, project: Path) -> str | None:
+    """The text of `path`, below `project`; None when it is missing. Install writes only the project's own files:
+    no link below the project is followed (one to ~/.claude or a private file would be written there, or copied
+    here), and only a regular file of at most MAX_FILE_BYTES is read (never a device or a FIFO)."""
+    _refuse_links(path, project)
     try:
-        size = path.stat().st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    if size > MAX_FILE_BYTES:
-        raise AetherError(f"{path} is {size:,} bytes; aether-mcp edits files of at most {MAX_FILE_BYTES:,}.")
+    except OSError as exc:
+        raise AetherError(f"Cannot read {path}: {exc.strerror}", "Fix or move it, then run the command again") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise AetherError(f"{path} is not a regular file; nothing was changed", "Move it away, then run it again")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise AetherError(f"{path} is over {MAX_FILE_BYTES:,} bytes; aether-mcp edits files of at most that.")
     try:
-        return path.read_bytes().decode("utf-8")  # bytes as they are: CRLF stays CRLF
-    except (OSError, UnicodeDecodeError) as exc:
+        return data.decode("utf-8")  # bytes as they are: CRLF stays CRLF
+    except UnicodeDecodeError as exc:
         raise AetherError(f"Cannot read {path}: {exc}", "Fix or move it, then run aether-mcp install again") from None
+
+
+def _refuse_links(path: Path, project: Path) -> None:
+    """An AetherError naming the first symbolic link between `project` and `path`, if there is one."""
+    place = project
+    for part in path.relative_to(project).parts:
+        place = place / part
+        try:
+            if stat.S_ISLNK(os.lstat(place).st_mode):
+                raise AetherError(
+                    f"{place} is a symbolic link; install writes only the project's own files and follows no link, "
+                    "so nothing was changed",
+                    "Make it a plain file or folder of the project, then run the command again",
+                )
+        except FileNotFoundError:
+            return
 
 
 def _parse(path: Path, text: str) -> Any:
@@ -249,7 +278,7 @@ def installed_hooks(project: Path) -> list[tuple[Path, str]]:
     for name in ("settings.local.json", "settings.json"):
         path = project / ".claude" / name
         try:
-            data = json.loads(_read(path) or "{}")
+            data = json.loads(_read(path, project) or "{}")
         except (AetherError, json.JSONDecodeError):
             continue
         entries = data.get("hooks", {}).get("PreToolUse") if isinstance(data.get("hooks"), dict) else None

@@ -85,6 +85,13 @@ def build_spec(catalog: CasteCatalog, request: SpawnRequest, *, home: Path, envi
     if request.model is not None:
         chosen, source = check_model_name(request.model), "explicit"
     settings = catalog.settings(entry.caste).model_copy(update=_spawn_settings(request))
+    if settings.endpoint and chosen is None:
+        # The gateway holds a proxied worker's requests to its model: with none, its key would allow any.
+        raise AetherError(
+            f"The {entry.caste} caste has no model ({entry.note or 'none is set'}), and a worker through the proxy "
+            "needs one",
+            f"Give it one: aether-mcp caste-models set {entry.caste}=MODEL (or model= for this spawn)",
+        )
     if settings.max_tokens is not None and not settings.endpoint:
         raise AetherError(
             f"max_tokens is kept at the gateway, which only workers going through a proxy use, and the "
