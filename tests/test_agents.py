@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,40 @@ def test_a_linked_claude_folder_is_not_read(isolated: Path) -> None:
     table = store(isolated).caste_models()
     assert [entry.caste for entry in table.castes] == ["builder"]
     assert any(".claude: a symbolic link" in problem for problem in table.agent_problems)
+
+
+def alias_bomb(levels: int) -> str:
+    """A few hundred bytes of YAML that stand for 10**levels nodes: each level lists the one above ten times."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels + 1):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(60)
+def test_an_alias_bomb_in_an_agent_file_is_refused_at_once(project: Path) -> None:
+    """Finding 8: 0.4 KB of hooks with eight levels of ten aliases (10**8 nodes, some 5 GB written out): the file
+    is reported, read line by line (so none of its settings is used), and trust never walks the tree."""
+    bomb = "hooks:\n" + "\n".join("  " + line for line in alias_bomb(8).splitlines())
+    path = project / ".claude" / "agents" / "ant" / "aether-chaos.md"
+    path.write_text(f"---\nname: aether-chaos\ndescription: Breaks things\n{bomb}\n---\nCHAOS-PROMPT\n")
+    assert len(path.read_bytes()) < 1024
+    store = ProfileStore(cwd=project)
+    catalog = store.catalog()
+    chaos = catalog.agent(catalog.find("chaos"))
+    assert chaos is not None and chaos.frontmatter.get("hooks") is None
+    assert any("aether-chaos.md" in p and "alias bomb" in p for p in catalog.scan.problems), catalog.scan.problems
+    assert all(a.name != "aether-chaos" for a in store.untrusted_agents())
+    # the hook reads the same file, and a profile as big, and still answers
+    (project / "model-profiles.yaml").write_text(alias_bomb(8) + "\n")
+    event = {"tool_name": "Agent", "tool_input": {"subagent_type": "aether-chaos", "prompt": "x"}, "cwd": str(project)}
+    done = subprocess.run(
+        [sys.executable, "-m", "aether_mcp", "hook", "pre-tool-use"],
+        input=json.dumps({**event, "aether_mcp_probe": True}),
+        capture_output=True,
+        text=True,
+        cwd=project,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0 and '"permissionDecision": "deny"' in done.stdout, done.stderr

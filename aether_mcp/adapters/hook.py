@@ -146,8 +146,10 @@ def _profile_castes(cwd: Path, environ: Mapping[str, str]) -> list[str]:
     """The castes the profile in use names, read as plain YAML; none when it cannot be read."""
     import yaml  # when the hook runs, not whenever the command line (which imports this module) starts
 
+    from .. import safe_yaml  # (PyYAML too)
+
     try:
-        data = yaml.safe_load(locate(None, cwd, environ).path.read_text(encoding="utf-8"))
+        data = safe_yaml.load(locate(None, cwd, environ).path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     if not isinstance(data, dict):

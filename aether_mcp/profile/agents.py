@@ -237,11 +237,14 @@ def _frontmatter(block: str) -> tuple[dict[str, Any], list[str]]:
     """The frontmatter as YAML; when that fails, its plain `key: value` lines, with the reason."""
     import yaml  # with the first agent file read, not with the server's start
 
+    from ..safe_yaml import AliasBomb, load  # (PyYAML, like the line above)
+
     try:
-        data = yaml.safe_load(block)
+        data = load(block)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 2})" if mark is not None else ""
+        where += f": {exc.problem}" if isinstance(exc, AliasBomb) else ""
         lines = {}
         for line in block.splitlines():
             found = _SCALAR_LINE.match(line)

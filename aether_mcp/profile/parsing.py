@@ -40,7 +40,9 @@ def _strict_loader() -> type[Any]:
     Built on first use: YAML is needed to read a profile, not to start the server."""
     import yaml
 
-    base = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
+    from ..safe_yaml import loader_class  # PyYAML, like the line above
+
+    base = loader_class()
 
     class StrictLoader(base):  # type: ignore[misc,valid-type]
         def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -57,14 +59,13 @@ def _strict_loader() -> type[Any]:
 
 
 MAX_PROFILE_BYTES = 1024 * 1024
-# Anchors and aliases are fine; an alias bomb ("billion laughs") is a small
-# file that stands for an enormous tree, and is refused before anything walks it.
-MAX_EXPANDED_NODES = 100_000
 
 
 def parse_yaml(text: str, path: Path | str) -> tuple[dict[str, Any], yaml.Node | None]:
     """Parse the profile text into plain data and its node tree (for line numbers)."""
     import yaml  # with the first profile read, not with the server's start
+
+    from ..safe_yaml import MAX_EXPANDED_NODES, expanded_size  # (PyYAML too)
 
     if len(text) > MAX_PROFILE_BYTES:
         raise ProfileError(f"{path} is {len(text):,} characters; a profile may be at most {MAX_PROFILE_BYTES:,}.")
@@ -72,7 +73,7 @@ def parse_yaml(text: str, path: Path | str) -> tuple[dict[str, Any], yaml.Node |
         loader = _strict_loader()(text)
         try:
             node = loader.get_single_node()
-            if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            if node is not None and expanded_size(node, {}) > MAX_EXPANDED_NODES:
                 raise ProfileError(
                     f"{path} expands to more than {MAX_EXPANDED_NODES:,} YAML nodes through its aliases "
                     "(an alias bomb?); write the values out instead."
@@ -87,23 +88,6 @@ def parse_yaml(text: str, path: Path | str) -> tuple[dict[str, Any], yaml.Node |
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: the profile must be a mapping of sections, not {type(data).__name__}.")
     return data, node
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
-    """How many nodes the tree would have with every alias written out (capped just past the limit)."""
-    known = sizes.get(id(node))
-    if known is not None:
-        return known
-    sizes[id(node)] = MAX_EXPANDED_NODES + 1  # a cycle counts as too big
-    total = 1
-    if isinstance(node.value, list):
-        for item in node.value:
-            for child in item if isinstance(item, tuple) else (item,):
-                total += _expanded_size(child, sizes)
-                if total > MAX_EXPANDED_NODES:
-                    return total
-    sizes[id(node)] = total
-    return total
 
 
 def parse_profile(text: str, path: Path | str, environ: Mapping[str, str] | None = None) -> Profile:
