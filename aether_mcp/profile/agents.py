@@ -54,11 +54,14 @@ PASSED_ON = (
     "hooks",
     "mcpServers",
 )
-# The tools that only read: the shipped read-only castes get these, and an agent may declare them without trust.
-READ_TOOLS = ("Read", "Glob", "Grep", "WebSearch", "WebFetch")
-# What a worker may use unasked without anyone's say-so: reading, and its own to-do list. Anything more an agent
-# declares needs trust.
-READ_ONLY_TOOLS = frozenset({*READ_TOOLS, "LS", "TodoWrite"})
+# The tools that only read: the shipped read-only castes get these. The web tools reach the network, so what a
+# worker has read could leave with them: an agent file that declares them needs trust.
+LOCAL_READ_TOOLS = ("Read", "Glob", "Grep")
+NETWORK_TOOLS = ("WebSearch", "WebFetch")
+READ_TOOLS = (*LOCAL_READ_TOOLS, *NETWORK_TOOLS)
+# What a worker may use unasked without anyone's say-so: reading on this machine, and its own to-do list. Anything
+# more an agent declares needs trust.
+READ_ONLY_TOOLS = frozenset({*LOCAL_READ_TOOLS, "LS", "TodoWrite"})
 # Permission modes that let a worker do nothing beyond its tools (in -p mode `default` asks, and nobody answers).
 QUIET_MODES = ("plan", "dontAsk", "default")
 
