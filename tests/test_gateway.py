@@ -463,3 +463,52 @@ async def test_a_caste_with_no_model_is_refused_through_a_proxy(isolated: Path) 
     assert "The scout caste has no model" in refused.content[0].text
     assert "aether-mcp caste-models set scout=MODEL" in refused.content[0].text
     assert chosen["status"] == "succeeded" and backend.models_asked() == ["kimi-k2.5"]
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
+async def test_tokens_are_counted_however_the_stream_ends_its_lines(line_end: str) -> None:
+    """Finding 12: an answer framed with CRLF counted 0 tokens, so budgets and costs lapsed."""
+    import anyio
+    import httpx2
+
+    from aether_mcp.workers.gateway import Gateway, Lease
+
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"], line_end=line_end) as backend:
+        gateway = Gateway()
+        lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",))
+        async with anyio.create_task_group() as group:
+            url = await gateway.start(group)
+            key = gateway.lease(lease)
+            body = {
+                "model": "kimi-k2.5",
+                "max_tokens": 5,
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            async with httpx2.AsyncClient(timeout=20) as client:
+                answer = await client.post(url + "/v1/messages", json=body, headers={"x-api-key": key})
+            await gateway.close()
+            group.cancel_scope.cancel()
+    assert answer.status_code == 200 and line_end + line_end in answer.text  # passed on byte for byte
+    (record,) = lease.records
+    assert (record.input_tokens > 0, record.output_tokens, record.answered_model) == (True, 8, "kimi-k2.5")
+
+
+def test_the_stream_reader_splits_lines_anywhere_and_holds_no_overlong_line() -> None:
+    from aether_mcp.workers.gateway import MAX_SSE_LINE, RequestRecord, _UsageReader
+
+    start = b'event: message_start\r\ndata: {"type": "message_start", "message": {"model": "m", "usage": '
+    start += b'{"input_tokens": 7}}}\r\n\r\n'
+    huge = b"data: " + b"x" * (2 * MAX_SSE_LINE) + b"\r\n\r\n"
+    delta = b'event: message_delta\r\ndata: {"type": "message_delta", "usage": {"output_tokens": 3}}\r\n\r\n'
+    reader = _UsageReader("text/event-stream")
+    most = 0
+    for i in range(0, len(start + huge + delta), 4096):
+        reader.feed((start + huge + delta)[i : i + 4096])
+        most = max(most, len(reader.buffer))
+    for byte in delta:  # a CR at a chunk's end is held until the next chunk says whether an LF follows
+        reader.feed(bytes([byte]))
+    record = RequestRecord("POST", "/v1/messages", "m")
+    reader.finish(record)
+    assert (record.answered_model, record.input_tokens, record.output_tokens) == ("m", 7, 3)
+    assert most <= MAX_SSE_LINE + 4096

@@ -92,6 +92,7 @@ class LocalBackend:
         models: list[str] | None = None,
         fail_status: int | None = None,
         close_mid_stream: bool = False,
+        line_end: str = "\n",
         delay_s: float = 0.0,
         delays: dict[str, float] | None = None,
         gather: int = 0,
@@ -107,6 +108,7 @@ class LocalBackend:
         self.fail_status = fail_status
         self.overloaded: set[str] = set()  # models that answer 529 overloaded, as a provider at capacity does
         self.close_mid_stream = close_mid_stream
+        self.line_end = line_end  # how a streamed answer ends its lines: "\n", "\r\n" or "\r", as SSE allows
         self.delay_s = delay_s
         self.delays = dict(delays or {})  # model -> seconds before each of its answers, in place of delay_s
         self.started = time.monotonic()
@@ -326,8 +328,9 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
             events = list(_events(message))
             if backend.close_mid_stream:
                 events = events[: len(events) // 2]
+            end = backend.line_end
             for name, data in events:
-                self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                self.wfile.write(f"event: {name}{end}data: {json.dumps(data)}{end}{end}".encode())
                 self.wfile.flush()
             self.close_connection = True
 

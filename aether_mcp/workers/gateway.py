@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import secrets
 import socket
 import time
@@ -68,6 +69,8 @@ REROUTING = frozenset(
 METADATA_KEYS = frozenset({"user_id"})  # what the Messages API's metadata holds; LiteLLM reads more from it
 MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, images
 MAX_JSON_ANSWER = 8 * 1024 * 1024  # a non-streamed answer kept to read its usage
+MAX_SSE_LINE = 1024 * 1024  # a streamed answer's line kept to read its usage (a message_start is a few hundred bytes)
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 # Not passed on: the hop's own framing, the credentials (replaced), and compression (so usage can be read).
 DROPPED_REQUEST = frozenset(
     {"host", "authorization", "x-api-key", "content-length", "transfer-encoding", "connection", "accept-encoding"}
@@ -362,11 +365,17 @@ class _QuietServer(uvicorn.Server):
 
 
 class _UsageReader:
-    """Reads the model and token counts from an answer as it passes, streamed (SSE) or whole (JSON)."""
+    """Reads the model and token counts from an answer as it passes, streamed (SSE) or whole (JSON).
+
+    Server-sent events are read as the standard says: a line ends with CRLF, LF or CR, an event ends with a
+    blank line, and its data is its `data:` lines joined. A line longer than MAX_SSE_LINE is not kept (no
+    usage is that long), so a stream cannot make the reader hold it whole."""
 
     def __init__(self, content_type: str) -> None:
         self.streamed = "text/event-stream" in content_type
         self.buffer = bytearray()
+        self.data: list[bytes] = []  # the data lines of the event being read
+        self.overlong = False  # the line being read passed MAX_SSE_LINE: dropped up to its end
         self.found: dict[str, Any] = {}
 
     def feed(self, chunk: bytes) -> None:
@@ -375,31 +384,41 @@ class _UsageReader:
                 self.buffer += chunk
             return
         self.buffer += chunk
-        while True:
-            end = self.buffer.find(b"\n\n")
-            if end < 0:
-                break
-            event = bytes(self.buffer[:end])
-            del self.buffer[: end + 2]
+        while (end := _LINE_END.search(self.buffer)) is not None:
+            if end.group() == b"\r" and end.end() == len(self.buffer):
+                break  # it may be the first half of a CRLF
+            line = bytes(self.buffer[: end.start()])
+            del self.buffer[: end.end()]
+            if self.overlong:
+                self.overlong = False
+            else:
+                self._line(line)
+        if len(self.buffer) > MAX_SSE_LINE:
+            self.buffer.clear()
+            self.overlong = True
+
+    def _line(self, line: bytes) -> None:
+        if not line:
+            event, self.data = b"\n".join(self.data), []
             if b"message_start" in event or b"message_delta" in event:
                 self._event(event)
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            self.data.append(value[1:] if value.startswith(b" ") else value)
 
     def _event(self, event: bytes) -> None:
-        for line in event.splitlines():
-            if not line.startswith(b"data:"):
-                continue
-            try:
-                data = json.loads(line[5:])
-            except ValueError:
-                return
-            if not isinstance(data, dict):
-                return
-            message = data.get("message") if data.get("type") == "message_start" else None
-            if isinstance(message, dict):
-                self.found["model"] = message.get("model")
-                self._usage(message.get("usage"))
-            elif data.get("type") == "message_delta":
-                self._usage(data.get("usage"))
+        try:
+            data = json.loads(event)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        message = data.get("message") if data.get("type") == "message_start" else None
+        if isinstance(message, dict):
+            self.found["model"] = message.get("model")
+            self._usage(message.get("usage"))
+        elif data.get("type") == "message_delta":
+            self._usage(data.get("usage"))
 
     def _usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
