@@ -312,6 +312,10 @@ class Colony:
         """The workers `owner` started, newest first."""
         return self._workers.lines(owner)
 
+    def warm_waiting(self) -> int:
+        """How many warm workers wait for a task now."""
+        return self._warm.waiting()
+
     def cancel(self, worker_id: str, owner: str = "") -> Worker:
         worker = self._workers.get(worker_id, owner)
         worker.scope.cancel()

@@ -87,6 +87,10 @@ class WarmPool:
         for spec in specs:
             group.start_soon(self.fill, group, spec, self.counts[spec.caste])
 
+    def waiting(self) -> int:
+        """How many warm processes wait for a task now."""
+        return sum(1 for idle in self._idle.values() for warm in idle if warm.process.returncode is None)
+
     def take(self, spec: WorkerSpec, lease: Lease | None) -> tuple[Warm | None, WorkerSpec]:
         """A live warm process for exactly this spec, removed from the pool, and the spec it now runs:
         a proxied warm process holds a key of its own, which from now on carries the worker's `lease`."""
