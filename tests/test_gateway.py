@@ -512,3 +512,65 @@ def test_the_stream_reader_splits_lines_anywhere_and_holds_no_overlong_line() ->
     reader.finish(record)
     assert (record.answered_model, record.input_tokens, record.output_tokens) == ("m", 7, 3)
     assert most <= MAX_SSE_LINE + 4096
+
+
+async def test_a_dollar_budget_that_cannot_be_measured_is_refused_up_front(isolated: Path) -> None:
+    """Finding 3: with no prices (and no cost header), max_budget_usd was never applied; with a price for the caste's
+    model but none for its fallback, one answer of the fallback turned it off for good."""
+    from aether_mcp.adapters.server import build_server
+    from aether_mcp.profile.store import ProfileStore
+    from aether_mcp.workers.gateway import Lease, Prices, RequestRecord
+
+    fallback = "workers:\n  castes:\n    builder: {fallback_models: [glm-5]}\n"
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"]) as backend:
+        write_profile(isolated / "model-profiles.yaml", backend.url)
+        async with Client(build_server(ProfileStore())) as client:
+            unpriced = await client.call_tool(
+                "spawn_worker", {"caste": "builder", "task": "hi", "max_budget_usd": 1e-4}
+            )
+        write_profile(isolated / "model-profiles.yaml", backend.url, PRICES + fallback)
+        async with Client(build_server(ProfileStore())) as client:
+            half = await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi", "max_budget_usd": 1e-4})
+        assert not [r for r in backend.requests if r.method == "POST"]
+    assert unpriced.is_error and "model_metadata has no prices for kimi-k2.5" in unpriced.content[0].text
+    assert half.is_error and "model_metadata has no prices for glm-5," in half.content[0].text
+    # and should an answer's cost be unknown all the same, the next request is refused, never let through
+    lease = Lease("w", "builder", "http://x", None, ("a", "b"), prices={"a": Prices(1.0, 5.0)}, max_budget_usd=1.0)
+    lease.count(RequestRecord("POST", "/v1/messages", "b", status=200, output_tokens=10))
+    assert (
+        lease.over_budget()
+        == "an answer's cost was told by neither the proxy nor prices: its max_budget_usd cannot be kept"
+    )
+
+
+async def test_side_by_side_requests_cannot_overrun_a_budget() -> None:
+    """Finding 2: a worker with max_tokens 40 sent 20 requests at once with its own key, and all reached the proxy
+    (315 tokens). Each is checked against what the ones before it spent: at most one request's worth over."""
+    import anyio
+    import httpx2
+
+    from aether_mcp.workers.gateway import Gateway, Lease
+
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
+        gateway = Gateway()
+        lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",), max_tokens=40)
+        statuses: list[int] = []
+        async with anyio.create_task_group() as group:
+            url = await gateway.start(group)
+            key = gateway.lease(lease)
+            body = {"model": "kimi-k2.5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+            async with httpx2.AsyncClient(timeout=30) as client:
+
+                async def one() -> None:
+                    answer = await client.post(url + "/v1/messages", json=body, headers={"x-api-key": key})
+                    statuses.append(answer.status_code)
+
+                async with anyio.create_task_group() as wave:
+                    for _ in range(20):
+                        wave.start_soon(one)
+            await gateway.close()
+            group.cancel_scope.cancel()
+        reached = [r for r in backend.requests if r.method == "POST"]
+    per_request = max(r.tokens for r in lease.records if r.refused is None)
+    assert lease.spent_tokens <= 40 + per_request
+    assert len(reached) == statuses.count(200) < 20 and statuses.count(429) == 20 - len(reached)

@@ -145,6 +145,13 @@ class Lease:
     spent_tokens: int = 0
     spent_usd: float = 0.0
     cost_unknown: bool = False  # some answered request's cost was told by neither the proxy nor model_metadata
+    # A budgeted worker's Messages requests go one at a time: each is checked against what the ones before it
+    # spent, so side-by-side requests cannot all pass the check before any is counted.
+    turn: anyio.Lock = field(default_factory=anyio.Lock, repr=False)
+
+    @property
+    def budgeted(self) -> bool:
+        return self.max_tokens is not None or self.max_budget_usd is not None
 
     def count(self, record: RequestRecord) -> None:
         """Add a finished request to what the worker has spent (kept as totals: checked before every request)."""
@@ -163,6 +170,8 @@ class Lease:
         if self.max_tokens is not None and self.spent_tokens >= self.max_tokens:
             return f"it has used {self.spent_tokens:,} tokens of its max_tokens {self.max_tokens:,}"
         spent = self.cost_usd()
+        if self.max_budget_usd is not None and spent is None:  # never a budget quietly lapsed
+            return "an answer's cost was told by neither the proxy nor prices: its max_budget_usd cannot be kept"
         if self.max_budget_usd is not None and spent is not None and spent >= self.max_budget_usd:
             return f"it has spent ${spent:.4f} of its max_budget_usd ${self.max_budget_usd:g}"
         return None
@@ -251,6 +260,15 @@ class Gateway:
         path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
         record = RequestRecord(scope["method"], path, _asked_model(body))
         lease.records.append(record)
+        one_at_a_time = lease.turn if lease.budgeted and _is_message(path) else contextlib.nullcontext()
+        async with one_at_a_time:
+            await self._pass(lease, record, headers, body, (receive, send))
+
+    async def _pass(
+        self, lease: Lease, record: RequestRecord, headers: dict[str, str], body: bytes, wire: tuple[Receive, Send]
+    ) -> None:
+        """Refuse the request, or forward it and record how that went."""
+        receive, send = wire
         refusal = self._refusal(lease, record, body)
         if refusal is not None:
             record.refused, record.status = refusal[2], refusal[0]

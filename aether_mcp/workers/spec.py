@@ -98,6 +98,8 @@ def build_spec(catalog: CasteCatalog, request: SpawnRequest, *, home: Path, envi
             f"{entry.caste} caste has none",
             "Give a max_budget_usd instead (the Claude Code CLI keeps that), or route the caste through a proxy",
         )
+    if settings.max_budget_usd is not None and settings.endpoint:
+        _check_prices(profile.model_metadata or {}, (chosen, *settings.fallback_models), entry.caste)
     isolation = request.isolation or settings.isolation
     if check_base(request.base) is not None and isolation != "worktree":
         raise AetherError("base applies only with isolation 'worktree'.")
@@ -124,6 +126,25 @@ def build_spec(catalog: CasteCatalog, request: SpawnRequest, *, home: Path, envi
         isolation=isolation,
         description=request.description,
     )
+
+
+def _check_prices(metadata: Mapping[str, Any], models: Sequence[str | None], caste: str) -> None:
+    """The gateway keeps a dollar budget by pricing each answer: every model the worker may use needs prices,
+    or the budget could not be measured (and would quietly lapse)."""
+    unpriced = [
+        str(m)
+        for m in models
+        if m is None
+        or getattr(metadata.get(m), "input_cost_per_mtok", None) is None
+        or getattr(metadata.get(m), "output_cost_per_mtok", None) is None
+    ]
+    if unpriced:
+        raise AetherError(
+            f"max_budget_usd cannot be kept for the {caste} caste: model_metadata has no prices for "
+            f"{', '.join(unpriced)}, so what its answers cost could not be measured",
+            "Give each of its models input_cost_per_mtok and output_cost_per_mtok in model_metadata, "
+            "or bound the worker with max_tokens instead",
+        )
 
 
 def _spawn_settings(request: SpawnRequest) -> dict[str, Any]:
