@@ -574,3 +574,67 @@ async def test_side_by_side_requests_cannot_overrun_a_budget() -> None:
     per_request = max(r.tokens for r in lease.records if r.refused is None)
     assert lease.spent_tokens <= 40 + per_request
     assert len(reached) == statuses.count(200) < 20 and statuses.count(429) == 20 - len(reached)
+
+
+async def test_a_request_that_may_have_reached_the_proxy_is_never_sent_again() -> None:
+    """Finding 11: a kept connection was retried after the request was written, so a proxy that closed it after
+    reading the request got it (and billed it) twice. The worker gets the failure; its CLI decides to retry."""
+    import socket
+    import threading
+
+    import anyio
+    import httpx2
+
+    from aether_mcp.workers.gateway import Gateway, Lease
+
+    answer = b'{"model": "kimi-k2.5", "usage": {"input_tokens": 1, "output_tokens": 1}}'
+    seen: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def proxy() -> None:
+        """Answers the first request and keeps the connection; reads the second, and hangs up on it."""
+        connection, _ = listener.accept()
+        with connection:
+            for turn in range(2):
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += connection.recv(65536)
+                head, _, rest = request.partition(b"\r\n\r\n")
+                length = int(
+                    next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(
+                        b":"
+                    )[1]
+                )
+                while len(rest) < length:
+                    rest += connection.recv(65536)
+                seen.append(head.split(b"\r\n")[0])
+                if turn == 0:
+                    connection.sendall(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                        + f"content-length: {len(answer)}\r\n\r\n".encode()
+                        + answer
+                    )
+        while True:  # any connection after that: the request sent again
+            try:
+                again, _ = listener.accept()
+            except OSError:
+                return
+            with again:
+                seen.append(again.recv(65536).split(b"\r\n")[0])
+
+    threading.Thread(target=proxy, daemon=True).start()
+    gateway = Gateway()
+    lease = Lease("w", "builder", f"http://127.0.0.1:{listener.getsockname()[1]}", TOKEN, ("kimi-k2.5",))
+    body = b'{"model": "kimi-k2.5", "max_tokens": 5, "messages": []}'
+    async with anyio.create_task_group() as group:
+        url = await gateway.start(group)
+        key = gateway.lease(lease)
+        async with httpx2.AsyncClient(timeout=20) as client:
+            first = await client.post(url + "/v1/messages", content=body, headers={"x-api-key": key})
+            # a resend would happen inside this call, before its answer: nothing to wait for after it
+            second = await client.post(url + "/v1/messages", content=body, headers={"x-api-key": key})
+        await gateway.close()
+        group.cancel_scope.cancel()
+    listener.close()
+    assert (first.status_code, second.status_code) == (200, 502)
+    assert seen == [b"POST /v1/messages HTTP/1.1"] * 2  # once each, never again

@@ -3,22 +3,32 @@
 A small client on h11 rather than a general one: the gateway needs one method
 (send a request, stream the answer's bytes back untouched), and every layer a
 general client adds sits on every request every worker makes.
+
+As httpcore does, a kept connection is checked before it is reused (not read
+from, not past its keep-alive), and a request that may have reached the proxy
+is never sent again: a proxy that closes a connection after reading a request
+would otherwise get (and bill) it twice. The worker's CLI retries on its own.
 """
 
 from __future__ import annotations
 
+import select
 import ssl
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import anyio
 import h11
-from anyio.abc import ByteStream
+from anyio.abc import ByteStream, SocketAttribute
 
 READ = 65536
 CONNECT_TIMEOUT_S = 10.0
+# Longer than the worker CLI's own wait for an answer (API_TIMEOUT_MS, 120 s by default), so the CLI decides first.
+READ_TIMEOUT_S = 600.0
 IDLE_KEPT = 16  # connections kept per upstream for the next request
+KEEP_S = 4.0  # a kept connection's life: short of the keep-alive most servers allow (uvicorn's is 5 s)
 
 
 class UpstreamError(Exception):
@@ -44,14 +54,15 @@ class Upstream:
         self.port = parts.port or (443 if self.tls else 80)
         self.authority = parts.netloc.rsplit("@", 1)[-1]
         self.prefix = parts.path.rstrip("/")
-        self._idle: list[tuple[ByteStream, h11.Connection]] = []
+        self._idle: list[tuple[ByteStream, h11.Connection, float]] = []  # and when each was kept
 
-    async def _connect(self, fresh: bool = False) -> tuple[ByteStream, h11.Connection, bool]:
-        """A connection, kept from an earlier request unless `fresh`; and whether it was kept."""
-        while self._idle and not fresh:
-            kept, connection = self._idle.pop()
-            if connection.our_state is h11.IDLE and connection.their_state is h11.IDLE:
-                return kept, connection, True
+    async def _connect(self) -> tuple[ByteStream, h11.Connection]:
+        """A kept connection that is still good, else a new one."""
+        while self._idle:
+            kept, connection, since = self._idle.pop()
+            idle = connection.our_state is h11.IDLE and connection.their_state is h11.IDLE
+            if idle and time.monotonic() - since < KEEP_S and _quiet(kept):
+                return kept, connection
             await kept.aclose()
         try:
             with anyio.fail_after(CONNECT_TIMEOUT_S):
@@ -63,37 +74,30 @@ class Upstream:
                     stream = await anyio.connect_tcp(self.host, self.port)
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"cannot connect to {self.authority}: {exc}") from None
-        return stream, h11.Connection(h11.CLIENT), False
+        return stream, h11.Connection(h11.CLIENT)
 
     async def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> Answer:
-        """Send one request; the answer's body is read as the caller iterates it (and must be iterated or
-        closed). A kept connection the upstream has closed meanwhile is replaced, once, by a fresh one."""
-        stream, connection, kept = await self._connect()
+        """Send one request, once; the answer's body is read as the caller iterates it (and must be iterated or
+        closed)."""
+        stream, connection = await self._connect()
         request = h11.Request(
             method=method,
             target=self.prefix + target,
             headers=[("host", self.authority), *headers, ("content-length", str(len(body)))],
         )
-        while True:
-            try:
-                data = (
-                    connection.send(request)
-                    + connection.send(h11.Data(data=body))
-                    + connection.send(h11.EndOfMessage())
-                )
-                await stream.send(data)
-                while True:
-                    event = await _next(stream, connection)
-                    if isinstance(event, h11.Response):
-                        return Answer(event.status_code, list(event.headers), self._body(stream, connection))
-            except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, h11.ProtocolError) as exc:
-                await _close(stream)
-                if not kept:
-                    raise UpstreamError(f"{self.authority} did not answer: {type(exc).__name__}") from None
-                stream, connection, kept = await self._connect(fresh=True)
-            except BaseException:
-                await _close(stream)  # cancelled (the worker went away): the upstream request ends here
-                raise
+        try:
+            data = connection.send(request) + connection.send(h11.Data(data=body)) + connection.send(h11.EndOfMessage())
+            await stream.send(data)
+            while True:
+                event = await _next(stream, connection)
+                if isinstance(event, h11.Response):
+                    return Answer(event.status_code, list(event.headers), self._body(stream, connection))
+        except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream, h11.ProtocolError) as exc:
+            await _close(stream)
+            raise UpstreamError(f"{self.authority} did not answer: {type(exc).__name__}") from None
+        except BaseException:
+            await _close(stream)  # cancelled (the worker went away): the upstream request ends here
+            raise
 
     async def _body(self, stream: ByteStream, connection: h11.Connection) -> AsyncGenerator[bytes, None]:
         finished = False
@@ -101,7 +105,7 @@ class Upstream:
             while True:
                 try:
                     event = await _next(stream, connection)
-                except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, h11.ProtocolError) as exc:
+                except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream, h11.ProtocolError) as exc:
                     raise UpstreamError(f"{self.authority} broke off mid-answer: {type(exc).__name__}") from None
                 if isinstance(event, h11.Data):
                     yield bytes(event.data)
@@ -112,7 +116,7 @@ class Upstream:
             if finished and connection.our_state is h11.DONE and connection.their_state is h11.DONE:
                 connection.start_next_cycle()
                 if len(self._idle) < IDLE_KEPT:
-                    self._idle.append((stream, connection))
+                    self._idle.append((stream, connection, time.monotonic()))
                 else:
                     await stream.aclose()
             else:
@@ -120,8 +124,18 @@ class Upstream:
 
     async def aclose(self) -> None:
         while self._idle:
-            stream, _ = self._idle.pop()
+            stream, _, _ = self._idle.pop()
             await stream.aclose()
+
+
+def _quiet(stream: ByteStream) -> bool:
+    """Whether an idle kept connection has nothing to read: a peer that closed it (or spoke out of turn) makes
+    it readable, and such a connection must not carry a request."""
+    sock = stream.extra(SocketAttribute.raw_socket, None)  # noqa: S610 (anyio's typed attributes, not Django)
+    if sock is None:
+        return False
+    readable, _, _ = select.select([sock], [], [], 0)
+    return not readable
 
 
 async def _close(stream: ByteStream) -> None:
@@ -137,7 +151,8 @@ async def _next(stream: ByteStream, connection: h11.Connection) -> object:
                 raise anyio.EndOfStream
             return event
         try:
-            data = await stream.receive(READ)
+            with anyio.fail_after(READ_TIMEOUT_S):
+                data = await stream.receive(READ)
         except anyio.EndOfStream:
             data = b""
         connection.receive_data(data)
