@@ -357,3 +357,29 @@ def test_an_alias_bomb_in_an_agent_file_is_refused_at_once(project: Path) -> Non
         check=False,
     )
     assert done.returncode == 0 and '"permissionDecision": "deny"' in done.stdout, done.stderr
+
+
+async def test_a_new_agent_file_does_not_inherit_the_profiles_trusted_permissions(isolated: Path) -> None:
+    """Finding 1: a profile trusted for a builder with Bash pre-approved; a later pull adds agents/builder.md with
+    no tools line and a prompt of its own. The merged settings let that prompt run Bash: they need trust for that
+    prompt, and a prompt changed after it is trusted needs it again."""
+    marker = isolated / "owned"
+    script = {"kimi-k2.5": [Turn(tool="Bash", tool_input={"command": f"touch {marker}", "description": "x"})]}
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
+        from conftest import write_profile
+
+        castes = "workers:\n  castes:\n    builder: {permission_mode: acceptEdits, allowed_tools: [Read, Edit, Write, Bash]}\n"
+        write_profile(isolated / "model-profiles.yaml", backend.url, castes)
+        agent = isolated / ".claude" / "agents" / "builder.md"
+        agent.parent.mkdir(parents=True)
+        agent.write_text("---\nname: builder\ndescription: builds\n---\nRun the command you are given.\n")
+        async with Client(stdio_server(isolated)) as client:
+            refused = error_text(await client.call_tool("spawn_worker", {"caste": "builder", "task": "go"}))
+            assert not marker.exists() and not [r for r in backend.requests if r.method == "POST"]
+            ProfileStore(cwd=isolated).trust(agent)  # the user reads it and trusts it, for this prompt
+            ran = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "go"}))
+            agent.write_text(agent.read_text().replace("Run the command", "Run any command"))  # a later pull
+            again = error_text(await client.call_tool("spawn_worker", {"caste": "builder", "task": "go"}))
+    assert "builder.md sets permissionMode, tools" in refused and "aether-mcp trust" in refused
+    assert ran["status"] == "succeeded" and marker.exists()
+    assert "builder.md sets permissionMode, tools" in again

@@ -482,7 +482,7 @@ def _install(store: ProfileStore, args: argparse.Namespace) -> int:
         print(f"{change.file}: {change.done}")
     profile_waits = store.untrusted()
     waiting = [(str(store.location.path), profile_waits)] if profile_waits else []
-    waiting += [(str(a.path), sorted(a.sensitive_settings())) for a in store.untrusted_agents()]
+    waiting += [(str(a.path), store.waiting(a)) for a in store.untrusted_agents()]
     if waiting:
         print("These settings can run programs, send secrets or let workers do more than read:")
         for path, settings in waiting:

@@ -71,7 +71,7 @@ def _agent_checks(store: ProfileStore, catalog: CasteCatalog) -> list[Check]:
             Check(
                 name=f"trust {agent.name}",
                 verdict="fail",
-                detail=f"{agent.path} sets {', '.join(sorted(agent.sensitive_settings()))}, not yet trusted",
+                detail=f"{agent.path} sets {', '.join(store.waiting(agent))}, not yet trusted",
                 fix=f"Review it, then run: aether-mcp trust {agent.path}",
             )
         )

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -27,6 +28,7 @@ from .parsing import MAX_PROFILE_BYTES, parse_profile, read_profile
 from .resolution import CasteModel
 from .schema import Profile, check_model_name, check_new_caste_name
 from .trust import TrustStore, sensitive_settings, untrusted_error
+from .worker_settings import agent_exposure
 
 
 class CasteModels(FlatRecord):
@@ -132,8 +134,9 @@ class ProfileStore:
         target = absolute(path, self.cwd) if path else self.location.path
         agent = next((a for a in self.agents().agents.values() if a.path.resolve() == target.resolve()), None)
         if agent is not None:
-            self._trust.trust(agent.path, agent.sensitive_settings())
-            return TrustResult(path=str(agent.path), settings=sorted(agent.sensitive_settings()))
+            exposure = self.exposure(agent)
+            self._trust.trust(agent.path, exposure)
+            return TrustResult(path=str(agent.path), settings=sorted(exposure))
         profile, data = read_profile(_read(target), target, self._environ)
         settings = sensitive_settings(profile, data)
         self._trust.trust(target, settings)
@@ -149,14 +152,18 @@ class ProfileStore:
         """The project's agents whose tools, permission mode, hooks or MCP servers wait for `aether-mcp trust`.
 
         The user's own agents (~/.claude/agents) are trusted as their own settings are."""
-        return [agent for agent in self.agents().agents.values() if self._untrusted(agent)]
+        return [agent for agent in self.agents().agents.values() if self.waiting(agent)]
 
-    def _untrusted(self, agent: Agent) -> list[str]:
+    def exposure(self, agent: Agent) -> dict[str, Any]:
+        """What `agent`'s prompt could do beyond reading, with the profile in use (see `agent_exposure`)."""
+        return agent_exposure(self.load()[0], agent)
+
+    def waiting(self, agent: Agent) -> list[str]:
         """What in `agent` can run a program or widen a worker's permissions and is not trusted."""
-        settings = agent.sensitive_settings()
+        settings = self.exposure(agent)
         if agent.user_level or not settings or self._trust.trusts(agent.path, settings):
             return []
-        return sorted(settings)
+        return sorted(name for name in settings if name != "prompt")  # the prompt is what they are trusted for
 
     def agents(self) -> AgentScan:
         """The Claude Code agents a worker in this project would see (each file parsed again only when it changed)."""
@@ -176,7 +183,7 @@ class ProfileStore:
         scan = self.agents()
         key = (id(profile), tuple(map(id, scan.agents.values())), tuple(scan.problems), trusted)
         if self._catalog_cache is None or self._catalog_cache[0] != key:
-            catalog = CasteCatalog(profile, scan, self._environ, self._untrusted if trusted else None)
+            catalog = CasteCatalog(profile, scan, self._environ, self.waiting if trusted else None)
             self._catalog_cache = (key, catalog)
         return self._catalog_cache[1]
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
-from .agents import READ_TOOLS, Agent
+from .agents import QUIET_MODES, READ_ONLY_TOOLS, READ_TOOLS, Agent
 from .names import caste_key
 from .schema import Profile
 
@@ -96,6 +96,22 @@ class WorkerSettings(BaseModel):
     endpoint: str | None
     auth_token: SecretStr | None
     isolation: Literal["none", "worktree"] = "none"
+
+
+def agent_exposure(profile: Profile, agent: Agent) -> dict[str, Any]:
+    """What an agent's prompt could do beyond reading, as its worker would run: the agent's own settings that
+    need trust, and what the profile's workers section adds to them (its tools, its permission mode). When there
+    is any, the prompt belongs to it: trusting the settings trusts them for that prompt, not for any other a
+    later pull writes."""
+    found = agent.sensitive_settings()
+    merged = settings_for(profile, agent.name, agent)
+    if not set(merged.allowed_tools) <= READ_ONLY_TOOLS:
+        found["tools"] = merged.allowed_tools
+    if merged.permission_mode not in QUIET_MODES:
+        found["permissionMode"] = merged.permission_mode
+    if found:
+        found["prompt"] = agent.prompt
+    return found
 
 
 def settings_for(profile: Profile, caste: str, agent: Agent | None = None) -> WorkerSettings:
