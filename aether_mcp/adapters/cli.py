@@ -481,12 +481,14 @@ def _install(store: ProfileStore, args: argparse.Namespace) -> int:
     for change in install(store.cwd, shared=args.shared):
         print(f"{change.file}: {change.done}")
     profile_waits = store.untrusted()
-    waiting = [(str(store.location.path), profile_waits)] if profile_waits else []
-    waiting += [(str(a.path), store.waiting(a)) for a in store.untrusted_agents()]
-    if waiting:
+    agents = store.untrusted_agents()
+    if profile_waits or agents:
         print("These settings can run programs, send secrets or let workers do more than read:")
-        for path, settings in waiting:
-            print(f"  {path}: {', '.join(settings)}")
+        if profile_waits:
+            print(f"  {store.location.path}: {', '.join(profile_waits)}")
+        for grant, paths in _grants(store, agents).items():
+            print(f"  {len(paths)} agent file{'s' if len(paths) > 1 else ''} would be trusted for {grant}:")
+            print("\n".join(f"    {path}" for path in paths))
         if args.trust or (sys.stdin.isatty() and input("Trust them? [y/N] ").strip().lower() in ("y", "yes")):
             for result in store.trust_project():
                 if result.settings:
@@ -497,6 +499,28 @@ def _install(store: ProfileStore, args: argparse.Namespace) -> int:
         print("Warning: aether-mcp is not on PATH; Claude Code starts the server and the hook by that name.")
     print("Start Claude Code here: each caste now runs through mcp__aether__spawn_worker on its own model.")
     return 0
+
+
+def _grants(store: ProfileStore, agents: list[Any]) -> dict[str, list[str]]:
+    """Each agent file by what trusting it would grant (its tools by name, hooks, MCP servers, permission mode),
+    files that would be granted the same grouped, so the list stays short enough to judge."""
+    groups: dict[str, list[str]] = {}
+    for agent in agents:
+        exposure = store.exposure(agent)
+        grant = "; ".join(f"{name} {_granted(exposure[name])}" for name in store.waiting(agent))
+        groups.setdefault(grant, []).append(
+            str(agent.path.relative_to(store.cwd)) if agent.path.is_relative_to(store.cwd) else str(agent.path)
+        )
+    return groups
+
+
+def _granted(value: Any) -> str:
+    """A setting as the user judges it: tools by name, hook commands, MCP servers by name and command."""
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)[:300]
+    return str(value)
 
 
 def _uninstall(store: ProfileStore, args: argparse.Namespace) -> int:
