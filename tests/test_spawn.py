@@ -309,3 +309,38 @@ async def test_idle_warm_workers_are_reaped(isolated: Path, backend: LocalBacken
     async with Colony(ProfileStore()):
         assert await wait_for(lambda: len(claude_processes(marker)) == 2)
         assert await wait_for(lambda: claude_processes(marker) == [], seconds=8)
+
+
+async def test_a_spawn_does_not_stall_the_loop_that_carries_the_other_workers(
+    colony_profile: Path, backend: LocalBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 14: the git a spawn with a cwd runs (the project's top), and the profile's parsing, ran on the event
+    loop that also carries every worker's stream through the gateway. With a git that takes a second, the loop
+    must still turn over at once."""
+    shim = tmp_path / "slow-git"
+    shim.mkdir()
+    real_git = subprocess.run(["which", "git"], capture_output=True, text=True, check=True).stdout.strip()
+    (shim / "git").write_text(f'#!/bin/sh\nsleep 1\nexec {real_git} "$@"\n')
+    (shim / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    (colony_profile.parent / "sub").mkdir()
+    gaps: list[float] = []
+    async with Client(build_server(ProfileStore())) as client:
+
+        async def heartbeat() -> None:
+            last = time.monotonic()
+            while True:
+                await anyio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(heartbeat)
+            began = time.monotonic()
+            arguments = {"caste": "builder", "task": "hi", "cwd": str(colony_profile.parent / "sub"), "wait": False}
+            structured(await client.call_tool("spawn_worker", arguments))
+            took = time.monotonic() - began
+            group.cancel_scope.cancel()
+    assert took >= 1.0  # the slow git did run for this spawn
+    assert max(gaps) < 0.5  # and the loop went on meanwhile

@@ -85,7 +85,7 @@ class Colony:
         """Check everything a worker needs, then start it (or queue it). Refusals raise before anything runs.
 
         `owner` is who may see and stop the worker (an MCP session); workers of other owners stay hidden."""
-        catalog = self._admit()
+        catalog = await self._admit()
         # git (the project's top) and the agents' files: off the loop that carries every worker's stream
         draft = await anyio.to_thread.run_sync(self._build, catalog, request)
         preflight = await self._checker.before_spawn(draft.settings, draft.model)
@@ -122,8 +122,8 @@ class Colony:
             raise AetherError(f"Worker '{worker_id}' worked in {previous.spec.cwd}, which is gone (discarded?).")
         if previous.worktree is not None and self._workers.turn_running(previous.worktree):
             raise AetherError(f"Another turn is running in the worktree of '{worker_id}'.", "Wait for it to finish")
-        catalog = self._admit()
         check_task(message)
+        catalog = await self._admit()
         turn_id = new_worker_id(previous.result.caste)
         # The earlier turn's endpoint, token and permissions, whatever the profile says now.
         settings = previous.spec.settings
@@ -163,11 +163,12 @@ class Colony:
         self._workers.forget_worktree(tree)
         return worker
 
-    def _admit(self) -> CasteCatalog:
+    async def _admit(self) -> CasteCatalog:
         """The castes of the trusted profile, when the colony can take one more worker."""
         if self._group is None:
             raise AetherError("The colony is closed; no more workers can start.")
-        catalog = self.store.catalog(trusted=True)
+        # Parsed again only when the profile or an agent file changed, and then off the loop, as git is.
+        catalog: CasteCatalog = await anyio.to_thread.run_sync(lambda: self.store.catalog(trusted=True))
         waiting = self._workers.queued()
         if waiting >= catalog.profile.workers.max_queued_workers:
             raise AetherError(
@@ -215,7 +216,7 @@ class Colony:
         moment first: the server answers its client's handshake and tools/list before it starts CLIs."""
         await anyio.sleep(PRESTART_DELAY_S)
         try:
-            catalog = self.store.catalog(trusted=True)
+            catalog = await self._admit()
         except AetherError as exc:  # a spawn will report the same problem when it happens
             log.warning("no warm workers: %s", exc)
             return
