@@ -160,3 +160,73 @@ def test_a_token_file_others_can_read_is_refused(isolated: Path, cli_env: dict[s
     assert process.returncode == 1
     assert f"The token file {token_file} can be read by other users. Run: chmod 600 {token_file}." in err.decode()
     assert os.access(token_file, os.R_OK)  # untouched
+
+
+async def test_people_sharing_one_server_see_and_stop_only_their_own_workers(
+    isolated: Path, cli_env: dict[str, str], backend: LocalBackend
+) -> None:
+    """Finding 10: with the MCP SDK's default client (the sessionless 2026 protocol) two clients shared one owner,
+    and one listed and cancelled the other's worker. A token file of `NAME TOKEN` lines makes each name a person;
+    a person who sends another's name in the guard's header is still themselves."""
+    write_profile(isolated / "model-profiles.yaml", backend.url)
+    alice, bob = "alice-token-0123456789abcdef", "bob-token-0123456789abcdef"
+    token_file = isolated.parent / "tokens"
+    token_file.write_text(f"# who may use this server\nalice {alice}\nbob {bob}\n")
+    token_file.chmod(0o600)
+    port = free_port()
+    process = serve(cli_env, isolated, "--port", str(port), "--token-file", str(token_file))
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    def client(token: str, **extra: str) -> Client:  # the SDK's default: no MCP session
+        headers = {"Authorization": f"Bearer {token}", **extra}
+        return Client(streamable_http_client(url, http_client=create_mcp_http_client(headers=headers)))
+
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as attempt:
+                return attempt.connect_ex(("127.0.0.1", port)) == 0
+
+        assert await wait_for(listening)
+        backend.delay_s = 3
+        async with client(alice) as as_alice, client(bob, **{"x-aether-person": "alice"}) as as_bob:
+            spawned = await as_alice.call_tool("spawn_worker", {"caste": "builder", "task": "hi", "wait": False})
+            assert spawned.structured_content is not None
+            worker_id = spawned.structured_content["worker_id"]
+            seen = (await as_bob.call_tool("list_workers", {})).structured_content
+            stopped = await as_bob.call_tool("cancel_worker", {"worker_id": worker_id})
+            mine = (await as_alice.call_tool("list_workers", {})).structured_content
+            done = (await as_alice.call_tool("get_worker", {"worker_id": worker_id, "wait_s": 60})).structured_content
+    finally:
+        process.terminate()
+        process.wait(15)
+    assert seen == {"workers": [], "total": 0, "next_offset": None}
+    assert stopped.is_error and f"No worker '{worker_id}'" in stopped.content[0].text  # type: ignore[union-attr]
+    assert mine is not None and [w["worker_id"] for w in mine["workers"]] == [worker_id]
+    assert done is not None and done["status"] == "succeeded"
+
+
+def test_a_token_file_names_a_person_a_line(tmp_path: Path) -> None:
+    from aether_mcp.adapters.http import load_tokens
+    from aether_mcp.errors import AetherError
+
+    path = tmp_path / "tokens"
+    for text, expected in [
+        ("one-bare-token-of-24-chars\n", {"one-bare-token-of-24-chars": ""}),
+        (
+            "a tokenA-0123456789abcdef\nb tokenB-0123456789abcdef\n",
+            {"tokenA-0123456789abcdef": "a", "tokenB-0123456789abcdef": "b"},
+        ),
+    ]:
+        path.write_text(text)
+        path.chmod(0o600)
+        assert load_tokens(path)[0] == expected
+    for text, problem in [
+        ("a tokenA-0123456789abcdef\na tokenB-0123456789abcdef\n", "repeats a name or a token"),
+        ("a short\n", "is 5 characters"),
+        ("a b c\n", "is not `NAME TOKEN`"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(AetherError, match=problem) as refused:
+            load_tokens(path)
+        assert "tokenB-0123456789abcdef" not in str(refused.value)  # a token is never in an error

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 import secrets
 import shlex
 import stat
@@ -27,8 +28,15 @@ if TYPE_CHECKING:
 PATH = "/mcp"
 
 
-def load_token(path: Path | None) -> tuple[str, Path]:
-    """The token in `path`, or in the default file (made, 0600, on first use); a file others can read is refused."""
+PERSON_HEADER = b"x-aether-person"  # set by the guard, for the owner of each worker; never taken from a client
+_PERSON = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+MIN_TOKEN = 16
+
+
+def load_tokens(path: Path | None) -> tuple[dict[str, str], Path]:
+    """Token -> person, from `path` or the default file (made, 0600, on first use); a file others can read is
+    refused. The file holds one bare token (one person, unnamed), or one `NAME TOKEN` a line, a person each:
+    people sharing one server see, read and stop only their own workers."""
     if path is None:
         folder = user_config_dir()
         path = folder / "http-token"
@@ -36,7 +44,7 @@ def load_token(path: Path | None) -> tuple[str, Path]:
             write_private(path, folder, (secrets.token_urlsafe(32) + "\n").encode())
     try:
         info = path.stat()
-        token = path.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise AetherError(
             f"Cannot read the token file {path}: {exc.strerror}", "Give --token-file a readable file"
@@ -45,9 +53,34 @@ def load_token(path: Path | None) -> tuple[str, Path]:
         raise AetherError(
             f"The token file {path} can be read by other users", f"Run: chmod 600 {shlex.quote(str(path))}"
         )
-    if len(token) < 16:
-        raise AetherError(f"The token in {path} is {len(token)} characters", "Use at least 16 random characters")
-    return token, path
+    lines = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip() and line[0] != "#"]
+    if len(lines) == 1 and len(lines[0][1]) == 1:
+        return {_token(lines[0][1][0], path, lines[0][0]): ""}, path
+    tokens: dict[str, str] = {}
+    for number, words in lines:
+        if len(words) != 2 or not _PERSON.fullmatch(words[0]):
+            raise AetherError(
+                f"Line {number} of the token file {path} is not `NAME TOKEN` (a name of letters, digits, '.', "
+                "'_', '-' or '@', then the token)",
+                "Give each person a line of their own",
+            )
+        name, token = words[0], _token(words[1], path, number)
+        if token in tokens or name in tokens.values():
+            raise AetherError(
+                f"Line {number} of the token file {path} repeats a name or a token", "Give each their own"
+            )
+        tokens[token] = name
+    if not tokens:
+        raise AetherError(f"The token file {path} holds no token", "Put one in it, or one `NAME TOKEN` a line")
+    return tokens, path
+
+
+def _token(token: str, path: Path, line: int) -> str:
+    if len(token) < MIN_TOKEN:
+        raise AetherError(
+            f"The token on line {line} of {path} is {len(token)} characters", f"Use at least {MIN_TOKEN} random ones"
+        )
+    return token
 
 
 def is_loopback(host: str) -> bool:
@@ -74,14 +107,18 @@ def allowed_hosts(host: str, port: int, extra: list[str]) -> list[str]:
     return [f"{name}:{port}" for name in [*names, *extra]]
 
 
-def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
-    """`app`, answering 401 to every HTTP request without `Authorization: Bearer <token>`."""
-    expected = f"Bearer {token}".encode()
+def bearer_guard(app: ASGIApp, tokens: dict[str, str]) -> ASGIApp:
+    """`app`, answering 401 to every HTTP request without `Authorization: Bearer <token>` for a known token; the
+    request goes on naming the token's person (PERSON_HEADER), whatever the client sent in that header."""
+    expected = [(f"Bearer {token}".encode(), person.encode()) for token, person in tokens.items()]
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, expected):
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != PERSON_HEADER]
+            given = dict(headers).get(b"authorization", b"")
+            # Every token compared, in constant time each: which one matched shows in no timing.
+            matches = [person for bearer, person in expected if hmac.compare_digest(given, bearer)]
+            if not matches:
                 body = b'{"error": "unauthorized", "error_description": "a bearer token is required"}'
                 await send(
                     {
@@ -96,6 +133,7 @@ def bearer_guard(app: ASGIApp, token: str) -> ASGIApp:
                 )
                 await send({"type": "http.response.body", "body": body})
                 return
+            scope = {**scope, "headers": [*headers, (PERSON_HEADER, matches[0])]}
         await app(scope, receive, send)
 
     return guarded

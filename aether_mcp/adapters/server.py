@@ -449,16 +449,17 @@ def _state(ctx: Ctx) -> ServerState:
 
 
 def _owner(ctx: Ctx) -> str:
-    """Who a worker belongs to: each MCP session sees, reads and stops only the workers it started.
+    """Who a worker belongs to: each person (a token of the HTTP server's token file) sees, reads and stops only
+    their own workers, and within a person each MCP session only those it started.
 
-    Over streamable HTTP that is the session's own id (random, known only to its client). A stdio server has
-    one client, its parent process; so, in effect, do the sessionless requests of the 2026 protocol, which
-    can only hold the same bearer token."""
+    Over streamable HTTP the session is its own id (random, known only to its client); the sessionless requests
+    of the 2026 protocol are the person's. A stdio server has one client, its parent process."""
     headers = getattr(ctx.request_context.request, "headers", None)
-    session_id = headers.get("mcp-session-id") if headers is not None else None
-    if session_id:
-        return f"session {session_id}"
-    return "sessionless" if headers is not None else STDIO_OWNER
+    if headers is None:
+        return STDIO_OWNER
+    person = headers.get(http.PERSON_HEADER.decode(), "")  # set by the bearer guard, never by the client
+    session_id = headers.get("mcp-session-id")
+    return f"{person}: session {session_id}" if session_id else f"{person}: sessionless"
 
 
 def _with_next_call(result: WorkerResult) -> WorkerResult:
@@ -506,7 +507,7 @@ def serve_http(
     from mcp.server.transport_security import TransportSecuritySettings
 
     http.check_host(host, allow_remote)
-    token, token_path = http.load_token(token_file)
+    tokens, token_path = http.load_tokens(token_file)
     _log_to_stderr(log_level)
     hosts = http.allowed_hosts(host, port, list(extra_hosts))
     security = TransportSecuritySettings(
@@ -518,7 +519,7 @@ def serve_http(
         streamable_http_path=http.PATH, transport_security=security, host=host
     )
     http.announce(host, port, token_path)
-    uvicorn.run(http.bearer_guard(app, token), host=host, port=port, log_level=log_level.lower())
+    uvicorn.run(http.bearer_guard(app, tokens), host=host, port=port, log_level=log_level.lower())
 
 
 def _log_to_stderr(level: str) -> None:
