@@ -5,6 +5,8 @@ Real Claude Code CLI, real git; only the model is scripted.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from collections import deque
 from pathlib import Path
@@ -207,3 +209,47 @@ async def test_a_schema_cannot_reach_out_and_a_broken_one_fails_the_worker_only(
         assert not (await client.call_tool("list_workers", {})).is_error
     assert broken["status"] == "failed"
     assert [r.path for r in backend.requests if "schema" in r.path] == []
+
+
+async def test_a_server_killed_outright_leaves_interrupted_records_and_cleanable_worktrees(
+    repo: Path, backend: LocalBackend, cli_env: dict[str, str]
+) -> None:
+    """Finding 16: after kill -9 of a server running three worktree workers, the spawn log held no line for them
+    and their worktrees stayed locked for good. Each worker is noted before it runs, so the crash leaves three
+    interrupted records; the locks of a server that is gone are stale, shown and cleaned; work left in a
+    worktree is kept without --all."""
+    import signal
+
+    from conftest import claude_processes, live_processes, wait_for
+    from test_spawn import stdio_server
+
+    from aether_mcp.procs import parent
+
+    backend.delay_s = 30  # the workers are mid-answer when their server dies
+    async with Client(stdio_server(repo)) as client:
+        trees = []
+        for i in range(3):
+            arguments = {"caste": "builder", "task": f"work {i}", "isolation": "worktree", "wait": False}
+            trees.append(structured(await client.call_tool("spawn_worker", arguments))["worktree"])
+        assert await wait_for(lambda: len(backend.models_asked()) == 3, seconds=60)
+        (server,) = [
+            p.pid for p in live_processes() if b"aether_mcp\x00serve" in p.cmdline and parent(p.pid) == os.getpid()
+        ]
+        os.kill(server, signal.SIGKILL)
+        assert await wait_for(lambda: not claude_processes(str(repo.parent)), seconds=30)  # its workers die with it
+    assert len(list((repo / ".aether" / "running").glob("*.json"))) == 3
+    (Path(trees[0]) / "unsaved.txt").write_text("work a user may want\n")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["aether-mcp", *args], cwd=repo, env=cli_env, capture_output=True, text=True, check=False)
+
+    listed = json.loads(run("workers", "--json").stdout)
+    assert sorted(e["status"] for e in listed) == ["interrupted"] * 3
+    logged = [json.loads(line) for line in (repo / ".aether" / "spawn-log.jsonl").read_text().splitlines()]
+    assert sorted(e["status"] for e in logged) == ["interrupted"] * 3 and not list(
+        (repo / ".aether" / "running").iterdir()
+    )
+    cleaned = run("workers", "clean")
+    assert cleaned.stdout.count("its lock was stale") == 3, cleaned.stdout
+    assert cleaned.stdout.count("removed aether/") == 2 and Path(trees[0]).exists()  # its work is kept
+    assert "removed aether/" in run("workers", "clean", "--all").stdout and not Path(trees[0]).exists()

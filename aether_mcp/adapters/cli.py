@@ -79,7 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(run=_doctor)
 
-    workers = commands.add_parser("workers", parents=[common], help="recent workers from the spawn log, newest first")
+    workers = commands.add_parser(
+        "workers",
+        parents=[common],
+        help="queued and running workers of every session, then the spawn log's, newest first",
+    )
     workers.add_argument(
         "action", nargs="?", choices=["clean"], help="clean: remove workers' git worktrees whose branch is merged"
     )
@@ -353,13 +357,15 @@ def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
-    from ..workers.spawn_log import log_path, read_spawn_log  # off the hook's path
+    from ..workers.spawn_log import log_path, read_running, read_spawn_log, settle_interrupted  # off the hook's path
 
     if args.action == "clean":
         return _clean_worktrees(store, everything=args.all)
 
     log = log_path(store.state_dir)
-    entries = read_spawn_log(log, args.limit)
+    settle_interrupted(store.state_dir, store.cwd)  # workers a server killed outright left: logged as interrupted
+    running = read_running(store.state_dir)  # queued and running, of every server in this project
+    entries = (running + read_spawn_log(log, args.limit))[: max(args.limit, len(running))]
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
@@ -389,7 +395,9 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
 def _clean_worktrees(store: ProfileStore, everything: bool) -> int:
     from ..workers import worktree  # off the hook's path
 
-    removed = worktree.clean(worktree.repository_root(store.cwd), everything)
+    removed, stale = worktree.clean(worktree.repository_root(store.cwd), everything)
+    for branch in stale:
+        print(f"{branch}: its lock was stale (the server that held it is gone); unlocked")
     for branch in removed:
         print(f"removed {branch} and its worktree")
     if not removed:

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import procs
 from ..errors import AetherError
 from ..private_files import user_config_dir, user_config_path, write_private
 from ..profile.names import caste_key
@@ -53,7 +54,7 @@ log = logging.getLogger("aether_mcp")
 
 def address(claude_pid: int) -> str | None:
     """The session's socket: this user's, named by the Claude Code process's pid and start time."""
-    started = _start_time(claude_pid)
+    started = procs.start_time(claude_pid)
     if started is None:
         return None
     return f"\0aether-mcp/{os.getuid()}/{claude_pid}/{started}"
@@ -63,31 +64,12 @@ def ancestors(pid: int) -> list[int]:
     """`pid`'s parent, its parent's parent, ... up to init (at most MAX_ANCESTORS)."""
     found: list[int] = []
     while len(found) < MAX_ANCESTORS:
-        parent = _parent(pid)
+        parent = procs.parent(pid)
         if parent is None or parent <= 1:
             break
         found.append(parent)
         pid = parent
     return found
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name (which may hold spaces and parentheses)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
-
-
-def _parent(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return int(fields[1]) if fields and len(fields) > 1 else None
-
-
-def _start_time(pid: int) -> str | None:
-    fields = _stat_fields(pid)
-    return fields[19] if fields and len(fields) > 19 else None  # field 22 of stat: starttime, in clock ticks
 
 
 def peer(sock: socket.socket) -> tuple[int, int]:
@@ -116,7 +98,7 @@ def hand_over(call: dict[str, Any], timeout_s: float = HOOK_TIMEOUT_S) -> Reply 
             except OSError:
                 continue  # no server listens for this process: try the next ancestor
             pid, uid = peer(sock)
-            if uid != os.getuid() or _parent(pid) != claude_pid:
+            if uid != os.getuid() or procs.parent(pid) != claude_pid:
                 return None  # someone else holds the name: hand nothing over
             try:
                 sock.sendall(line)

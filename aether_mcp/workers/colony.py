@@ -31,7 +31,7 @@ from .registry import Registry, Worker, queued_result
 from .request import SpawnRequest, check_output_schema, check_task, check_timeout
 from .result import WorkerLine, WorkerResult
 from .secrets import redact, worker_secrets
-from .spawn_log import append_entry, log_path
+from .spawn_log import append_entry, forget_running, log_path, record_running
 from .spec import WorkerSpec, build_spec, new_worker_id, transcript_path
 from .stream import StreamSummary
 from .warm import WarmPool, warm_counts
@@ -87,7 +87,9 @@ class Colony:
         `owner` is who may see and stop the worker (an MCP session); workers of other owners stay hidden."""
         catalog = await self._admit()
         # git (the project's top) and the agents' files: off the loop that carries every worker's stream
-        draft = await anyio.to_thread.run_sync(self._build, catalog, request)
+        draft = await anyio.to_thread.run_sync(
+            lambda: build_spec(catalog, request, home=self.store.cwd, environ=self._environ)
+        )
         preflight = await self._checker.before_spawn(draft.settings, draft.model)
         # The key before the worktree: a gateway that cannot start leaves nothing behind.
         url, key, lease = await self._lease(draft)
@@ -177,9 +179,6 @@ class Colony:
             )
         return catalog
 
-    def _build(self, catalog: CasteCatalog, request: SpawnRequest) -> WorkerSpec:
-        return build_spec(catalog, request, home=self.store.cwd, environ=self._environ)
-
     def _metadata(self) -> dict[str, ModelMetadata]:
         return self.store.load()[0].model_metadata or {}
 
@@ -241,6 +240,7 @@ class Colony:
             async with self._limit:
                 worker.result.status = "running"
                 worker.result.started_at = _now()
+                self._record(worker.result, finished=False)
                 worker.notify()
                 warm, worker.spec = self._warm.take(worker.spec, worker.lease)
                 worker.result.warm = warm is not None
@@ -292,25 +292,28 @@ class Colony:
         if tree is not None:
             in_use = self._workers.turn_running(tree, other_than=worker)
             await anyio.to_thread.run_sync(lambda: worktree.settle(tree, result, in_use=in_use))  # git, off the loop
-        self._log(result)
+        self._record(result, finished=True)
         worker.done.set()
         worker.notify()
 
-    def _log(self, result: WorkerResult) -> None:
-        """One JSON line per finished worker: what ran, on which model, and whether that was proven."""
+    def _record(self, result: WorkerResult, *, finished: bool) -> None:
+        """Before a worker runs, a note of it (a server killed outright leaves it as interrupted); once it has
+        finished, in its place, one JSON line in the spawn log: what ran, on which model, whether proven."""
         try:
-            append_entry(log_path(self.state_dir), self.store.cwd, result.log_entry())
-        except (AetherError, OSError) as exc:  # the worker's own result stands; only its log line is lost
-            log.warning("spawn log not written: %s", exc)
+            if finished:
+                append_entry(log_path(self.state_dir), self.store.cwd, result.log_entry())
+                forget_running(self.state_dir, result.worker_id)
+            else:
+                record_running(self.state_dir, self.store.cwd, result.log_entry())
+        except (AetherError, OSError) as exc:  # the worker's own result stands; only this record of it is lost
+            log.warning("worker record not written: %s", exc)
 
     # --- looking and stopping --------------------------------------------------
 
-    def get(self, worker_id: str, owner: str = "") -> Worker:
-        """A worker `owner` started; another owner's worker is as unknown as one that never was."""
+    def get(self, worker_id: str, owner: str = "") -> Worker:  # (the registry says how owners see workers)
         return self._workers.get(worker_id, owner)
 
     def list(self, owner: str = "") -> list[WorkerLine]:
-        """The workers `owner` started, newest first."""
         return self._workers.lines(owner)
 
     def warm_waiting(self) -> int:

@@ -1,4 +1,9 @@
-"""`.aether/spawn-log.jsonl`: one JSON line per finished worker, the answer to "which model did it use?"."""
+"""`.aether/spawn-log.jsonl`: one JSON line per finished worker, the answer to "which model did it use?".
+
+Beside it, `.aether/running/`: a record per queued or running worker, written before it runs and removed once
+its log line is written. A server killed outright leaves its records behind; a record whose server is gone is
+an interrupted worker, and `settle_interrupted` moves it into the log as such.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from ..private_files import open_private
+from .. import procs
+from ..private_files import open_private, read_private, replace_private
+
+INTERRUPTED = "interrupted"
 
 
 def log_path(state_dir: Path) -> Path:
@@ -41,3 +49,46 @@ def read_spawn_log(path: Path, limit: int) -> list[dict[str, Any]]:
             if isinstance(entry, dict):
                 recent.append(entry)
     return list(reversed(recent))
+
+
+def running_dir(state_dir: Path) -> Path:
+    return state_dir / "running"
+
+
+def record_running(state_dir: Path, base: Path, entry: dict[str, Any]) -> None:
+    """Note a queued or running worker, with its server's identity (0600, replaced whole)."""
+    record = {**entry, "server": procs.identity()}
+    replace_private(running_dir(state_dir) / f"{entry['worker_id']}.json", base, json.dumps(record).encode())
+
+
+def forget_running(state_dir: Path, worker_id: str) -> None:
+    (running_dir(state_dir) / f"{worker_id}.json").unlink(missing_ok=True)
+
+
+def read_running(state_dir: Path) -> list[dict[str, Any]]:
+    """The queued and running workers of every server in this project, newest first; a worker whose server
+    is gone has the status `interrupted`."""
+    folder = running_dir(state_dir)
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            entry = json.loads(read_private(path, 1024 * 1024))
+        except (OSError, ValueError):
+            continue
+        if isinstance(entry, dict):
+            if not procs.alive(str(entry.get("server"))):
+                entry["status"] = INTERRUPTED
+            found.append(entry)
+    return sorted(found, key=lambda e: str(e.get("started_at") or ""), reverse=True)
+
+
+def settle_interrupted(state_dir: Path, base: Path) -> list[dict[str, Any]]:
+    """Move the records of workers whose server is gone into the spawn log, as interrupted; return them."""
+    settled = []
+    for entry in read_running(state_dir):
+        if entry["status"] == INTERRUPTED:
+            entry["error"] = "Its server ended before it did (killed, or the machine went down)."
+            append_entry(log_path(state_dir), base, {k: v for k, v in entry.items() if k != "server"})
+            forget_running(state_dir, str(entry["worker_id"]))
+            settled.append(entry)
+    return settled

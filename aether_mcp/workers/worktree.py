@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import procs
 from ..errors import AetherError, sentences
 from ..git import find_repository, git
 from ..private_files import private_dir
@@ -22,7 +23,7 @@ from ..profile.location import STATE_DIR
 from .result import WorkerResult
 
 BRANCH_PREFIX = "aether/"
-LOCK_REASON = "aether-mcp: its worker is running"
+LOCK_REASON = "aether-mcp: its worker is running"  # then: "(server <pid>/<start>)", to tell a stale lock
 # A base names a commit or a branch: no option (leading '-'), no space or control character.
 _BASE = re.compile(r"[A-Za-z0-9_./@^~{}:+-]{1,200}")
 _lock = threading.Lock()
@@ -75,7 +76,7 @@ def create(repo: Path, home: Path, worker_id: str, base: str | None) -> Worktree
     worktree = Worktree(repo, folder / worker_id, BRANCH_PREFIX + worker_id, commit)
     with _lock:
         git(repo, "worktree", "add", "--quiet", "-b", worktree.branch, str(worktree.path), commit)
-        git(repo, "worktree", "lock", "--reason", LOCK_REASON, str(worktree.path))
+        git(repo, "worktree", "lock", "--reason", _lock_reason(), str(worktree.path))
     return worktree
 
 
@@ -84,7 +85,7 @@ def restore(worktree: Worktree) -> None:
     with _lock:
         if not worktree.path.exists():
             git(worktree.repo, "worktree", "add", "--quiet", "-B", worktree.branch, str(worktree.path), worktree.base)
-        git(worktree.repo, "worktree", "lock", "--reason", LOCK_REASON, str(worktree.path))
+        git(worktree.repo, "worktree", "lock", "--reason", _lock_reason(), str(worktree.path))
 
 
 def create_for(cwd: Path, home: Path, worker_id: str, base: str | None) -> tuple[Worktree, Path]:
@@ -137,26 +138,40 @@ def remove(worktree: Worktree) -> None:
             git(worktree.repo, "branch", "--quiet", "-D", worktree.branch)
 
 
-def clean(repo: Path, everything: bool) -> list[str]:
+def clean(repo: Path, everything: bool) -> tuple[list[str], list[str]]:
     """Remove aether's worktrees whose branch is merged into HEAD and that hold no uncommitted work (with
-    `everything`, all of them), and their branches. A worktree whose worker still runs (locked) stays."""
+    `everything`, all of them), and their branches; and the branches of locks left by a server that is gone
+    (stale: unlocked here). A worktree whose worker still runs (locked by a live server) stays."""
     merged = set(git(repo, "branch", "--format=%(refname:short)", "--merged", "HEAD").splitlines())
-    removed = []
+    removed, stale = [], []
     for path, branch, locked in _aether_worktrees(repo):
-        if locked:
+        if locked is not None and _stale(locked):
+            git(repo, "worktree", "unlock", str(path))
+            stale.append(branch)
+        elif locked is not None:
             continue
         if everything or (branch in merged and not git(path, "status", "--porcelain")):
             remove(Worktree(repo, path, branch, ""))
             removed.append(branch)
-    return removed
+    return removed, stale
 
 
-def _aether_worktrees(repo: Path) -> list[tuple[Path, str, bool]]:
-    """(path, branch, locked) of each worktree on an aether/ branch, from git's porcelain listing."""
+def _lock_reason() -> str:
+    return f"{LOCK_REASON} (server {procs.identity()})"
+
+
+def _stale(reason: str) -> bool:
+    """A lock of aether-mcp's whose server is gone: its worker cannot be running."""
+    found = re.fullmatch(re.escape(LOCK_REASON) + r" \(server (\d+/\S+)\)", reason)
+    return found is not None and not procs.alive(found.group(1))
+
+
+def _aether_worktrees(repo: Path) -> list[tuple[Path, str, str | None]]:
+    """(path, branch, lock reason or None) of each worktree on an aether/ branch, from git's porcelain listing."""
     found = []
     for record in git(repo, "worktree", "list", "--porcelain").split("\n\n"):
         fields = dict(line.partition(" ")[::2] for line in record.splitlines())
         branch = fields.get("branch", "").removeprefix("refs/heads/")
         if branch.startswith(BRANCH_PREFIX) and "worktree" in fields:
-            found.append((Path(fields["worktree"]), branch, "locked" in fields))
+            found.append((Path(fields["worktree"]), branch, fields.get("locked")))
     return found

@@ -1,0 +1,41 @@
+"""Processes as Linux's /proc tells them: a process's parent, and a name that a reused pid cannot take over.
+
+Standard library only: the hook uses it on every sub-agent call.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (which may hold spaces and parentheses)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def parent(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields and len(fields) > 1 else None
+
+
+def start_time(pid: int) -> str | None:
+    """When the process started, in clock ticks since boot (field 22 of stat)."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def identity(pid: int | None = None) -> str:
+    """`<pid>/<start time>` of a process (this one by default): another process never has the same."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}/{start_time(pid) or '?'}"
+
+
+def alive(identity_: str) -> bool:
+    """Whether the process named by `identity` still runs (a reused pid is another process)."""
+    pid, _, started = identity_.partition("/")
+    return pid.isdigit() and start_time(int(pid)) == started
