@@ -495,6 +495,7 @@ async def test_tokens_are_counted_however_the_stream_ends_its_lines(line_end: st
 
 
 def test_the_stream_reader_splits_lines_anywhere_and_holds_no_overlong_line() -> None:
+    """Finding 12, at the reader: a line end split across chunks, CRLF framing, and a line too long to hold."""
     from aether_mcp.workers.gateway import MAX_SSE_LINE, RequestRecord, _UsageReader
 
     start = b'event: message_start\r\ndata: {"type": "message_start", "message": {"model": "m", "usage": '

@@ -274,6 +274,8 @@ async def test_cancelling_the_request_kills_the_worker(colony_profile: Path, bac
 
 
 async def test_warm_workers_take_only_the_tasks_they_match(isolated: Path, backend: LocalBackend) -> None:
+    """A warm worker serves only the spawn it was started for. (Finding 15: this test once failed on a loaded
+    machine, waiting for a count of processes that a worker still exiting could satisfy.)"""
     from aether_mcp.workers.colony import Colony
 
     write_profile(isolated / "model-profiles.yaml", backend.url, "workers: {warm_workers: {builder: 1}}\n")
