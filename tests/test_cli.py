@@ -174,7 +174,7 @@ def test_spawn_passes_the_tools_options_on(colony_profile: Path, cli_env: dict[s
     schema = tmp_path / "answer.json"
     schema.write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}}')
     result = run(
-        "spawn", "builder", "say hi", "--output-schema", f"@{schema}", "--max-budget-usd", "0.5", "--json", env=cli_env
+        "spawn", "builder", "say hi", "--output-schema", f"@{schema}", "--max-tokens", "100000", "--json", env=cli_env
     )
     data = json.loads(result.stdout)
     # the local backend never calls StructuredOutput: the schema reached the worker, and the answer misfits it
@@ -182,6 +182,8 @@ def test_spawn_passes_the_tools_options_on(colony_profile: Path, cli_env: dict[s
     bad = run("spawn", "builder", "say hi", "--max-tokens", "0", env=cli_env)
     assert (bad.returncode, bad.stdout) == (1, "")
     assert bad.stderr.startswith("Error: The spawn cannot start: max_tokens: Input should be greater than 0")
+    unpriced = run("spawn", "builder", "say hi", "--max-budget-usd", "0.5", env=cli_env)
+    assert "model_metadata has no prices for kimi-k2.5" in unpriced.stderr
     worktree = run("spawn", "builder", "say hi", "--base", "main", env=cli_env)
     assert worktree.stderr == "Error: base applies only with isolation 'worktree'.\n"
 
