@@ -8,7 +8,11 @@ import re
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TOKEN, structured, trusted, write_profile
@@ -19,6 +23,31 @@ from aether_mcp.testing.backend import LocalBackend, Turn
 from aether_mcp.workers.proof import ENDPOINT
 
 pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Through:
+    """A gateway on loopback holding one lease: its address, the lease's key, a client to send with."""
+
+    url: str
+    key: str
+    client: Any
+
+
+@asynccontextmanager
+async def through_gateway(lease: Any) -> AsyncIterator[Through]:
+    import anyio
+    import httpx2
+
+    from aether_mcp.workers.gateway import Gateway
+
+    gateway = Gateway()
+    async with anyio.create_task_group() as group, httpx2.AsyncClient(timeout=30) as client:
+        url = await gateway.start(group)
+        yield Through(url, gateway.lease(lease), client)
+        await gateway.close()
+        group.cancel_scope.cancel()
+
 
 # What the scripted builder runs through Bash: its environment, then a request of its own for another model.
 PROBE = (
@@ -403,36 +432,28 @@ async def test_a_rogue_workers_key_reroutes_nothing() -> None:
     """Findings 4 and 5: with its own key, a worker's HEAD to another of the proxy's paths, a request option that
     LiteLLM would follow to another model or address, a metadata key it reads, or an x-litellm-tags header, never
     reaches the proxy as sent; the CLI's own requests (HEAD on the endpoint, metadata.user_id) still pass."""
-    import anyio
-    import httpx2
-
-    from aether_mcp.workers.gateway import Gateway, Lease
+    from aether_mcp.workers.gateway import Lease
 
     with LocalBackend(token=TOKEN, models=["cheap"]) as backend:
-        gateway = Gateway()
-        async with anyio.create_task_group() as group:
-            url = await gateway.start(group)
-            key = gateway.lease(Lease("w", "builder", backend.url, TOKEN, ("cheap",)))
-            headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+        async with through_gateway(Lease("w", "builder", backend.url, TOKEN, ("cheap",))) as gateway:
+            headers = {"authorization": f"Bearer {gateway.key}", "content-type": "application/json"}
             message = {"model": "cheap", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-            async with httpx2.AsyncClient(timeout=20) as client:
-                peeked = await client.head(url + "/key/info?key=sk-someone-else", headers=headers)
-                refused = {}
-                for option, value in [
-                    ("fallbacks", ["pricey"]),
-                    ("api_base", "http://attacker.example"),
-                    ("mock_testing_fallbacks", True),
-                    ("user_config", {"model_list": []}),
-                    ("metadata", {"user_id": "u", "model_group": "pricey"}),
-                ]:
-                    answer = await client.post(url + "/v1/messages", json={**message, option: value}, headers=headers)
-                    refused[option] = (answer.status_code, answer.text)
-                up = await client.head(url + "/", headers=headers)
-                tagged = {**headers, "x-litellm-tags": "pricey-only"}
-                own = {**message, "metadata": {"user_id": "u"}}  # what Claude Code sends
-                plain = await client.post(url + "/v1/messages", json=own, headers=tagged)
-            await gateway.close()
-            group.cancel_scope.cancel()
+            client, url = gateway.client, gateway.url
+            peeked = await client.head(url + "/key/info?key=sk-someone-else", headers=headers)
+            refused = {}
+            for option, value in [
+                ("fallbacks", ["pricey"]),
+                ("api_base", "http://attacker.example"),
+                ("mock_testing_fallbacks", True),
+                ("user_config", {"model_list": []}),
+                ("metadata", {"user_id": "u", "model_group": "pricey"}),
+            ]:
+                answer = await client.post(url + "/v1/messages", json={**message, option: value}, headers=headers)
+                refused[option] = (answer.status_code, answer.text)
+            up = await client.head(url + "/", headers=headers)
+            tagged = {**headers, "x-litellm-tags": "pricey-only"}
+            own = {**message, "metadata": {"user_id": "u"}}  # what Claude Code sends
+            plain = await client.post(url + "/v1/messages", json=own, headers=tagged)
     assert peeked.status_code == 403
     assert {option: status for option, (status, _) in refused.items()} == dict.fromkeys(refused, 400)
     assert "the request option 'fallbacks' is not passed on" in refused["fallbacks"][1]
@@ -468,27 +489,20 @@ async def test_a_caste_with_no_model_is_refused_through_a_proxy(isolated: Path) 
 @pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
 async def test_tokens_are_counted_however_the_stream_ends_its_lines(line_end: str) -> None:
     """Finding 12: an answer framed with CRLF counted 0 tokens, so budgets and costs lapsed."""
-    import anyio
-    import httpx2
-
-    from aether_mcp.workers.gateway import Gateway, Lease
+    from aether_mcp.workers.gateway import Lease
 
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"], line_end=line_end) as backend:
-        gateway = Gateway()
         lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",))
-        async with anyio.create_task_group() as group:
-            url = await gateway.start(group)
-            key = gateway.lease(lease)
+        async with through_gateway(lease) as gateway:
             body = {
                 "model": "kimi-k2.5",
                 "max_tokens": 5,
                 "stream": True,
                 "messages": [{"role": "user", "content": "hi"}],
             }
-            async with httpx2.AsyncClient(timeout=20) as client:
-                answer = await client.post(url + "/v1/messages", json=body, headers={"x-api-key": key})
-            await gateway.close()
-            group.cancel_scope.cancel()
+            answer = await gateway.client.post(
+                gateway.url + "/v1/messages", json=body, headers={"x-api-key": gateway.key}
+            )
     assert answer.status_code == 200 and line_end + line_end in answer.text  # passed on byte for byte
     (record,) = lease.records
     assert (record.input_tokens > 0, record.output_tokens, record.answered_model) == (True, 8, "kimi-k2.5")
@@ -548,29 +562,24 @@ async def test_side_by_side_requests_cannot_overrun_a_budget() -> None:
     """Finding 2: a worker with max_tokens 40 sent 20 requests at once with its own key, and all reached the proxy
     (315 tokens). Each is checked against what the ones before it spent: at most one request's worth over."""
     import anyio
-    import httpx2
 
-    from aether_mcp.workers.gateway import Gateway, Lease
+    from aether_mcp.workers.gateway import Lease
 
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
-        gateway = Gateway()
         lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",), max_tokens=40)
         statuses: list[int] = []
-        async with anyio.create_task_group() as group:
-            url = await gateway.start(group)
-            key = gateway.lease(lease)
+        async with through_gateway(lease) as gateway:
             body = {"model": "kimi-k2.5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-            async with httpx2.AsyncClient(timeout=30) as client:
 
-                async def one() -> None:
-                    answer = await client.post(url + "/v1/messages", json=body, headers={"x-api-key": key})
-                    statuses.append(answer.status_code)
+            async def one() -> None:
+                answer = await gateway.client.post(
+                    gateway.url + "/v1/messages", json=body, headers={"x-api-key": gateway.key}
+                )
+                statuses.append(answer.status_code)
 
-                async with anyio.create_task_group() as wave:
-                    for _ in range(20):
-                        wave.start_soon(one)
-            await gateway.close()
-            group.cancel_scope.cancel()
+            async with anyio.create_task_group() as wave:
+                for _ in range(20):
+                    wave.start_soon(one)
         reached = [r for r in backend.requests if r.method == "POST"]
     per_request = max(r.tokens for r in lease.records if r.refused is None)
     assert lease.spent_tokens <= 40 + per_request
@@ -583,10 +592,7 @@ async def test_a_request_that_may_have_reached_the_proxy_is_never_sent_again() -
     import socket
     import threading
 
-    import anyio
-    import httpx2
-
-    from aether_mcp.workers.gateway import Gateway, Lease
+    from aether_mcp.workers.gateway import Lease
 
     answer = b'{"model": "kimi-k2.5", "usage": {"input_tokens": 1, "output_tokens": 1}}'
     seen: list[bytes] = []
@@ -624,18 +630,13 @@ async def test_a_request_that_may_have_reached_the_proxy_is_never_sent_again() -
                 seen.append(again.recv(65536).split(b"\r\n")[0])
 
     threading.Thread(target=proxy, daemon=True).start()
-    gateway = Gateway()
     lease = Lease("w", "builder", f"http://127.0.0.1:{listener.getsockname()[1]}", TOKEN, ("kimi-k2.5",))
     body = b'{"model": "kimi-k2.5", "max_tokens": 5, "messages": []}'
-    async with anyio.create_task_group() as group:
-        url = await gateway.start(group)
-        key = gateway.lease(lease)
-        async with httpx2.AsyncClient(timeout=20) as client:
-            first = await client.post(url + "/v1/messages", content=body, headers={"x-api-key": key})
-            # a resend would happen inside this call, before its answer: nothing to wait for after it
-            second = await client.post(url + "/v1/messages", content=body, headers={"x-api-key": key})
-        await gateway.close()
-        group.cancel_scope.cancel()
+    async with through_gateway(lease) as gateway:
+        headers = {"x-api-key": gateway.key}
+        first = await gateway.client.post(gateway.url + "/v1/messages", content=body, headers=headers)
+        # a resend would happen inside this call, before its answer: nothing to wait for after it
+        second = await gateway.client.post(gateway.url + "/v1/messages", content=body, headers=headers)
     listener.close()
     assert (first.status_code, second.status_code) == (200, 502)
     assert seen == [b"POST /v1/messages HTTP/1.1"] * 2  # once each, never again
