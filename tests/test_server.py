@@ -168,3 +168,22 @@ async def test_set_over_stdio_uses_the_profiles_flag(
         result = await client.call_tool("set_caste_model", {"caste": "scout", "model": "glm-5"})
         assert result.structured_content is not None and result.structured_content["path"] == str(aether_profile)
     assert "user_overrides:\n  scout: glm-5\n" in aether_profile.read_text()
+
+
+async def test_a_listing_comes_in_pages_that_fit_a_parent(colony_profile: Path, backend: Any) -> None:
+    """What the parent reads stays small: 25 workers list as a page of 20 (newest first) and the rest."""
+    async with Client(build_server(ProfileStore())) as client:
+        ids = []
+        for i in range(25):
+            spawned = await client.call_tool("spawn_worker", {"caste": "scout", "task": f"t{i}", "wait": False})
+            ids.append(spawned.structured_content["worker_id"])  # type: ignore[index]
+        first = await client.call_tool("list_workers", {})
+        rest = await client.call_tool("list_workers", {"offset": 20})
+        for worker_id in ids:
+            await client.call_tool("get_worker", {"worker_id": worker_id, "wait_s": 60})
+    page, tail = first.structured_content, rest.structured_content
+    assert page is not None and tail is not None
+    assert (len(page["workers"]), page["total"], page["next_offset"]) == (20, 25, 20)
+    assert (len(tail["workers"]), tail["next_offset"]) == (5, None)
+    assert [w["worker_id"] for w in page["workers"] + tail["workers"]] == ids[::-1]
+    assert len(first.content[0].text) < 6_000  # type: ignore[union-attr]  # about 1,500 tokens for 20 workers
