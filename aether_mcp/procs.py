@@ -23,6 +23,15 @@ def parent(pid: int) -> int | None:
     return int(fields[1]) if fields and len(fields) > 1 else None
 
 
+def is_claude_code(pid: int) -> bool:
+    """Whether the process runs a Claude Code CLI (its binary, or node running its package)."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
+    except OSError:
+        return False
+    return any(Path(word.decode(errors="replace")).name == "claude" or b"claude-code" in word for word in words)
+
+
 def start_time(pid: int) -> str | None:
     """When the process started, in clock ticks since boot (field 22 of stat)."""
     fields = _stat_fields(pid)

@@ -219,3 +219,44 @@ async def test_the_denial_says_whether_the_worker_runs_in_the_background(
         structured(await client.call_tool(tool.removeprefix("mcp__aether__"), arguments))
     assert ("It runs in the background" in reason) is background
     assert ("Collect its result with this exact call" in reason) is not background
+
+
+def test_a_server_behind_a_wrapper_still_takes_its_sessions_calls(tmp_path: Path) -> None:
+    """A real Claude Code parent whose .mcp.json starts the server through a wrapper (`sh -c`, as uvx or a shim
+    would): the server serves the nearest Claude Code above it, and the hook's call is still handed over."""
+    from conftest import write_aether_project
+
+    from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
+    from aether_mcp.profile.parsing import parse_profile
+    from aether_mcp.workers.claude_cli import find_cli
+
+    project, home = tmp_path / "project", tmp_path / "parent-home"
+    project.mkdir()
+    home.mkdir()
+    call = {"description": "build", "prompt": "Add a greeting module.", "subagent_type": "aether-builder"}
+    script = {PARENT_MODEL: [Turn(tool="Agent", tool_input=call), Turn(follow=True)]}
+    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
+        write_aether_project(project, backend.url, token=DEMO_TOKEN)
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        }
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+        installed = subprocess.run(
+            [sys.executable, "-m", "aether_mcp", "install", "--trust"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert installed.returncode == 0, installed.stderr
+        wrapped = {"type": "stdio", "command": "sh", "args": ["-c", "aether-mcp serve; true"], "env": {}}
+        (project / ".mcp.json").write_text(json.dumps({"mcpServers": {"aether": wrapped}}))
+        (home / ".claude.json").write_text(json.dumps({"projects": {str(project): {"hasTrustDialogAccepted": True}}}))
+        parent = run_parent(find_cli(parse_profile("{}", "none"), os.environ).path, project, home, backend.url)
+        parents = [r for r in backend.requests if r.model == PARENT_MODEL and r.path.startswith("/v1/messages")]
+    assert parent.exit_code == 0, parent.stderr
+    assert "which has started it as worker builder-" in parents[1].conversation[-1]
+    assert (parent.tool_results[-1]["caste"], parent.tool_results[-1]["routing_verified"]) == ("builder", True)

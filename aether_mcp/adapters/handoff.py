@@ -42,6 +42,7 @@ from ..profile.names import caste_key
 
 MAX_CALL_BYTES = 4 * 1024 * 1024  # a call carries the sub-agent's prompt: bounded, generously
 MAX_ANCESTORS = 16
+WRAPPERS = 3  # processes that may stand between Claude Code and its stdio server (a shell, uvx, a venv's shim)
 HOOK_TIMEOUT_S = 15.0  # how long the hook waits for the server to accept a call
 READ_TIMEOUT_S = 5.0  # how long the server waits for a connected hook to send its call
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
@@ -98,7 +99,7 @@ def hand_over(call: dict[str, Any], timeout_s: float = HOOK_TIMEOUT_S) -> Reply 
             except OSError:
                 continue  # no server listens for this process: try the next ancestor
             pid, uid = peer(sock)
-            if uid != os.getuid() or procs.parent(pid) != claude_pid:
+            if uid != os.getuid() or claude_pid not in ancestors(pid)[: WRAPPERS + 1]:
                 return None  # someone else holds the name: hand nothing over
             try:
                 sock.sendall(line)
@@ -122,6 +123,13 @@ def _read_reply(sock: socket.socket) -> Reply | None:
 # --- the server's end -------------------------------------------------------------------------------------
 
 
+def session_process() -> int:
+    """The Claude Code process this stdio server serves: its parent, which starts its stdio servers itself, or,
+    with a wrapper between them (`sh -c`, uvx), the nearest Claude Code CLI among the next few ancestors."""
+    parents = ancestors(os.getpid())[: WRAPPERS + 1]
+    return next((pid for pid in parents if procs.is_claude_code(pid)), os.getppid())
+
+
 def may_hand_over(pid: int, uid: int, claude_pid: int, server_pid: int) -> bool:
     """Whether a peer may hand calls to this server: this user's, below its Claude Code process, and not
     below the server itself (its workers and whatever they start)."""
@@ -141,7 +149,7 @@ async def serve(take: TakeCall, *, task_status: Any) -> None:
     import anyio  # here, not at the top: the hook imports this module and never needs anyio
     from anyio.abc import SocketAttribute
 
-    claude_pid, server_pid = os.getppid(), os.getpid()
+    claude_pid, server_pid = session_process(), os.getpid()
     where = address(claude_pid)
     try:
         listener = await anyio.create_unix_listener(where) if where is not None else None
