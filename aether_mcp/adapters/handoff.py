@@ -1,8 +1,9 @@
 """The hook hands a denied sub-agent call to the aether-mcp server of the same Claude Code session.
 
 Claude Code starts its stdio MCP servers and runs its hooks as children of one
-process. A stdio server listens on an abstract Unix socket named after that
-process (its pid and start time, so a reused pid names another socket); the
+process (a server may have a wrapper between, `sh -c` or uvx). A stdio server
+listens on an abstract Unix socket named after that process (its pid and
+start time, so a reused pid names another socket); the
 hook, finding the same process among its ancestors, connects and hands over
 the call: the server starts the worker at once and answers with its id. So a
 wave of sub-agent calls in one message starts side by side, as native
@@ -12,7 +13,7 @@ Both ends check who is at the other: the server takes a call only from a
 process of the same user that descends from its own Claude Code process and
 not from the server itself (a worker, whatever its Bash runs, cannot start
 workers this way); the hook hands over only to a process of the same user
-whose parent is its Claude Code process. Nothing a repository writes and no
+just below its Claude Code process (its child, or a wrapper's). Nothing a repository writes and no
 other local user can reach either end, and an abstract socket leaves no file
 behind: it ends with the server.
 
