@@ -131,10 +131,7 @@ def spawn_request(**values: Any) -> SpawnRequest:
 
 def _problem(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "the request"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "no such argument"
-    return f"{where}: {message}"
+    return f"{where}: {'no such argument' if error['type'] == 'extra_forbidden' else error['msg']}"
 
 
 def check_task(task: str) -> str:
