@@ -414,8 +414,9 @@ def _add_prompts(server: MCPServer[ServerState], store: ProfileStore) -> None:
             "route-setter or architect to plan, a builder to change code, a watcher to test and review).\n"
             "2. Write each worker's task in full: it sees nothing of this conversation, only its task.\n"
             "3. Start workers with the mcp__aether__spawn_worker tool, not the Task tool. Workers that do not "
-            "depend on each other run side by side: spawn them with wait=false, then collect each with "
-            "mcp__aether__get_worker (wait_s=600). Spawn a worker that needs another's result only after it.\n"
+            "depend on each other run side by side: spawn each with wait=false (it returns at once, naming in "
+            "next_call the call that collects it), then make all those mcp__aether__get_worker calls in one "
+            "message. Spawn a worker that needs another's result only after it.\n"
             "4. For every result, check routing_verified; if it is false, say so and show routing_evidence.\n"
             "5. Finish with what each worker found or changed, and a table of caste, model, verified."
         )
