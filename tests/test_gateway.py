@@ -328,11 +328,14 @@ async def test_a_gateway_that_cannot_start_fails_the_spawn_not_the_server(
 
 
 def test_the_model_is_read_as_the_proxy_reads_it() -> None:
-    from aether_mcp.workers.gateway import _asked_model
+    from aether_mcp.workers.gateway import _asked_model, _json_fields
 
-    assert _asked_model(b'{"model": "kimi-k2.5", "max_tokens": 5, "model": "glm-5"}') == "glm-5"  # the last wins
-    assert _asked_model(b'{"messages": [], "model": "glm-5"}') == "glm-5"
-    assert _asked_model(b"not json") is None
+    def asked(body: bytes) -> str | None:
+        return _asked_model(_json_fields(body))
+
+    assert asked(b'{"model": "kimi-k2.5", "max_tokens": 5, "model": "glm-5"}') == "glm-5"  # the last wins
+    assert asked(b'{"messages": [], "model": "glm-5"}') == "glm-5"
+    assert asked(b"not json") is None
 
 
 async def test_only_the_routes_workers_use_reach_the_proxy() -> None:

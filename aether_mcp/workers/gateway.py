@@ -258,18 +258,26 @@ class Gateway:
             await _error(send, 413, "request_too_large", f"aether-mcp gateway: a request may be at most {MAX_BODY:,}")
             return
         path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
-        record = RequestRecord(scope["method"], path, _asked_model(body))
+        fields = _json_fields(body)  # parsed once: the model and the options are read from the same parse
+        record = RequestRecord(scope["method"], path, _asked_model(fields))
         lease.records.append(record)
         one_at_a_time = lease.turn if lease.budgeted and _is_message(path) else contextlib.nullcontext()
         async with one_at_a_time:
-            await self._pass(lease, record, headers, body, (receive, send))
+            await self._pass(lease, record, headers, body, fields, wire=(receive, send))
 
     async def _pass(
-        self, lease: Lease, record: RequestRecord, headers: dict[str, str], body: bytes, wire: tuple[Receive, Send]
+        self,
+        lease: Lease,
+        record: RequestRecord,
+        headers: dict[str, str],
+        body: bytes,
+        fields: dict[str, Any] | None,
+        *,
+        wire: tuple[Receive, Send],
     ) -> None:
         """Refuse the request, or forward it and record how that went."""
         receive, send = wire
-        refusal = self._refusal(lease, record, body)
+        refusal = self._refusal(lease, record, fields)
         if refusal is not None:
             record.refused, record.status = refusal[2], refusal[0]
             await _error(send, *refusal)
@@ -284,13 +292,15 @@ class Gateway:
             record.duration_s = time.perf_counter() - began
             record.refused = "dropped: the worker closed its connection before the answer came"
 
-    def _refusal(self, lease: Lease, record: RequestRecord, body: bytes) -> tuple[int, str, str] | None:
+    def _refusal(
+        self, lease: Lease, record: RequestRecord, fields: dict[str, Any] | None
+    ) -> tuple[int, str, str] | None:
         route = (record.method, record.path.split("?", maxsplit=1)[0].rstrip("/"))
         if route not in ROUTES and not (record.method == "HEAD" and route[1] in HEAD_PATHS):
             # Only what the CLI asks for: a proxy's other routes (LiteLLM's /key/generate, /chat/completions)
             # would let a worker act with the real token, or spend past its budget unseen.
             return (403, "permission_error", f"aether-mcp gateway: {route[0]} {route[1]} is not a route workers use")
-        rerouting = _rerouting(body) if record.method == "POST" else None
+        rerouting = _rerouting(fields) if record.method == "POST" and fields is not None else None
         if rerouting is not None:
             return (400, "invalid_request_error", f"aether-mcp gateway: {rerouting} is not passed on to the proxy")
         if _is_message(record.path) and lease.models is not None and record.model is None:
@@ -474,25 +484,24 @@ def _read_headers(record: RequestRecord, headers: Any) -> None:
         record.cost_usd = None
 
 
-def _asked_model(body: bytes) -> str | None:
-    """The body's `model`, read as the proxy reads it (JSON, whatever the content type; the last key wins)."""
+def _json_fields(body: bytes) -> dict[str, Any] | None:
+    """The body as the proxy reads it: JSON, whatever the content type, the last of a repeated key winning;
+    None when it is no JSON object."""
     try:
         data = json.loads(body) if body else None
     except ValueError:
         return None
-    model = data.get("model") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _asked_model(fields: dict[str, Any] | None) -> str | None:
+    model = fields.get("model") if fields is not None else None
     return model if isinstance(model, str) else None
 
 
-def _rerouting(body: bytes) -> str | None:
+def _rerouting(data: dict[str, Any]) -> str | None:
     """The first option in a request body that would make the proxy route it elsewhere, named; None when there is
     none."""
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
     forbidden = sorted(set(data) & REROUTING)
     if forbidden:
         return f"the request option '{forbidden[0]}'"
