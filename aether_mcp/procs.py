@@ -23,6 +23,21 @@ def parent(pid: int) -> int | None:
     return int(fields[1]) if fields and len(fields) > 1 else None
 
 
+MAX_ANCESTORS = 16
+
+
+def ancestors(pid: int) -> list[int]:
+    """`pid`'s parent, its parent's parent, ... up to init (at most MAX_ANCESTORS)."""
+    found: list[int] = []
+    while len(found) < MAX_ANCESTORS:
+        up = parent(pid)
+        if up is None or up <= 1:
+            break
+        found.append(up)
+        pid = up
+    return found
+
+
 def is_claude_code(pid: int) -> bool:
     """Whether the process runs a Claude Code CLI (its binary, or node running its package)."""
     try:

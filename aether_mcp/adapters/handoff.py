@@ -42,7 +42,6 @@ from ..private_files import user_config_dir, user_config_path, write_private
 from ..profile.names import caste_key
 
 MAX_CALL_BYTES = 4 * 1024 * 1024  # a call carries the sub-agent's prompt: bounded, generously
-MAX_ANCESTORS = 16
 WRAPPERS = 3  # processes that may stand between Claude Code and its stdio server (a shell, uvx, a venv's shim)
 HOOK_TIMEOUT_S = 15.0  # how long the hook waits for the server to accept a call
 READ_TIMEOUT_S = 5.0  # how long the server waits for a connected hook to send its call
@@ -62,18 +61,6 @@ def address(claude_pid: int) -> str | None:
     return f"\0aether-mcp/{os.getuid()}/{claude_pid}/{started}"
 
 
-def ancestors(pid: int) -> list[int]:
-    """`pid`'s parent, its parent's parent, ... up to init (at most MAX_ANCESTORS)."""
-    found: list[int] = []
-    while len(found) < MAX_ANCESTORS:
-        parent = procs.parent(pid)
-        if parent is None or parent <= 1:
-            break
-        found.append(parent)
-        pid = parent
-    return found
-
-
 def peer(sock: socket.socket) -> tuple[int, int]:
     """The pid and uid of the process at the other end of a connected Unix socket, as the kernel says."""
     pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
@@ -89,7 +76,7 @@ def hand_over(call: dict[str, Any], timeout_s: float = HOOK_TIMEOUT_S) -> Reply 
     line = (json.dumps(call) + "\n").encode()
     if len(line) > MAX_CALL_BYTES:
         return None
-    for claude_pid in ancestors(os.getpid()):
+    for claude_pid in procs.ancestors(os.getpid()):
         where = address(claude_pid)
         if where is None:
             continue
@@ -100,7 +87,7 @@ def hand_over(call: dict[str, Any], timeout_s: float = HOOK_TIMEOUT_S) -> Reply 
             except OSError:
                 continue  # no server listens for this process: try the next ancestor
             pid, uid = peer(sock)
-            if uid != os.getuid() or claude_pid not in ancestors(pid)[: WRAPPERS + 1]:
+            if uid != os.getuid() or claude_pid not in procs.ancestors(pid)[: WRAPPERS + 1]:
                 return None  # someone else holds the name: hand nothing over
             try:
                 sock.sendall(line)
@@ -127,7 +114,7 @@ def _read_reply(sock: socket.socket) -> Reply | None:
 def session_process() -> int:
     """The Claude Code process this stdio server serves: its parent, which starts its stdio servers itself, or,
     with a wrapper between them (`sh -c`, uvx), the nearest Claude Code CLI among the next few ancestors."""
-    parents = ancestors(os.getpid())[: WRAPPERS + 1]
+    parents = procs.ancestors(os.getpid())[: WRAPPERS + 1]
     return next((pid for pid in parents if procs.is_claude_code(pid)), os.getppid())
 
 
@@ -136,7 +123,7 @@ def may_hand_over(pid: int, uid: int, claude_pid: int, server_pid: int) -> bool:
     below the server itself (its workers and whatever they start)."""
     if uid != os.getuid():
         return False
-    for ancestor in [pid, *ancestors(pid)]:
+    for ancestor in [pid, *procs.ancestors(pid)]:
         if ancestor == server_pid:
             return False
         if ancestor == claude_pid:
@@ -217,10 +204,10 @@ def keep(call: dict[str, Any], environ: Mapping[str, str] | None = None) -> str 
     """Keep `call` (0600, this user's config folder) under a new random id, for spawn_worker's call_id; None
     when it cannot be kept. Calls kept over STORED_FOR_S ago are cleared on the way."""
     try:
-        base = user_config_dir(environ)
-        _clear_stale(base / "calls")
+        base, folder = user_config_dir(environ), calls_dir(environ)  # the first made 0700 if missing
+        _clear_stale(folder)
         call_id = secrets.token_urlsafe(16)
-        write_private(base / "calls" / f"{call_id}.json", base, json.dumps(call).encode())
+        write_private(folder / f"{call_id}.json", base, json.dumps(call).encode())
     except (OSError, AetherError):
         return None
     return call_id

@@ -84,9 +84,14 @@ def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
     }
 
 
+def collect_call(worker_id: str) -> str:
+    """The exact call that collects a running worker: the tool's full name, then its arguments as JSON."""
+    return f"{GET_TOOL} {json.dumps({'worker_id': worker_id, 'wait_s': COLLECT_WAIT_S})}"
+
+
 def _started(wanted: str, reply: Mapping[str, Any], background: bool) -> str:
     worker_id = reply["worker_id"]
-    collect = f"{GET_TOOL} {json.dumps({'worker_id': worker_id, 'wait_s': COLLECT_WAIT_S})}"
+    collect = collect_call(worker_id)
     when = "It runs in the background; when you need its result, make" if background else "Collect its result with"
     return (
         f'"{wanted}" is an Aether caste routed by aether-mcp, which has started it as worker {worker_id} on '

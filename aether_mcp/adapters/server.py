@@ -7,7 +7,6 @@ profile store they want.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import sys
@@ -48,7 +47,7 @@ from ..workers.request import (
 )
 from ..workers.result import WorkerLine, WorkerResult
 from . import handoff, http
-from .hook import COLLECT_WAIT_S, GET_TOOL
+from .hook import collect_call
 
 log = logging.getLogger("aether_mcp")
 
@@ -467,8 +466,7 @@ def _with_next_call(result: WorkerResult) -> WorkerResult:
     """A running worker's record names the exact call that collects it, so that no model has to compose it."""
     if result.finished_at is not None:
         return result
-    arguments = json.dumps({"worker_id": result.worker_id, "wait_s": COLLECT_WAIT_S})
-    return result.model_copy(update={"next_call": f"{GET_TOOL} {arguments}"})
+    return result.model_copy(update={"next_call": collect_call(result.worker_id)})
 
 
 async def _reply(ctx: Ctx, worker: Worker, wait: bool) -> WorkerResult:
