@@ -77,11 +77,21 @@ def write_private(path: Path, base: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def read_private(path: Path, limit: int) -> bytes:
-    """At most `limit` bytes of `path`, never through a link (FileNotFoundError when it is missing)."""
-    fd = _open_no_link(path, os.O_RDONLY | os.O_CLOEXEC, "read")
+def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """At most `limit` bytes of the regular file `path`, and what fstat says of it: never through a link, never
+    a device, and never waiting on a FIFO. FileNotFoundError when it is missing; AetherError for what is not a
+    regular file."""
+    fd = _open_no_link(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, "read")
     with os.fdopen(fd, "rb") as handle:
-        return handle.read(limit)
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise AetherError(f"{path} is not a regular file; nothing was changed", "Move it away, then try again")
+        return handle.read(limit), info
+
+
+def read_private(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of the regular file `path`, never through a link (FileNotFoundError when missing)."""
+    return read_regular(path, limit)[0]
 
 
 def replace_private(path: Path, base: Path, data: bytes) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 
 from .. import procs
 from ..errors import AetherError
-from ..private_files import user_config_dir, user_config_path, write_private
+from ..private_files import read_regular, user_config_dir, user_config_path, write_private
 from ..profile.names import caste_key
 
 MAX_CALL_BYTES = 4 * 1024 * 1024  # a call carries the sub-agent's prompt: bounded, generously
@@ -223,12 +223,9 @@ def take_kept(call_id: str, environ: Mapping[str, str] | None = None) -> dict[st
         raise unknown
     path = calls_dir(environ) / f"{call_id}.json"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+        data, info = read_regular(path, MAX_CALL_BYTES + 1)
+    except (OSError, AetherError):
         raise unknown from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        data = handle.read(MAX_CALL_BYTES + 1)
     path.unlink(missing_ok=True)
     if info.st_uid != os.getuid() or time.time() - info.st_mtime > STORED_FOR_S or len(data) > MAX_CALL_BYTES:
         raise unknown

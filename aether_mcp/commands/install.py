@@ -23,7 +23,7 @@ from ..adapters.hook import COMMAND, MATCHER, PROBE, hook_command, is_hook_comma
 from ..atomic import write_atomic
 from ..errors import AetherError
 from ..json_edit import fragment, insert_first, remove_inserted, value_start
-from ..private_files import replace_private
+from ..private_files import read_regular, replace_private
 from ..profile.location import STATE_DIR
 
 SERVER_NAME = "aether"
@@ -221,16 +221,11 @@ def _read(path: Path, project: Path) -> str | None:
     here), and only a regular file of at most MAX_FILE_BYTES is read (never a device or a FIFO)."""
     _refuse_links(path, project)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        data, _ = read_regular(path, MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise AetherError(f"Cannot read {path}: {exc.strerror}", "Fix or move it, then run the command again") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise AetherError(f"{path} is not a regular file; nothing was changed", "Move it away, then run it again")
-        data = handle.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise AetherError(f"{path} is over {MAX_FILE_BYTES:,} bytes; aether-mcp edits files of at most that.")
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import procs
+from ..errors import AetherError
 from ..private_files import open_private, read_private, replace_private
 
 INTERRUPTED = "interrupted"
@@ -73,7 +74,7 @@ def read_running(state_dir: Path) -> list[dict[str, Any]]:
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             entry = json.loads(read_private(path, 1024 * 1024))
-        except (OSError, ValueError):
+        except (OSError, ValueError, AetherError):  # a note planted as a link, a FIFO, or damaged: not ours
             continue
         if isinstance(entry, dict):
             if not procs.alive(str(entry.get("server"))):
