@@ -288,10 +288,14 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
     request = spawn_request(caste=args.caste, **options)
 
     async def run() -> WorkerResult:
-        async with Colony(store) as colony:
+        from . import control  # off the hook's path
+
+        async with Colony(store) as colony, anyio.create_task_group() as group:
+            await group.start(control.serve, colony)  # `aether-mcp top` can stop it, as a server's worker
             worker = await colony.spawn(request)
             await _show_progress(worker)
-            return worker.result
+            group.cancel_scope.cancel()
+        return worker.result
 
     result = anyio.run(run)
     if args.json:

@@ -91,13 +91,14 @@ def hand_over(call: dict[str, Any], timeout_s: float = HOOK_TIMEOUT_S) -> Reply 
                 return None  # someone else holds the name: hand nothing over
             try:
                 sock.sendall(line)
-                return _read_reply(sock)
+                return read_reply(sock)
             except (OSError, ValueError):
                 return None
     return None
 
 
-def _read_reply(sock: socket.socket) -> Reply | None:
+def read_reply(sock: socket.socket) -> Reply | None:
+    """One JSON object on one line, from a blocking socket; None when there is none."""
     data = bytearray()
     while not data.endswith(b"\n") and len(data) <= MAX_CALL_BYTES:
         chunk = sock.recv(65536)
@@ -156,7 +157,7 @@ async def serve(take: TakeCall, *, task_status: Any) -> None:
                     return
                 call = None
                 with anyio.move_on_after(READ_TIMEOUT_S):
-                    call = await _read_call(stream)
+                    call = await read_message(stream)
                 if call is None:
                     return
                 reply, undo = await take(call)
@@ -172,7 +173,8 @@ async def serve(take: TakeCall, *, task_status: Any) -> None:
         await listener.serve(one)
 
 
-async def _read_call(stream: Any) -> dict[str, Any] | None:
+async def read_message(stream: Any) -> dict[str, Any] | None:
+    """One JSON object on one line (at most MAX_CALL_BYTES), from an anyio stream; None when there is none."""
     import anyio  # see serve()
 
     data = bytearray()

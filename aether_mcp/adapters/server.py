@@ -46,7 +46,7 @@ from ..workers.request import (
     spawn_request,
 )
 from ..workers.result import WorkerLine, WorkerResult
-from . import handoff, http
+from . import control, handoff, http
 from .hook import collect_call
 
 log = logging.getLogger("aether_mcp")
@@ -372,6 +372,7 @@ def build_server(store: ProfileStore, *, take_handoffs: bool = False) -> MCPServ
         where = store.location
         log.info("aether-mcp serving profile %s (%s)", where.path, where.rule)
         async with Colony(store) as colony, anyio.create_task_group() as group:
+            await group.start(control.serve, colony)  # `aether-mcp top` stops workers through it
             if take_handoffs:
                 address = await group.start(handoff.serve, partial(_take_call, colony))
                 log.info("taking the hook's sub-agent calls: %s", "yes" if address else "no (socket in use)")

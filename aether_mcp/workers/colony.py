@@ -27,11 +27,12 @@ from .leases import Leases
 from .preflight import Preflight, ProxyChecker
 from .process import RunOutcome, finish_process, kill_group_now, killed_on_sigterm, run_worker
 from .proof import settle
+from .publish import Publisher, task_head
 from .registry import Registry, Worker, queued_result
 from .request import SpawnRequest, check_output_schema, check_task, check_timeout
 from .result import WorkerLine, WorkerResult
 from .secrets import redact, worker_secrets
-from .spawn_log import append_entry, forget_running, log_path, record_running
+from .spawn_log import append_entry, forget_running, log_path
 from .spec import WorkerSpec, build_spec, new_worker_id, transcript_path
 from .stream import StreamSummary
 from .warm import WarmPool, warm_counts
@@ -62,11 +63,13 @@ class Colony:
         self._leases = Leases()
         self._warm = WarmPool(self._environ, self._leases, self._metadata)
         self._signals = ExitStack()
+        self._publisher = Publisher(self.state_dir, store.cwd)
 
     async def __aenter__(self) -> Colony:
         self._group = await anyio.create_task_group().__aenter__()
         self._signals.enter_context(killed_on_sigterm(self.kill_all_now))
         self._group.start_soon(self._prestart_warm_workers)  # in the background: serving starts at once
+        self._group.start_soon(self._publisher.run)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -204,7 +207,11 @@ class Colony:
         assert self._group is not None
         self._warm.counts = warm_counts(catalog)  # as the profile says now
         worker = Worker(queued_result(spec, tree), spec, preflight, owner, tree=tree, lease=lease)
+        worker.task_head = redact(task_head(spec.task), worker_secrets(spec.settings, self._environ)) or ""
+        if lease is not None:
+            lease.on_change = lambda: self._publisher.touch(worker)
         self._workers.add(worker)
+        self._publisher.publish(worker)  # noted before it runs: a server killed outright leaves it as interrupted
         if self._limit is None:
             self._limit = anyio.Semaphore(catalog.profile.workers.max_concurrent_workers)
         self._group.start_soon(self._run, worker)
@@ -240,7 +247,7 @@ class Colony:
             async with self._limit:
                 worker.result.status = "running"
                 worker.result.started_at = _now()
-                self._record(worker.result, finished=False)
+                self._publisher.publish(worker)
                 worker.notify()
                 warm, worker.spec = self._warm.take(worker.spec, worker.lease)
                 worker.result.warm = warm is not None
@@ -274,6 +281,7 @@ class Colony:
     def _progress(self, worker: Worker, summary: StreamSummary) -> None:
         worker.turns, worker.last_tool = summary.turns, summary.last_tool
         worker.notify()
+        self._publisher.touch(worker)
 
     async def _finish(self, worker: Worker, outcome: RunOutcome | None, failure: str | None = None) -> None:
         result = worker.result
@@ -292,19 +300,17 @@ class Colony:
         if tree is not None:
             in_use = self._workers.turn_running(tree, other_than=worker)
             await anyio.to_thread.run_sync(lambda: worktree.settle(tree, result, in_use=in_use))  # git, off the loop
-        self._record(result, finished=True)
+        self._publisher.publish(worker)  # its details, with the evidence
+        self._log(result)
         worker.done.set()
         worker.notify()
 
-    def _record(self, result: WorkerResult, *, finished: bool) -> None:
-        """Before a worker runs, a note of it (a server killed outright leaves it as interrupted); once it has
-        finished, in its place, one JSON line in the spawn log: what ran, on which model, whether proven."""
+    def _log(self, result: WorkerResult) -> None:
+        """In place of a finished worker's note, one JSON line in the spawn log: what ran, on which model,
+        whether proven."""
         try:
-            if finished:
-                append_entry(log_path(self.state_dir), self.store.cwd, result.log_entry())
-                forget_running(self.state_dir, result.worker_id)
-            else:
-                record_running(self.state_dir, self.store.cwd, result.log_entry())
+            append_entry(log_path(self.state_dir), self.store.cwd, result.log_entry())
+            forget_running(self.state_dir, result.worker_id)
         except (AetherError, OSError) as exc:  # the worker's own result stands; only this record of it is lost
             log.warning("worker record not written: %s", exc)
 
@@ -320,7 +326,7 @@ class Colony:
         """How many warm workers wait for a task now."""
         return self._warm.waiting()
 
-    def cancel(self, worker_id: str, owner: str = "") -> Worker:
+    def cancel(self, worker_id: str, owner: str | None = "") -> Worker:
         worker = self._workers.get(worker_id, owner)
         worker.scope.cancel()
         return worker

@@ -148,6 +148,12 @@ class Lease:
     # A budgeted worker's Messages requests go one at a time: each is checked against what the ones before it
     # spent, so side-by-side requests cannot all pass the check before any is counted.
     turn: anyio.Lock = field(default_factory=anyio.Lock, repr=False)
+    # Told when a request starts and when it ends: the colony publishes the worker's live figures.
+    on_change: Callable[[], object] | None = field(default=None, repr=False)
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     @property
     def budgeted(self) -> bool:
@@ -261,9 +267,13 @@ class Gateway:
         fields = _json_fields(body)  # parsed once: the model and the options are read from the same parse
         record = RequestRecord(scope["method"], path, _asked_model(fields))
         lease.records.append(record)
+        lease.changed()
         one_at_a_time = lease.turn if lease.budgeted and _is_message(path) else contextlib.nullcontext()
-        async with one_at_a_time:
-            await self._pass(lease, record, headers, body, fields, wire=(receive, send))
+        try:
+            async with one_at_a_time:
+                await self._pass(lease, record, headers, body, fields, wire=(receive, send))
+        finally:
+            lease.changed()
 
     async def _pass(
         self,

@@ -47,6 +47,7 @@ class Worker:
         self.worktree = tree
         self.answer: str | None = None  # the whole answer, redacted; result.output holds its first page
         self.lease = lease  # its key at the gateway, and the requests it made there
+        self.task_head = ""  # the first lines of its task, redacted: what others are shown of it
 
     def page(self, offset: int, limit: int) -> WorkerResult:
         """The worker's record with the part of its answer from `offset`, at most `limit` characters."""
@@ -98,10 +99,11 @@ class Registry:
         self._workers[worker.result.worker_id] = worker
         self._prune()
 
-    def get(self, worker_id: str, owner: str = "") -> Worker:
-        """A worker `owner` started; another owner's worker is as unknown as one that never was."""
+    def get(self, worker_id: str, owner: str | None = "") -> Worker:
+        """A worker `owner` started; another owner's worker is as unknown as one that never was. `owner` None:
+        whoever started it (the server's own user, from `aether-mcp top`)."""
         worker = self._workers.get(worker_id)
-        if worker is None or worker.owner != owner:
+        if worker is None or owner not in (None, worker.owner):
             mine = [key for key, w in self._workers.items() if w.owner == owner]
             known = ", ".join(mine[-10:]) or "none yet"
             raise AetherError(f"No worker '{worker_id}' in this session. Its recent workers: {known}.")
