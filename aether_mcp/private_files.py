@@ -89,6 +89,18 @@ def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
         return handle.read(limit), info
 
 
+def read_part(path: Path, limit: int, start: int | None = None) -> bytes:
+    """At most `limit` bytes of the regular file `path` from `start` (None: its last `limit` bytes), as
+    `read_regular` reads: no link, no device, no waiting on a FIFO."""
+    fd = _open_no_link(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, "read")
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise AetherError(f"{path} is not a regular file", "Move it away, then try again")
+        handle.seek(max(0, info.st_size - limit) if start is None else start)
+        return handle.read(limit)
+
+
 def read_private(path: Path, limit: int) -> bytes:
     """At most `limit` bytes of the regular file `path`, never through a link (FileNotFoundError when missing)."""
     return read_regular(path, limit)[0]

@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     workers.add_argument("--json", action="store_true", help="print JSON lines' fields as a JSON list")
     workers.set_defaults(run=_workers)
 
+    top = commands.add_parser(
+        "top", parents=[common], help="watch the project's workers live: every session's, with their evidence"
+    )
+    top.set_defaults(run=_top)
+
     castes = commands.add_parser("caste-models", parents=[common], help="show and change which model each caste uses")
     verbs = castes.add_subparsers(title="verbs", metavar="VERB", required=True)
     listing = verbs.add_parser("list", parents=[common], help="the routing table")
@@ -394,6 +399,16 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
         )
     print(table(rows))
     return 0
+
+
+def _top(store: ProfileStore, args: argparse.Namespace) -> int:
+    try:
+        from . import top  # Textual: loaded by this command alone
+    except ImportError as exc:
+        raise AetherError(
+            f"aether-mcp top needs Textual ({exc.name} is missing).", "Install it: pip install 'aether-mcp[top]'"
+        ) from None
+    return top.run(store.state_dir, store.cwd)
 
 
 def _clean_worktrees(store: ProfileStore, everything: bool) -> int:
