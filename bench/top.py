@@ -31,6 +31,7 @@ from .run import Row, markdown
 
 IDLE_S = 10.0
 SIZE = ("100", "30")
+TMUX = ["tmux", "-L", f"aether-bench-top-{os.getpid()}"]  # a server of its own, not the user's
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -79,18 +80,21 @@ def aether() -> str:
 
 def first_frame(project: Path, expect: str) -> tuple[float, int]:
     """Seconds from launching top in tmux until `expect` shows; and top's pid, left running."""
-    subprocess.run(["tmux", "kill-session", "-t", "benchtop"], capture_output=True, check=False)
+    subprocess.run([*TMUX, "kill-session", "-t", "benchtop"], capture_output=True, check=False)
     began = time.perf_counter()
     window = ["-x", SIZE[0], "-y", SIZE[1], "-c", str(project)]
-    subprocess.run(["tmux", "new-session", "-d", "-s", "benchtop", *window, aether(), "top"], check=True)
+    subprocess.run(
+        [*TMUX, "new-session", "-d", "-s", "benchtop", *window, "env", "-u", "COLUMNS", "-u", "LINES", aether(), "top"],
+        check=True,
+    )
     while time.perf_counter() - began < 30:
         shown = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", "benchtop"], capture_output=True, text=True, check=False
+            [*TMUX, "capture-pane", "-p", "-t", "benchtop"], capture_output=True, text=True, check=False
         )
         if expect in shown.stdout:
             took = time.perf_counter() - began
             pid = subprocess.run(
-                ["tmux", "display-message", "-p", "-t", "benchtop", "#{pane_pid}"],
+                [*TMUX, "display-message", "-p", "-t", "benchtop", "#{pane_pid}"],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -143,7 +147,7 @@ def main() -> int:
             _, pid = first_frame(empty, "No workers yet")
             empties.append(idle_share(pid))
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", "benchtop"], capture_output=True, check=False)
+        subprocess.run([*TMUX, "kill-session", "-t", "benchtop"], capture_output=True, check=False)
         server.kill()
         shutil.rmtree(folder, ignore_errors=True)
     frame, listing = statistics.median(frames), statistics.median(lists)

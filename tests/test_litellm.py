@@ -2,116 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import trusted
+from conftest import MASTER_KEY, trusted
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server
 from aether_mcp.profile.store import ProfileStore
 from aether_mcp.testing.backend import LocalBackend
 
-ROOT = Path(__file__).resolve().parent.parent
-MASTER_KEY = "sk-litellm-master-5f2a"  # LiteLLM refuses to start without one, and it must start with sk-
-BACKEND_KEY = "sk-backend-key-91b3"
-
 pytestmark = pytest.mark.anyio
-
-
-def litellm_binary() -> str:
-    path = os.environ.get("AETHER_LITELLM") or str(ROOT / ".venv-litellm" / "bin" / "litellm")
-    if not Path(path).is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"LiteLLM not installed at {path}: `make litellm` installs it")
-        pytest.skip(f"LiteLLM not installed at {path}: run `make litellm`")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="session")
-def routed_backend() -> Iterator[LocalBackend]:
-    with LocalBackend(token=BACKEND_KEY) as backend:
-        yield backend
-
-
-@pytest.fixture(scope="session")
-def second_backend() -> Iterator[LocalBackend]:
-    """glm-5's own deployment, at another address: the evidence must tell the two apart."""
-    with LocalBackend(token=BACKEND_KEY) as backend:
-        yield backend
-
-
-@pytest.fixture(scope="session")
-def broken_backend() -> Iterator[LocalBackend]:
-    """flaky-5's deployment, which always fails: LiteLLM's router then falls back to kimi-k2.5 by itself."""
-    with LocalBackend(token=BACKEND_KEY, fail_status=500) as backend:
-        yield backend
-
-
-@pytest.fixture(scope="session")
-def litellm_proxy(
-    routed_backend: LocalBackend,
-    second_backend: LocalBackend,
-    broken_backend: LocalBackend,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    """One LiteLLM proxy for the session, on loopback: kimi-k2.5 and glm-5 on two deployments of the local
-    backend, and flaky-5, whose deployment fails, with a router fallback to kimi-k2.5 that no caste declares."""
-    binary = litellm_binary()
-    folder = tmp_path_factory.mktemp("litellm")
-    config = folder / "config.yaml"
-    deployments = {"kimi-k2.5": routed_backend, "glm-5": second_backend, "flaky-5": broken_backend}
-    routes = "".join(
-        f"  - model_name: {name}\n"
-        f"    litellm_params: {{model: anthropic/{name}, api_base: '{backend.url}', api_key: {BACKEND_KEY}}}\n"
-        f"    model_info: {{id: deployment-{name}}}\n"
-        for name, backend in deployments.items()
-    )
-    config.write_text(
-        f"model_list:\n{routes}"
-        "router_settings:\n  num_retries: 0\n  fallbacks: [{flaky-5: [kimi-k2.5]}]\n"
-        f"general_settings:\n  master_key: {MASTER_KEY}\n"
-    )
-    port = free_port()
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HOME": str(folder)}
-    log = (folder / "litellm.log").open("w")
-    process = subprocess.Popen(
-        [binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health/liveliness", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"LiteLLM did not start; see {folder / 'litellm.log'}") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(20)
-        log.close()
 
 
 def profile_for(folder: Path, proxy: str, token: str = MASTER_KEY, extra: str = "", into: str = "") -> Path:

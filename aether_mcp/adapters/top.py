@@ -44,7 +44,7 @@ COLUMNS: list[tuple[str, str, int]] = [
     ("model", "MODEL", 12),
     ("verified", "OK", 3),
     ("elapsed", "TIME", 6),
-    ("served", "SERVED BY", 16),
+    ("served", "SERVED BY", 20),
     ("cost", "COST", 8),
     ("tokens", "TOKENS", 7),
     ("requests", "REQ", 4),
@@ -111,8 +111,9 @@ def timeline(rows: list[Row], width: int, now: float) -> Text:
         return Text("No workers have run yet.", style="grey62")
     begin = min(starts)
     end = max([now if r.live else (r.finished or r.started or begin) for r in recent] + [begin + 1])
-    label, tail = 12, 10
-    span = max(10, width - label - tail - 2)
+    label = 9  # the caste
+    words = width - label >= 24  # room for " ▶ running" after a bar of 14; else the symbol alone
+    span = max(4, width - label - (10 if words else 2))
     scale = span / (end - begin)
     for row in reversed(recent):
         symbol, word, color = STATUS.get(row.status, ("?", row.status, "white"))
@@ -121,28 +122,34 @@ def timeline(rows: list[Row], width: int, now: float) -> Text:
             text.append(" " * span)
         else:
             finish = now if row.live else (row.finished or row.started)
-            left = round((row.started - begin) * scale)
-            length = max(1, round((finish - row.started) * scale))
+            left = min(span - 1, round((row.started - begin) * scale))
+            length = min(span - left, max(1, round((finish - row.started) * scale)))
             text.append(" " * left)
-            text.append("━" * min(length, span - left), style=color)
-            text.append(" " * max(0, span - left - length))
-        text.append(f" {symbol} {word}\n", style=color)
-    scale_end = duration(end - begin)
-    text.append(f"{'':<{label}}0s{scale_end:>{span - 2}}", style="grey62")
+            text.append("━" * length, style=color)
+            text.append(" " * (span - left - length))
+        text.append(f" {symbol} {word}\n" if words else f" {symbol}\n", style=color)
+    text.append(f"{'':<{label}}0s{duration(end - begin):>{span - 2}}", style="grey62")
+    text.no_wrap, text.overflow = True, "crop"
     return text
 
 
-def totals_table(board: Board) -> Table | Text:
+def totals_table(board: Board, width: int) -> Table | Text:
+    """The finished workers per caste and model; the tokens give way in a terminal under 100 columns."""
     rows = board.totals()
     if not rows:
         return Text("Totals appear as workers finish.", style="grey62")
+    names = ["CASTE", "MODEL", "N", "TOKENS", "COST", "OK"]
+    if width < 100:
+        names.remove("TOKENS")
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    for name in ("CASTE", "MODEL", "WORKERS", "TOKENS", "COST", "VERIFIED"):
-        table.add_column(name, justify="right" if name in ("WORKERS", "TOKENS", "COST", "VERIFIED") else "left")
+    for name in names:
+        table.add_column(name, justify="left" if name in ("CASTE", "MODEL") else "right")
     for row in rows[:4]:
-        cost = f"${row.cost_usd:.4f}" + ("+?" if row.cost_unknown else "")
+        cost = "-" if row.cost_unknown == row.workers else f"${row.cost_usd:.4f}" + ("+?" if row.cost_unknown else "")
         share = Text(f"{row.share_verified:.0%}", style="green" if row.share_verified == 1 else "red")
-        table.add_row(row.caste, row.model or "(default)", str(row.workers), f"{row.tokens:,}", cost, share)
+        values = {"TOKENS": f"{row.tokens:,}", "COST": cost, "N": str(row.workers)}
+        model = row.model or "(default)"
+        table.add_row(row.caste, model, *(values.get(n, share) for n in names[2:]))
     return table
 
 
@@ -246,7 +253,7 @@ class ColonyApp(App[int]):
         table.display = not empty
         self.query_one("#below").display = not empty
         self._draw_summary()
-        self.query_one("#totals", Static).update(totals_table(self.board))
+        self.query_one("#totals", Static).update(totals_table(self.board, self.size.width))
         self._timeline_drawn = ""
         self._draw_timeline(now)
 
@@ -268,22 +275,22 @@ class ColonyApp(App[int]):
             self.query_one("#timeline", Static).update(drawn)
 
     def _timeline_width(self) -> int:
-        return max(30, self.query_one("#timeline").size.width or self.size.width // 2)
+        return self.query_one("#timeline").content_size.width or self.size.width // 2  # before the first layout
 
     def _draw_summary(self) -> None:
         rows = self.board.rows
         counts = {s: sum(1 for r in rows if r.status == s) for s in ("running", "queued")}
         finished = [r for r in rows if not r.live]
         verified = sum(r.verified for r in finished)
-        text = Text.assemble(
-            ("aether-mcp top ", "bold"),
-            (f"{self.project}  ", "grey62"),
+        text = Text.assemble(  # the counts first: the project's path is what a narrow terminal cuts
             (f"▶ {counts['running']} running  ", "cyan"),
             (f"· {counts['queued']} queued  ", "grey62"),
             f"{len(finished)} finished",
             (f" ({verified} verified)" if finished else "", "green" if verified == len(finished) else "red"),
-            (f"   filter: {self.caste_filter}" if self.caste_filter else "", "yellow"),
+            (f"  filter: {self.caste_filter}" if self.caste_filter else "", "yellow"),
+            (f"  {self.project}", "grey62"),
         )
+        text.no_wrap, text.overflow = True, "ellipsis"
         self.query_one("#summary", Static).update(text)
 
     def _selected(self) -> str | None:

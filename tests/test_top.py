@@ -1,0 +1,219 @@
+"""`aether-mcp top` against real workers: Textual's headless pilot, and a real terminal (tmux).
+
+The workers are real Claude Code processes started by real stdio servers, through the real LiteLLM proxy in
+front of the local backend, so the deployments shown are the ones LiteLLM named on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import structured
+from mcp import Client
+from test_litellm import profile_for
+from test_spawn import stdio_server
+from textual.widgets import DataTable
+
+from aether_mcp.adapters.top import ColonyApp, ConfirmCancel, WorkerScreen, columns_for, timeline
+from aether_mcp.commands.board import Board, Row
+from aether_mcp.testing.backend import LocalBackend
+
+pytestmark = pytest.mark.anyio
+
+
+@contextmanager
+def slow(backend: LocalBackend, model: str, seconds: float) -> Iterator[None]:
+    """`model`'s answers take `seconds` at `backend` (a session's backend: put back after)."""
+    backend.delays[model] = seconds
+    try:
+        yield
+    finally:
+        backend.delays.pop(model, None)
+
+
+def cells(app: ColonyApp) -> dict[str, dict[str, str]]:
+    """The table as shown: worker id -> column key -> the cell's text."""
+    table = app.query_one("#workers", DataTable)
+    keys = [str(column.key.value) for column in table.columns.values()]
+    shown = {}
+    for row_key in table.rows:
+        values = table.get_row(row_key)
+        shown[str(row_key.value)] = {key: str(getattr(v, "plain", v)) for key, v in zip(keys, values, strict=True)}
+    return shown
+
+
+async def until(pilot: Any, holds: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not holds():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await pilot.pause(0.1)
+
+
+async def test_the_pilot_follows_real_workers(
+    isolated: Path, litellm_proxy: str, routed_backend: LocalBackend, second_backend: LocalBackend
+) -> None:
+    """Rows appear as workers start, update, and finish with verdicts and deployments; Enter shows the
+    requests at the wire; the filter keeps one caste; c cancels after a confirmation."""
+    profile_for(isolated, litellm_proxy)
+    app = ColonyApp(isolated / ".aether", isolated)
+    with slow(routed_backend, "kimi-k2.5", 2.0), slow(second_backend, "glm-5", 2.0):
+        async with Client(stdio_server(isolated)) as client, app.run_test(size=(120, 36)) as pilot:
+            assert app.query_one("#empty").display and "No workers yet" in str(app.query_one("#empty").render())
+            spawn = {"task": "say hi", "wait": False}
+            builder = structured(await client.call_tool("spawn_worker", {"caste": "builder", **spawn}))["worker_id"]
+            scout = structured(await client.call_tool("spawn_worker", {"caste": "scout", **spawn}))["worker_id"]
+            await until(pilot, lambda: {builder, scout} <= set(cells(app)))
+            shown = cells(app)
+            assert (shown[builder]["caste"], shown[builder]["model"]) == ("builder", "kimi-k2.5")
+            assert (shown[scout]["caste"], shown[scout]["model"]) == ("scout", "glm-5")
+            assert {shown[builder]["status"], shown[scout]["status"]} <= {"· queued", "▶ running"}
+            await until(pilot, lambda: cells(app)[builder]["requests"] not in ("-", "0"))  # counted while running
+            await until(pilot, lambda: all(cells(app)[w]["status"] == "✓ done" for w in (builder, scout)))
+            shown = cells(app)
+            assert shown[builder]["served"] == "deployment-kimi-k2.5" and shown[builder]["verified"] == "✓"
+            assert shown[scout]["served"] == "deployment-glm-5" and shown[scout]["verified"] == "✓"
+
+            table = app.query_one("#workers", DataTable)
+            table.move_cursor(row=table.get_row_index(builder))
+            await pilot.press("enter")
+            assert isinstance(app.screen, WorkerScreen)
+            requests = app.screen.query_one("#requests", DataTable)
+            rows = [[str(getattr(v, "plain", v)) for v in requests.get_row(k)] for k in requests.rows]
+            messages = [r for r in rows if r[0] == "POST /v1/messages"]
+            assert messages and all(r[1] == "200" and r[6] == "deployment-kimi-k2.5" for r in messages), rows
+            about = str(app.screen.query_one("#about").render())
+            assert "say hi" in about and "routing verified at the gateway" in about
+            await pilot.press("escape")
+            assert not isinstance(app.screen, WorkerScreen)
+
+            await pilot.press("slash", "s", "c", "o", "enter")
+            assert set(cells(app)) == {scout}
+            await pilot.press("escape")
+            assert set(cells(app)) == {builder, scout}
+
+            with slow(routed_backend, "kimi-k2.5", 60.0):
+                long = structured(await client.call_tool("spawn_worker", {"caste": "builder", **spawn}))["worker_id"]
+                await until(pilot, lambda: cells(app).get(long, {}).get("status") == "▶ running")
+                table.move_cursor(row=table.get_row_index(long))
+                await pilot.press("c")
+                assert isinstance(app.screen, ConfirmCancel)
+                await pilot.press("n")  # kept: nothing is sent
+                assert not isinstance(app.screen, ConfirmCancel)
+                await pilot.pause(1.0)
+                assert cells(app)[long]["status"] == "▶ running"
+                await pilot.press("c", "y")
+                await until(pilot, lambda: cells(app)[long]["status"] == "■ cancel")
+                final = structured(await client.call_tool("get_worker", {"worker_id": long}))
+    assert final["status"] == "cancelled"
+
+
+def test_columns_give_way_in_order() -> None:
+    every = [key for key, _, _ in columns_for(200)]
+    assert every == [
+        "worker",
+        "status",
+        "caste",
+        "model",
+        "verified",
+        "elapsed",
+        "served",
+        "cost",
+        "tokens",
+        "requests",
+    ]
+    narrow = [key for key, _, _ in columns_for(80)]
+    assert narrow == every[: len(narrow)] and 5 <= len(narrow) < len(every)
+    assert sum(width + 2 for _, _, width in columns_for(80)) + 2 <= 80
+
+
+def test_the_timeline_shows_a_wave_side_by_side_and_states_in_words() -> None:
+    def row(worker_id: str, status: str, started: float, finished: float | None) -> Row:
+        entry = {"worker_id": worker_id, "caste": "builder", "status": status, "routing_verified": True}
+        return replace(Row.of(entry), started=started, finished=finished)
+
+    wave = [row("b1", "running", 990, None), row("b2", "succeeded", 980, 990), row("b3", "failed", 980, 995)]
+    lines = timeline(wave, 60, now=1_000.0).plain.splitlines()
+    assert [line.split()[-1] for line in lines[:3]] == ["failed", "done", "running"]  # oldest first
+    assert [line.split()[-2] for line in lines[:3]] == ["✗", "✓", "▶"]
+    bars = [line[12:] for line in lines[:3]]
+    starts = [bar.index("━") for bar in bars]
+    assert starts[0] == starts[1] == 0 < starts[2]  # b3 and b2 started together, b1 later
+    assert lines[3].split() == ["0s", "20.0s"]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+async def test_top_in_a_real_terminal(
+    isolated: Path, litellm_proxy: str, routed_backend: LocalBackend, second_backend: LocalBackend, tmp_path: Path
+) -> None:
+    """tmux, 100x30: empty at first; the workers of two MCP sessions of the project appear within 2 s with
+    caste and model; their deployments and verdicts show once they finish; Enter shows the requests at the
+    wire; q quits with status 0."""
+    profile_for(isolated, litellm_proxy)
+    session = f"aether-top-{isolated.name}-{int(time.time())}"
+    status_file = tmp_path / "status"
+    # COLUMNS and LINES, which Textual would take over the terminal's own size, are the test runner's, not tmux's.
+    command = f"env -u COLUMNS -u LINES {Path(sys.executable).parent / 'aether-mcp'} top; echo $? > {status_file}"
+    tmux = ["tmux", "-L", session]  # a server of its own: the user's tmux sessions are not touched
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-c", str(isolated), "sh", "-c", command],
+        check=True,
+    )
+
+    def screen() -> str:
+        return subprocess.run(
+            [*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True
+        ).stdout
+
+    def shows(*words: str, seconds: float = 30) -> float:
+        began = time.monotonic()
+        while not all(word in screen() for word in words):
+            assert time.monotonic() - began < seconds, f"{words} not shown:\n{screen()}"
+            time.sleep(0.05)
+        return time.monotonic() - began
+
+    try:
+        shows("No workers yet", seconds=10)
+        with slow(routed_backend, "kimi-k2.5", 3.0), slow(second_backend, "glm-5", 3.0):
+            async with Client(stdio_server(isolated)) as first, Client(stdio_server(isolated)) as second:
+                spawn = {"task": "say hi", "wait": False}
+                builder = structured(await first.call_tool("spawn_worker", {"caste": "builder", **spawn}))
+                scout = structured(await second.call_tool("spawn_worker", {"caste": "scout", **spawn}))
+                appeared = shows(builder["worker_id"], scout["worker_id"], "kimi-k2.5", "glm-5", seconds=2)
+                for client, worker in ((first, builder), (second, scout)):
+                    await client.call_tool("get_worker", {"worker_id": worker["worker_id"], "wait_s": 60})
+        shows("deployment-kimi-k2.5", "deployment-glm-5", "2 finished (2 verified)", seconds=5)
+        lines = [line for line in screen().splitlines() if builder["worker_id"] in line or scout["worker_id"] in line]
+        assert len(lines) == 2 and all("✓ done" in line for line in lines), lines
+        subprocess.run([*tmux, "send-keys", "-t", session, "Enter"], check=True)
+        shows("POST /v1/messages", "200", "Evidence", seconds=5)
+        subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
+        deadline = time.monotonic() + 10
+        while not status_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status_file.read_text().strip() == "0"
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+    assert appeared <= 2
+
+
+def test_a_dead_servers_workers_are_not_shown_running(isolated: Path) -> None:
+    """A note whose server is gone shows its worker as lost within the board's liveness check."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    running = isolated / ".aether" / "running"
+    running.mkdir(parents=True)
+    note = {"worker_id": "builder-dead0001", "caste": "builder", "model": "m", "status": "running"}
+    (running / "builder-dead0001.json").write_text(json.dumps({**note, "server": f"{gone.pid}/1"}))
+    board = Board(isolated / ".aether")
+    assert board.refresh()
+    assert [(r.worker_id, r.status, r.live) for r in board.rows] == [("builder-dead0001", "interrupted", False)]
