@@ -217,3 +217,22 @@ def test_a_dead_servers_workers_are_not_shown_running(isolated: Path) -> None:
     board = Board(isolated / ".aether")
     assert board.refresh()
     assert [(r.worker_id, r.status, r.live) for r in board.rows] == [("builder-dead0001", "interrupted", False)]
+
+
+def test_only_top_loads_textual() -> None:
+    """The server, the hook and the other commands start as fast as before: none of them imports Textual."""
+    code = (
+        "import sys\n"
+        "import aether_mcp.adapters.cli, aether_mcp.adapters.server, aether_mcp.adapters.hook\n"
+        "import aether_mcp.adapters.control, aether_mcp.commands.board\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'textual', 'rich'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_top_without_textual_says_how_to_get_it(isolated: Path) -> None:
+    code = "import sys\nsys.modules['textual'] = None\nfrom aether_mcp.adapters.cli import main\nsys.exit(main(['top']))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "aether-mcp top needs Textual" in done.stderr and "pip install 'aether-mcp[top]'" in done.stderr

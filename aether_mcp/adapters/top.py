@@ -88,8 +88,8 @@ def cell(row: Row, key: str, now: float) -> Text | str:
         return duration(elapsed, running=row.status == "running") if elapsed is not None else "-"
     if key == "served":
         return ", ".join(row.served_by) or "-"
-    if key == "cost":
-        return f"${row.cost_usd:.4f}" if row.cost_usd is not None else "-"
+    if key == "cost":  # a running worker's cost is shown once an answer has one
+        return f"${row.cost_usd:.4f}" if row.cost_usd is not None and (row.cost_usd or not row.live) else "-"
     if key == "tokens":
         return f"{row.tokens:,}" if row.tokens else "-"
     return str(row.requests) if row.requests is not None else "-"
