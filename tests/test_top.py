@@ -232,7 +232,9 @@ def test_only_top_loads_textual() -> None:
 
 
 def test_top_without_textual_says_how_to_get_it(isolated: Path) -> None:
-    code = "import sys\nsys.modules['textual'] = None\nfrom aether_mcp.adapters.cli import main\nsys.exit(main(['top']))\n"
+    code = (
+        "import sys\nsys.modules['textual'] = None\nfrom aether_mcp.adapters.cli import main\nsys.exit(main(['top']))\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 1
     assert "aether-mcp top needs Textual" in done.stderr and "pip install 'aether-mcp[top]'" in done.stderr
