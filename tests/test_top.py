@@ -7,6 +7,7 @@ front of the local backend, so the deployments shown are the ones LiteLLM named 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,9 @@ from test_litellm import profile_for
 from test_spawn import stdio_server
 from textual.widgets import DataTable
 
+from aether_mcp import procs
 from aether_mcp.adapters.top import ColonyApp, ConfirmCancel, WorkerScreen, columns_for, timeline
-from aether_mcp.commands.board import Board, Row
+from aether_mcp.commands.board import LIVENESS_S, Board, Row
 from aether_mcp.testing.backend import LocalBackend
 
 pytestmark = pytest.mark.anyio
@@ -151,13 +153,16 @@ def test_the_timeline_shows_a_wave_side_by_side_and_states_in_words() -> None:
     assert lines[3].split() == ["0s", "20.0s"]
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 async def test_top_in_a_real_terminal(
     isolated: Path, litellm_proxy: str, routed_backend: LocalBackend, second_backend: LocalBackend, tmp_path: Path
 ) -> None:
     """tmux, 100x30: empty at first; the workers of two MCP sessions of the project appear within 2 s with
     caste and model; their deployments and verdicts show once they finish; Enter shows the requests at the
     wire; q quits with status 0."""
+    if shutil.which("tmux") is None:
+        if os.environ.get("CI"):
+            pytest.fail("tmux is not installed: .ci/run installs it (apt-get install tmux)")
+        pytest.skip("needs tmux (apt-get install tmux)")
     profile_for(isolated, litellm_proxy)
     session = f"aether-top-{isolated.name}-{int(time.time())}"
     status_file = tmp_path / "status"
@@ -207,15 +212,23 @@ async def test_top_in_a_real_terminal(
 
 
 def test_a_dead_servers_workers_are_not_shown_running(isolated: Path) -> None:
-    """A note whose server is gone shows its worker as lost within the board's liveness check."""
-    gone = subprocess.Popen(["true"])
-    gone.wait()
+    """A worker whose server dies (killed outright: its note stays) is shown lost within the board's liveness
+    check, though no file changed."""
+    server = subprocess.Popen(["sleep", "60"])
     running = isolated / ".aether" / "running"
     running.mkdir(parents=True)
     note = {"worker_id": "builder-dead0001", "caste": "builder", "model": "m", "status": "running"}
-    (running / "builder-dead0001.json").write_text(json.dumps({**note, "server": f"{gone.pid}/1"}))
+    (running / "builder-dead0001.json").write_text(json.dumps({**note, "server": procs.identity(server.pid)}))
     board = Board(isolated / ".aether")
     assert board.refresh()
+    assert [(r.status, r.live) for r in board.rows] == [("running", True)]
+    server.kill()
+    server.wait()
+    began = time.monotonic()
+    while board.rows[0].status == "running":
+        assert time.monotonic() - began < LIVENESS_S + 1
+        time.sleep(0.1)
+        board.refresh()
     assert [(r.worker_id, r.status, r.live) for r in board.rows] == [("builder-dead0001", "interrupted", False)]
 
 

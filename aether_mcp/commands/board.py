@@ -20,13 +20,12 @@ from typing import Any
 
 from ..errors import AetherError
 from ..private_files import read_part
-from ..workers.publish import read_details
+from ..workers.publish import LIVE, read_details
 from ..workers.spawn_log import log_path, read_running, read_spawn_log, running_dir
 from .costs import CostRow, cost_table
 
 MAX_FINISHED = 200  # the finished workers shown, newest first (the log keeps them all)
 LIVENESS_S = 2.0  # how often the running workers' servers are checked even when no file changed
-LIVE = ("queued", "running")
 TRANSCRIPT_TAIL_BYTES = 64 * 1024
 
 
