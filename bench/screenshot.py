@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 from mcp import Client, StdioServerParameters
 
-from aether_mcp.adapters.top import ColonyApp
+from aether_mcp.adapters.top.app import ColonyApp
 from aether_mcp.testing.backend import LocalBackend
 
 ROOT = Path(__file__).resolve().parent.parent

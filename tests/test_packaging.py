@@ -20,6 +20,7 @@ def test_an_install_carries_aether_mcp_and_its_subpackages_only() -> None:
     assert installed == {
         "aether_mcp",
         "aether_mcp.adapters",
+        "aether_mcp.adapters.top",
         "aether_mcp.commands",
         "aether_mcp.profile",
         "aether_mcp.testing",

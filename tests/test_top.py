@@ -26,7 +26,8 @@ from test_spawn import stdio_server
 from textual.widgets import DataTable
 
 from aether_mcp import procs
-from aether_mcp.adapters.top import ColonyApp, ConfirmCancel, WorkerScreen, columns_for, timeline
+from aether_mcp.adapters.top.app import ColonyApp, ConfirmCancel, WorkerScreen
+from aether_mcp.adapters.top.views import columns_for, timeline
 from aether_mcp.commands.board import LIVENESS_S, Board, Row
 from aether_mcp.testing.backend import LocalBackend
 
@@ -200,7 +201,7 @@ async def test_top_in_a_real_terminal(
         lines = [line for line in screen().splitlines() if builder["worker_id"] in line or scout["worker_id"] in line]
         assert len(lines) == 2 and all("✓ done" in line for line in lines), lines
         subprocess.run([*tmux, "send-keys", "-t", session, "Enter"], check=True)
-        shows("POST /v1/messages", "200", "Evidence", seconds=5)
+        shows("POST /v1/messages", "200", "DEPLOYMENT", "deployment-", "Evidence", seconds=5)  # a worker's requests
         subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
         deadline = time.monotonic() + 10
         while not status_file.exists() and time.monotonic() < deadline:
@@ -251,3 +252,24 @@ def test_top_without_textual_says_how_to_get_it(isolated: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 1
     assert "aether-mcp top needs Textual" in done.stderr and "pip install 'aether-mcp[top]'" in done.stderr
+
+
+async def test_it_fits_80_by_24(isolated: Path) -> None:
+    """The columns that fit, nothing wrapped below the table, and the footer's keys, in 80x24."""
+    running = isolated / ".aether" / "running"
+    running.mkdir(parents=True)
+    for n, caste in enumerate(["builder", "scout", "watcher", "architect"] * 3):
+        note = {"worker_id": f"{caste}-{n:08x}", "caste": caste, "model": "kimi-k2.5", "status": "running"}
+        note |= {"started_at": "2026-12-01T10:00:00+00:00", "served_by": ["deployment deployment-kimi-k2.5 (x)"]}
+        (running / f"{note['worker_id']}.json").write_text(json.dumps({**note, "server": procs.identity()}))
+    app = ColonyApp(isolated / ".aether", isolated)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        table = app.query_one("#workers", DataTable)
+        assert [str(c.key.value) for c in table.columns.values()] == [k for k, _, _ in columns_for(80)]
+        assert table.row_count == 12
+        timeline_shown = app.query_one("#timeline")
+        lines = str(timeline_shown.render()).splitlines()
+        assert len(lines) == 9 and all(len(line) <= timeline_shown.content_size.width for line in lines)
+        footer = {b.binding.description for b in app.active_bindings.values() if b.binding.show}
+    assert {"Details", "Quit", "Cancel", "Filter caste"} <= footer

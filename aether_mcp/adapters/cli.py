@@ -295,11 +295,12 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
     async def run() -> WorkerResult:
         from . import control  # off the hook's path
 
-        async with Colony(store) as colony, anyio.create_task_group() as group:
-            await group.start(control.serve, colony)  # `aether-mcp top` can stop it, as a server's worker
-            worker = await colony.spawn(request)
-            await _show_progress(worker)
-            group.cancel_scope.cancel()
+        async with Colony(store) as colony:
+            worker = await colony.spawn(request)  # a refusal raises here, as it is, before anything runs
+            async with anyio.create_task_group() as group:
+                await group.start(control.serve, colony)  # `aether-mcp top` can stop it, as a server's worker
+                await _show_progress(worker)
+                group.cancel_scope.cancel()
         return worker.result
 
     result = anyio.run(run)
