@@ -129,7 +129,7 @@ async def test_top_cancels_a_worker_through_its_server(isolated: Path) -> None:
             final = structured(await client.call_tool("get_worker", {"worker_id": worker_id}))
             assert final["status"] == "cancelled"
             assert claude_processes(marker) == []
-            with pytest.raises(AetherError, match="No worker 'builder-nope'"):
+            with pytest.raises(AetherError, match="No worker 'builder-nope' in this server"):
                 control.cancel(server, "builder-nope")
     assert read_spawn_log(isolated / ".aether" / "spawn-log.jsonl", 1)[0]["status"] == "cancelled"
     with pytest.raises(AetherError, match="is gone"):

@@ -104,9 +104,10 @@ class Registry:
         whoever started it (the server's own user, from `aether-mcp top`)."""
         worker = self._workers.get(worker_id)
         if worker is None or owner not in (None, worker.owner):
-            mine = [key for key, w in self._workers.items() if w.owner == owner]
+            mine = [key for key, w in self._workers.items() if owner in (None, w.owner)]
             known = ", ".join(mine[-10:]) or "none yet"
-            raise AetherError(f"No worker '{worker_id}' in this session. Its recent workers: {known}.")
+            where = "this server" if owner is None else "this session"
+            raise AetherError(f"No worker '{worker_id}' in {where}. Its recent workers: {known}.")
         return worker
 
     def lines(self, owner: str = "") -> list[WorkerLine]:
