@@ -63,3 +63,12 @@ def alive(identity_: str) -> bool:
     """Whether the process named by `identity` still runs (a reused pid is another process)."""
     pid, _, started = identity_.partition("/")
     return pid.isdigit() and start_time(int(pid)) == started
+
+
+def environment_names(pid: int) -> set[str] | None:
+    """The names in a process's environment (as it started); None when it cannot be read (gone, or not ours)."""
+    try:
+        data = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    return {entry.split(b"=", 1)[0].decode(errors="replace") for entry in data.split(b"\0") if entry}

@@ -35,9 +35,14 @@ def note_of(project: Path, worker_id: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def every_published_byte(project: Path) -> bytes:
+def published(project: Path) -> list[Path]:
+    """The notes and details as they stand (a temp file being renamed into place is not one yet)."""
     folders = [project / ".aether" / "running", project / ".aether" / "details"]
-    return b"".join(p.read_bytes() for folder in folders if folder.is_dir() for p in folder.iterdir())
+    return [p for folder in folders if folder.is_dir() for p in folder.iterdir() if not p.name.startswith(".")]
+
+
+def every_published_byte(project: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in published(project))
 
 
 async def test_a_running_worker_is_published_as_it_goes(isolated: Path) -> None:
@@ -69,12 +74,7 @@ async def test_a_running_worker_is_published_as_it_goes(isolated: Path) -> None:
             assert [(r["path"].split("?")[0], r["model"]) for r in running_details["requests"]] == [
                 ("/v1/messages", "kimi-k2.5")
             ]
-            modes = {
-                oct(p.stat().st_mode & 0o777)
-                for f in ("running", "details")
-                for p in (isolated / ".aether" / f).iterdir()
-            }
-            assert modes == {"0o600"}
+            assert {oct(p.stat().st_mode & 0o777) for p in published(isolated)} == {"0o600"}
             assert TOKEN.encode() not in every_published_byte(isolated)
             final = structured(await client.call_tool("get_worker", {"worker_id": worker_id, "wait_s": 60}))
     assert final["status"] == "succeeded"
@@ -89,7 +89,7 @@ async def test_a_running_worker_is_published_as_it_goes(isolated: Path) -> None:
 
 async def test_workers_lists_the_queued_and_running_of_every_session(isolated: Path, cli_env: dict[str, str]) -> None:
     """Two sessions of one project: one runs a worker and queues another (one at a time), the other runs one."""
-    with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"], delays={"kimi-k2.5": 4.0, "glm-5": 4.0}) as backend:
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"], delays={"kimi-k2.5": 6.0, "glm-5": 6.0}) as backend:
         write_profile(isolated / "model-profiles.yaml", backend.url, "workers: {max_concurrent_workers: 1}\n")
         async with Client(stdio_server(isolated)) as first, Client(stdio_server(isolated)) as second:
             spawn = {"task": "say hi", "wait": False}
@@ -136,24 +136,44 @@ async def test_top_cancels_a_worker_through_its_server(isolated: Path) -> None:
         control.cancel(server, worker_id)  # its server has ended
 
 
+PROBE = """
+import json, pathlib, sys
+from aether_mcp.adapters.control import cancel
+note = [json.loads(p.read_text()) for p in pathlib.Path(".aether/running").glob("scout-*.json")][0]
+try:
+    print(sys.argv[1], "CANCELLED", cancel(note["server"], note["worker_id"]))
+except Exception as exc:
+    print(sys.argv[1], "refused", type(exc).__name__)
+"""
+
+
 async def test_a_worker_cannot_cancel_its_siblings(isolated: Path) -> None:
-    """Attacker: a rogue worker's Bash reads its server's notes and asks the server to cancel a sibling."""
-    probe = (
-        f"{sys.executable} -c 'import json, pathlib; from aether_mcp.adapters.control import cancel; "
-        'n = [json.loads(p.read_text()) for p in pathlib.Path(".aether/running").glob("scout-*.json")][0]\n'
-        'try:\n  print("CANCEL", cancel(n["server"], n["worker_id"]))\n'
-        'except Exception as e:\n  print("CANCEL refused", type(e).__name__)\''
-    )
-    script = {"kimi-k2.5": [Turn(tool="Bash", tool_input={"command": probe, "description": "probe"})]}
-    with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"], scripts=script, delays={"glm-5": 8.0}) as backend:
+    """Attacker: a rogue worker's Bash reads its server's notes and asks the server to cancel a sibling, from
+    below the server, and from a process it detached (reparented away from the server, its mark kept)."""
+    (isolated / "probe.py").write_text(PROBE)
+    command = f"{sys.executable} probe.py BELOW; ({sys.executable} probe.py DETACHED > detached.txt 2>&1 &)"
+    command += "; sleep 4; cat detached.txt"
+    script = {"kimi-k2.5": [Turn(tool="Bash", tool_input={"command": command, "description": "probe"})]}
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"], scripts=script, delays={"glm-5": 15.0}) as backend:
         write_profile(isolated / "model-profiles.yaml", backend.url)
         async with Client(stdio_server(isolated)) as client:
             scout = structured(await client.call_tool("spawn_worker", {"caste": "scout", "task": "x", "wait": False}))
             rogue = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "probe"}))
             sibling = structured(await client.call_tool("get_worker", {"worker_id": scout["worker_id"], "wait_s": 60}))
     said = Path(rogue["transcript_path"]).read_text()
-    assert "CANCEL refused" in said, said[-2000:]
+    assert "BELOW refused AetherError" in said and "DETACHED refused AetherError" in said, said[-3000:]
+    assert "CANCELLED" not in said
     assert sibling["status"] == "succeeded"
+
+
+async def test_the_tasks_first_lines_are_redacted_before_they_are_cut(colony_profile: Path, backend: object) -> None:
+    """A token that straddles the cut of the details' first lines leaves none of its characters behind."""
+    task = "x" * 390 + TOKEN + "\nsecond line"
+    async with Client(stdio_server(colony_profile.parent)) as client:
+        done = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": task}))
+    details = publish.read_details(colony_profile.parent / ".aether", done["worker_id"])
+    assert details is not None and details["task_head"].startswith("x" * 390)
+    assert TOKEN[:6] not in details["task_head"]
 
 
 @pytest.mark.skipif(os.getuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root, a system Python")

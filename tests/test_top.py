@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,11 @@ from test_spawn import stdio_server
 from textual.widgets import DataTable
 
 from aether_mcp import procs
+from aether_mcp.adapters import control
 from aether_mcp.adapters.top.app import ColonyApp, ConfirmCancel, WorkerScreen
 from aether_mcp.adapters.top.views import columns_for, timeline
 from aether_mcp.commands.board import LIVENESS_S, Board, Row
+from aether_mcp.errors import AetherError
 from aether_mcp.testing.backend import LocalBackend
 
 pytestmark = pytest.mark.anyio
@@ -80,7 +83,10 @@ async def test_the_pilot_follows_real_workers(
             assert (shown[builder]["caste"], shown[builder]["model"]) == ("builder", "kimi-k2.5")
             assert (shown[scout]["caste"], shown[scout]["model"]) == ("scout", "glm-5")
             assert {shown[builder]["status"], shown[scout]["status"]} <= {"· queued", "▶ running"}
-            await until(pilot, lambda: cells(app)[builder]["requests"] not in ("-", "0"))  # counted while running
+            counted_running = ("▶ running", "1")  # its first request, counted before it is answered
+            await until(
+                pilot, lambda: (cells(app)[builder]["status"], cells(app)[builder]["requests"]) == counted_running
+            )
             await until(pilot, lambda: all(cells(app)[w]["status"] == "✓ done" for w in (builder, scout)))
             shown = cells(app)
             assert shown[builder]["served"] == "deployment-kimi-k2.5" and shown[builder]["verified"] == "✓"
@@ -260,7 +266,8 @@ async def test_it_fits_80_by_24(isolated: Path) -> None:
     running.mkdir(parents=True)
     for n, caste in enumerate(["builder", "scout", "watcher", "architect"] * 3):
         note = {"worker_id": f"{caste}-{n:08x}", "caste": caste, "model": "kimi-k2.5", "status": "running"}
-        note |= {"started_at": "2026-12-01T10:00:00+00:00", "served_by": ["deployment deployment-kimi-k2.5 (x)"]}
+        started = datetime.now(UTC) - timedelta(seconds=30 * n)
+        note |= {"started_at": started.isoformat(), "served_by": ["deployment deployment-kimi-k2.5 (x)"]}
         (running / f"{note['worker_id']}.json").write_text(json.dumps({**note, "server": procs.identity()}))
     app = ColonyApp(isolated / ".aether", isolated)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -271,5 +278,52 @@ async def test_it_fits_80_by_24(isolated: Path) -> None:
         timeline_shown = app.query_one("#timeline")
         lines = str(timeline_shown.render()).splitlines()
         assert len(lines) == 9 and all(len(line) <= timeline_shown.content_size.width for line in lines)
+        table.move_cursor(row=3)
+        chosen = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        await pilot.resize_terminal(100, 30)  # the columns change: the cursor stays on its worker
+        await pilot.pause(0.2)
+        assert str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value) == chosen
         footer = {b.binding.description for b in app.active_bindings.values() if b.binding.show}
     assert {"Details", "Quit", "Cancel", "Filter caste"} <= footer
+
+
+ODD_LOG_LINE = (
+    '{"worker_id": "builder-0dd00001", "caste": "builder", "model": ["x"], "status": "succeeded",'
+    ' "cost_usd": NaN, "duration_s": Infinity, "requests": "many", "tokens": {"input": "x"},'
+    ' "served_by": "deployment-x", "started_at": "not a date", "routing_verified": "yes"}\n'
+)
+ODD_DETAILS = (
+    '{"requests": [{"status": "x", "ttfb_s": NaN, "duration_s": "slow", "input_tokens": "many", "path": 5},'
+    ' "not a request"], "routing_evidence": "not a list", "task_head": 5}'
+)
+
+
+async def test_odd_values_on_disk_show_as_dashes(isolated: Path, cli_env: dict[str, str]) -> None:
+    """Attacker: a cloned repository ships `.aether/` with values of the wrong type, NaN and infinity: top
+    and costs show them as unknown, and a server named with a surrogate gets no cancel."""
+    state = isolated / ".aether"
+    (state / "details").mkdir(parents=True)
+    (state / "spawn-log.jsonl").write_text(ODD_LOG_LINE + "[1, 2]\n")
+    (state / "details" / "builder-0dd00001.json").write_text(ODD_DETAILS)
+    (state / "running").mkdir()
+    for name in ("a", "b"):  # two notes that name one worker
+        (state / "running" / f"{name}.json").write_text('{"worker_id": "scout-0dd00002", "status": "running"}')
+    app = ColonyApp(state, isolated)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause(0.3)
+        shown = cells(app)["builder-0dd00001"]
+        assert (shown["cost"], shown["elapsed"], shown["requests"], shown["tokens"]) == ("-", "-", "-", "-")
+        assert shown["verified"] == "✗"  # "yes" is not true
+        assert set(cells(app)) == {"builder-0dd00001", "scout-0dd00002"}
+        table = app.query_one("#workers", DataTable)
+        table.move_cursor(row=table.get_row_index("builder-0dd00001"))
+        await pilot.press("enter")
+        assert isinstance(app.screen, WorkerScreen)
+        await pilot.pause(0.2)
+        assert app.screen.query_one("#requests", DataTable).row_count == 1  # the one that is a request
+        await pilot.press("escape")
+        assert app.is_running
+    costs = subprocess.run(["aether-mcp", "costs"], capture_output=True, text=True, env=cli_env, check=False)
+    assert costs.returncode == 0, costs.stderr
+    with pytest.raises(AetherError, match="names no server"):
+        control.cancel("1\udcff/2", "builder-0dd00001")

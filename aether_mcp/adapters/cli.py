@@ -407,7 +407,7 @@ def _top(store: ProfileStore, args: argparse.Namespace) -> int:
         from . import top  # Textual: loaded by this command alone
     except ImportError as exc:
         raise AetherError(
-            f"aether-mcp top needs Textual ({exc.name} is missing).", "Install it: pip install 'aether-mcp[top]'"
+            f"aether-mcp top needs Textual ({exc.name or exc} is missing).", "Install it: pip install 'aether-mcp[top]'"
         ) from None
     return top.run(store.state_dir, store.cwd)
 

@@ -3,10 +3,13 @@
 Every server listens on an abstract Unix socket named after itself (its pid and start time, as its workers'
 notes in `.aether/running/` record it), and takes one request there: `{"cancel": worker_id}`. The worker then
 ends as its own session's cancel_worker would end it: killed with every process it started, and recorded by its
-server as cancelled. Only a process of the server's own user that is not one of the server's workers (nor
-anything below one) is heard: another local user, or a worker's Bash, is refused before a byte is read. The
-socket grants nothing beyond stopping a worker, which that user could do with kill(2); a worker's session
-learns of it as of any other cancel.
+server as cancelled. Only a process of the server's own user that is no worker's is heard: not the server or
+anything below it, and nothing that carries a worker's mark in its environment (any server's worker, and what
+it starts, even detached). Another local user, or a worker's Bash, is refused before a byte is read.
+
+What this cannot tell apart: a worker with Bash runs as the user, and a process it detaches after dropping
+its mark looks like any of the user's. Such a process could stop the worker with kill(2) as well; the socket
+grants nothing beyond stopping a worker, and a worker's session learns of it as of any other cancel.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +26,7 @@ from anyio.abc import SocketAttribute
 
 from .. import procs
 from ..errors import AetherError
+from ..workers.process import MARK_VARIABLE
 from .handoff import peer, read_message, read_reply
 
 if TYPE_CHECKING:
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aether_mcp")
 
+SERVER = re.compile(r"\d{1,10}/\d{1,20}")  # procs.identity(): `<pid>/<start time>`
 CANCEL_WAIT_S = 10.0  # how long the server waits for a cancelled worker to be dead and logged before it answers
 
 
@@ -38,8 +44,12 @@ def address(server: str) -> str:
 
 
 def may_control(pid: int, uid: int, server_pid: int) -> bool:
-    """Whether a peer may stop this server's workers: this user's, and neither the server nor below it."""
-    return uid == os.getuid() and server_pid not in (pid, *procs.ancestors(pid))
+    """Whether a peer may stop this server's workers: this user's, neither the server nor below it, and no
+    worker's (its environment, which must be readable, carries no worker's mark)."""
+    if uid != os.getuid() or server_pid in (pid, *procs.ancestors(pid)):
+        return False
+    names = procs.environment_names(pid)
+    return names is not None and MARK_VARIABLE not in names
 
 
 async def serve(colony: Colony, *, task_status: Any) -> None:
@@ -88,6 +98,8 @@ async def _cancel(colony: Colony, request: dict[str, Any] | None) -> dict[str, A
 def cancel(server: str, worker_id: str, timeout_s: float = CANCEL_WAIT_S + 5) -> str:
     """Ask the server `server` (`<pid>/<start time>`) to cancel `worker_id`; the worker's status after it.
     AetherError when the server is gone, is not this user's, or refuses."""
+    if not SERVER.fullmatch(server):  # from a note on disk: only a pid and a start time name a server
+        raise AetherError(f"The note of worker '{worker_id}' names no server ({server!r}).")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         try:

@@ -10,6 +10,7 @@ interrupted, not running. No Textual here: the board is plain data, tested as su
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import deque
@@ -21,12 +22,13 @@ from typing import Any
 from ..errors import AetherError
 from ..private_files import read_part
 from ..workers.publish import LIVE, read_details
-from ..workers.spawn_log import log_path, read_running, read_spawn_log, running_dir
+from ..workers.spawn_log import log_path, read_running, running_dir
 from .costs import CostRow, cost_table
 
 MAX_FINISHED = 200  # the finished workers shown, newest first (the log keeps them all)
 LIVENESS_S = 2.0  # how often the running workers' servers are checked even when no file changed
 TRANSCRIPT_TAIL_BYTES = 64 * 1024
+LOG_TAIL_BYTES = 8 * 1024 * 1024  # where a long log is first read from: far more than MAX_FINISHED lines
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class Row:
             model=_text(entry.get("model")),
             status=str(entry.get("status")),
             verified=entry.get("routing_verified") is True,
-            served_by=tuple(deployment(s) for s in entry.get("served_by") or () if isinstance(s, str)),
+            served_by=tuple(deployment(s) for s in _list(entry.get("served_by")) if isinstance(s, str)),
             requests=_number(entry.get("requests"), int),
             tokens=token_count(entry),
             cost_usd=_number(entry.get("cost_usd"), float),
@@ -113,24 +115,28 @@ class Board:
         return read_details(self.state_dir, worker_id) or {}
 
     def _read_log(self) -> bool:
+        """The lines added since the last read, each read once and whole (a line being written waits)."""
         path = log_path(self.state_dir)
         try:
             info = os.stat(path, follow_symlinks=False)
         except OSError:
             return False
         inode, offset = self._log_at
-        if info.st_ino != inode or info.st_size < offset:  # new or rewritten: read its tail again
-            self._finished = deque(reversed(read_spawn_log(path, MAX_FINISHED)), maxlen=MAX_FINISHED)
-            self._log_at = (info.st_ino, info.st_size)
-            return True
-        if info.st_size == offset:
+        if info.st_ino != inode or info.st_size < offset:  # new or rewritten: read again from its tail
+            self._finished.clear()
+            inode, offset = info.st_ino, 0
+        elif info.st_size == offset:
             return False
-        try:
-            added = read_part(path, info.st_size - offset, start=offset)
+        start = offset if offset or info.st_size <= LOG_TAIL_BYTES else info.st_size - LOG_TAIL_BYTES
+        try:  # one read, to the size just seen: what follows it is the next read's
+            added = read_part(path, info.st_size - start, start=start)
         except (OSError, AetherError):
             return False
-        complete = added[: added.rfind(b"\n") + 1]  # a line being written is read once it is whole
-        self._log_at = (inode, offset + len(complete))
+        if start != offset:  # began inside a line: from the next whole one
+            skipped = added.find(b"\n") + 1
+            added, start = added[skipped:], start + skipped
+        complete = added[: added.rfind(b"\n") + 1]
+        self._log_at = (inode, start + len(complete))
         for line in complete.splitlines():
             try:
                 entry = json.loads(line)
@@ -142,8 +148,10 @@ class Board:
 
     def _rows(self) -> list[Row]:
         finished = {str(e.get("worker_id")): e for e in self._finished}
-        # A worker between its log line and the removal of its note is shown finished.
-        live = [Row.of(e) for e in self._live if str(e.get("worker_id")) not in finished]
+        # One row a worker (its id is the table's key): a worker between its log line and the removal of its
+        # note is shown finished, and of two notes naming one worker, one is shown.
+        notes = {str(e.get("worker_id")): e for e in self._live}
+        live = [Row.of(e) for worker_id, e in notes.items() if worker_id not in finished]
         live.sort(key=lambda r: (r.status != "running", -(r.started or 0)))
         return live + [Row.of(e) for e in reversed(finished.values())]
 
@@ -154,11 +162,14 @@ def transcript_tail(path: str | None, lines: int = 12) -> list[str]:
     if path is None:
         return []
     try:
-        data = read_part(Path(path), TRANSCRIPT_TAIL_BYTES)
+        data = read_part(Path(path), TRANSCRIPT_TAIL_BYTES + 1)
     except (OSError, AetherError):
         return []
+    lines_read = data.splitlines()
+    if len(data) > TRANSCRIPT_TAIL_BYTES:  # began inside a line: from the next whole one
+        lines_read = lines_read[1:]
     said: list[str] = []
-    for line in data.splitlines()[1:] if len(data) == TRANSCRIPT_TAIL_BYTES else data.splitlines():  # whole lines
+    for line in lines_read:
         try:
             event = json.loads(line)
         except ValueError:
@@ -172,10 +183,9 @@ def _said(event: dict[str, Any]) -> list[str]:
     if event.get("type") == "result":
         return [f"result: {_one_line(event.get('result'))}"]
     message = event.get("message")
-    if event.get("type") != "assistant" or not isinstance(message, dict):
-        return []
+    content = message.get("content") if event.get("type") == "assistant" and isinstance(message, dict) else None
     found = []
-    for block in message.get("content") or []:
+    for block in _list(content):
         if isinstance(block, dict) and block.get("type") == "text":
             found.append(_one_line(block.get("text")))
         elif isinstance(block, dict) and block.get("type") == "tool_use":
@@ -204,12 +214,24 @@ def _one_line(value: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def finite(value: object) -> float | None:
+    """A number read from a file, or None: not a bool, a string, NaN or infinity."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def _number(value: object, kind: type[int] | type[float]) -> Any:
-    return kind(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    number = finite(value)
+    return kind(number) if number is not None else None
 
 
 def _epoch(value: object) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -54,19 +55,25 @@ def cost_table(entries: Iterable[dict[str, Any]], after: datetime | None = None)
     for entry in entries:
         if after is not None and not _after(entry.get("finished_at"), after):
             continue
-        caste, model = str(entry.get("caste")), entry.get("model")
+        model = entry.get("model") if isinstance(entry.get("model"), str) else None
+        caste = str(entry.get("caste"))
         row = rows.setdefault((caste, model), CostRow(caste, model))
         row.workers += 1
-        row.requests += int(entry.get("requests") or 0)
+        row.requests += _count(entry.get("requests"))
         tokens = entry.get("tokens")
-        row.tokens += sum(v for v in tokens.values() if isinstance(v, int)) if isinstance(tokens, dict) else 0
+        row.tokens += sum(_count(v) for v in tokens.values()) if isinstance(tokens, dict) else 0
         cost = entry.get("cost_usd")
-        if isinstance(cost, int | float):
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost):
             row.cost_usd += cost
         else:
             row.cost_unknown += 1
         row.verified += bool(entry.get("routing_verified"))
     return sorted(rows.values(), key=lambda r: (-r.cost_usd, r.caste, r.model or ""))
+
+
+def _count(value: object) -> int:
+    """A count from a log line: a damaged one (a string, a bool) counts nothing."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _after(stamp: Any, after: datetime) -> bool:

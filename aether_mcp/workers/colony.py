@@ -150,9 +150,8 @@ class Colony:
             await anyio.to_thread.run_sync(worktree.restore, previous.worktree)
         url, key, lease = await self._lease(draft)
         spec = draft.placed(gateway_url=url, gateway_key=key)
-        worker = self._start(spec, catalog, preflight, owner, tree=previous.worktree, lease=lease)
-        worker.result.continues, worker.result.turn = worker_id, previous.result.turn + 1
-        return worker
+        follows = (worker_id, previous.result.turn + 1)
+        return self._start(spec, catalog, preflight, owner, tree=previous.worktree, lease=lease, follows=follows)
 
     async def discard(self, worker_id: str, owner: str = "") -> Worker:
         """Drop a finished worker's worktree and branch, whatever they hold."""
@@ -203,11 +202,16 @@ class Colony:
         *,
         tree: worktree.Worktree | None,
         lease: Lease | None,
+        follows: tuple[str, int] | None = None,
     ) -> Worker:
+        """Queue the worker of `spec` (with `follows`: the turn it is of the worker it continues)."""
         assert self._group is not None
         self._warm.counts = warm_counts(catalog)  # as the profile says now
         worker = Worker(queued_result(spec, tree), spec, preflight, owner, tree=tree, lease=lease)
-        worker.task_head = redact(task_head(spec.task), worker_secrets(spec.settings, self._environ)) or ""
+        if follows is not None:
+            worker.result.continues, worker.result.turn = follows
+        # Redacted whole, then cut: a secret across the cut would leave its first characters behind.
+        worker.task_head = task_head(redact(spec.task, worker_secrets(spec.settings, self._environ)) or "")
         if lease is not None:
             lease.on_change = lambda: self._publisher.touch(worker)
         self._workers.add(worker)

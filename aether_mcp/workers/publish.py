@@ -4,7 +4,8 @@ Each queued or running worker has a note in `.aether/running/` (see `spawn_log`)
 details in `.aether/details/<worker_id>.json`: the first lines of its task, its requests at the wire, and, once
 it has finished, its evidence. While a worker runs, both are rewritten at most every PUBLISH_S after a change
 (a turn, a request): a change shows within a second, and a busy worker costs a few small writes a second.
-Neither ever holds a token or a key: the task's lines are redacted, and a request's record has no headers.
+Neither holds a token or a key the server knows of: the task is redacted as transcripts are (before its first
+lines are taken), and a request's record has no headers.
 """
 
 from __future__ import annotations

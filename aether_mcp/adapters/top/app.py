@@ -92,13 +92,13 @@ class ColonyApp(App[int]):
         columns = columns_for(self.size.width)
         now = time.time()
         rows = self._rows()
+        selected = self._selected()  # before the table is rebuilt: the cursor stays on its worker
         if columns != self._columns or columns_changed:
             self._columns = columns
             table.clear(columns=True)
             for key, label, width in columns:
                 table.add_column(label, key=key, width=width)
             self._shown = []
-        selected = self._selected()
         if [r.worker_id for r in rows] == [r.worker_id for r in self._shown]:
             for old, new in zip(self._shown, rows, strict=True):
                 for key, _, _ in self._columns:
@@ -221,7 +221,7 @@ class ColonyApp(App[int]):
     def _cancel(self, server: str, worker_id: str) -> None:
         try:
             status = cancel(server, worker_id)
-        except AetherError as exc:
+        except (AetherError, OSError) as exc:  # said in the view; a failed cancel must not end it
             self.call_from_thread(self.notify, str(exc), severity="error")
             return
         self.call_from_thread(self.notify, f"{worker_id}: {status}")
@@ -305,7 +305,8 @@ class WorkerScreen(Screen[None]):
         if row.description:
             heading.append(f"\n{row.description}", style="italic")
         self.query_one("#heading", Static).update(heading)
-        requests = details.get("requests") or []
+        found = details.get("requests")  # read from a file: only what is a request's record is one
+        requests = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
         table = self.query_one("#requests", DataTable)
         if table.row_count != len(requests) or any(r.get("duration_s") is None for r in requests):
             table.clear()

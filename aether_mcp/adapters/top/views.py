@@ -11,7 +11,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ...commands.board import Board, Row, transcript_tail
+from ...commands.board import Board, Row, finite, transcript_tail
 
 TIMELINE_ROWS = 8
 STATUS = {  # a symbol and a word for each state, so neither color nor symbol alone carries it
@@ -19,7 +19,7 @@ STATUS = {  # a symbol and a word for each state, so neither color nor symbol al
     "running": ("▶", "running", "cyan"),
     "succeeded": ("✓", "done", "green"),
     "failed": ("✗", "failed", "red"),
-    "timed_out": ("⌛", "timeout", "red"),
+    "timed_out": ("⧗", "timeout", "red"),  # one cell wide, as every symbol here
     "cancelled": ("■", "cancel", "yellow"),
     "budget_exceeded": ("$", "budget", "magenta"),
     "interrupted": ("?", "lost", "red"),
@@ -154,21 +154,26 @@ def empty_state(project: Path) -> str:
 
 def request_cells(request: dict[str, Any], assigned: str | None) -> list[str | Text]:
     """One request at the wire: route, status, model asked, time to first byte, duration, tokens, deployment,
-    and whether a fallback served it (a declared one, or the proxy's own)."""
-    status = request.get("status")
-    tokens = sum(int(request.get(k) or 0) for k in ("input_tokens", "output_tokens", "cache_read_tokens"))
-    tokens += int(request.get("cache_write_tokens") or 0)
+    and whether a fallback served it (a declared one, or the proxy's own). Read from a file: any field may be
+    missing or of another type, and shows as '-'."""
+    status, ttfb, took = (
+        finite(request.get("status")),
+        finite(request.get("ttfb_s")),
+        finite(request.get("duration_s")),
+    )
+    kinds = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    tokens = sum(int(finite(request.get(kind)) or 0) for kind in kinds)
     fallback = []
     if assigned is not None and request.get("model") not in (None, assigned):
         fallback.append("declared")
-    if request.get("attempted_fallbacks"):
-        fallback.append(f"proxy x{request['attempted_fallbacks']}")
+    if finite(request.get("attempted_fallbacks")):
+        fallback.append(f"proxy x{int(request['attempted_fallbacks'])}")
     return [
         f"{request.get('method')} {str(request.get('path')).split('?')[0]}",
-        Text(str(status or "…"), style="green" if status == 200 else "red") if status else Text("…"),
+        Text(f"{status:.0f}", style="green" if status == 200 else "red") if status is not None else Text("…"),
         str(request.get("model") or "-"),
-        f"{request['ttfb_s'] * 1000:.0f}ms" if isinstance(request.get("ttfb_s"), int | float) else "-",
-        duration(request["duration_s"]) if isinstance(request.get("duration_s"), int | float) else "…",
+        f"{ttfb * 1000:.0f}ms" if ttfb is not None else "-",
+        duration(took) if took is not None else "…",
         f"{tokens:,}",
         str(request.get("model_id") or "-"),
         ", ".join(fallback) or ("refused" if request.get("refused") else "-"),
@@ -178,11 +183,12 @@ def request_cells(request: dict[str, Any], assigned: str | None) -> list[str | T
 def about(row: Row, details: dict[str, Any]) -> Text:
     text = Text()
     text.append("\nTask (first lines)\n", style="bold")
-    text.append((details.get("task_head") or "(not recorded)") + "\n")
+    text.append(str(details.get("task_head") or "(not recorded)") + "\n")
     if details.get("worktree") or details.get("branch"):
         text.append("\nWorktree ", style="bold")
         text.append(f"{details.get('worktree') or '(removed)'} on {details.get('branch') or '-'}\n")
-    evidence = details.get("routing_evidence") or []
+    found = details.get("routing_evidence")
+    evidence = [str(line) for line in found] if isinstance(found, list) else []
     text.append("\nEvidence\n", style="bold")
     text.append("\n".join(evidence) + "\n" if evidence else "(when it finishes)\n")
     text.append("\nTranscript (last lines)\n", style="bold")
