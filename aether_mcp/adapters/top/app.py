@@ -54,6 +54,7 @@ class ColonyApp(App[int]):
         self._shown: list[Row] = []
         self._columns: list[tuple[str, str, int]] = []
         self._timeline_drawn = ""
+        self._clock_second = 0
 
     def compose(self) -> ComposeResult:
         yield Static(id="summary")
@@ -77,10 +78,11 @@ class ColonyApp(App[int]):
     # --- drawing -------------------------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        """Twice a second, what the servers wrote; once a second, the running workers' clocks."""
         changed = self.board.refresh()
         if changed:
             self._redraw()
-        elif any(r.status == "running" for r in self._shown):
+        elif int(time.time()) != self._clock_second and any(r.status == "running" for r in self._shown):
             self._redraw_clock()
 
     def _rows(self) -> list[Row]:
@@ -124,6 +126,7 @@ class ColonyApp(App[int]):
     def _redraw_clock(self) -> None:
         """Only the running workers' times and bars move: each is redrawn when what it shows changes."""
         table, now = self.query_one("#workers", DataTable), time.time()
+        self._clock_second = int(now)
         if any(key == "elapsed" for key, _, _ in self._columns):
             for row in self._shown:
                 if row.status == "running":
