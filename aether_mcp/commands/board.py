@@ -107,7 +107,8 @@ class Board:
         return changed
 
     def totals(self) -> list[CostRow]:
-        """The finished workers shown, per caste and model, as `aether-mcp costs` sums them."""
+        """The finished workers shown (the most recent MAX_FINISHED), per caste and model, costliest first:
+        `aether-mcp costs`'s sums, over them."""
         return cost_table(self._finished)
 
     def details(self, worker_id: str) -> dict[str, Any]:
