@@ -77,28 +77,18 @@ def write_private(path: Path, base: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
-    """At most `limit` bytes of the regular file `path`, and what fstat says of it: never through a link, never
-    a device, and never waiting on a FIFO. FileNotFoundError when it is missing; AetherError for what is not a
-    regular file."""
+def read_regular(path: Path, limit: int, start: int | None = 0) -> tuple[bytes, os.stat_result]:
+    """At most `limit` bytes of the regular file `path` from `start` (None: its last `limit` bytes), and what
+    fstat says of it: never through a link, never a device, and never waiting on a FIFO. FileNotFoundError
+    when it is missing; AetherError for what is not a regular file."""
     fd = _open_no_link(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, "read")
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise AetherError(f"{path} is not a regular file; nothing was changed", "Move it away, then try again")
+        if start != 0:
+            handle.seek(max(0, info.st_size - limit) if start is None else start)
         return handle.read(limit), info
-
-
-def read_part(path: Path, limit: int, start: int | None = None) -> bytes:
-    """At most `limit` bytes of the regular file `path` from `start` (None: its last `limit` bytes), as
-    `read_regular` reads: no link, no device, no waiting on a FIFO."""
-    fd = _open_no_link(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, "read")
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise AetherError(f"{path} is not a regular file", "Move it away, then try again")
-        handle.seek(max(0, info.st_size - limit) if start is None else start)
-        return handle.read(limit)
 
 
 def read_private(path: Path, limit: int) -> bytes:

@@ -10,20 +10,18 @@ interrupted, not running. No Textual here: the board is plain data, tested as su
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import AetherError
-from ..private_files import read_part
+from ..private_files import read_regular
 from ..workers.publish import LIVE, read_details
 from ..workers.spawn_log import log_path, read_running, running_dir
-from .costs import CostRow, cost_table
+from .costs import CostRow, cost_table, finite, moment
 
 MAX_FINISHED = 200  # the finished workers shown, newest first (the log keeps them all)
 LIVENESS_S = 2.0  # how often the running workers' servers are checked even when no file changed
@@ -130,7 +128,7 @@ class Board:
             return False
         start = offset if offset or info.st_size <= LOG_TAIL_BYTES else info.st_size - LOG_TAIL_BYTES
         try:  # one read, to the size just seen: what follows it is the next read's
-            added = read_part(path, info.st_size - start, start=start)
+            added, _ = read_regular(path, info.st_size - start, start=start)
         except (OSError, AetherError):
             return False
         if start != offset:  # began inside a line: from the next whole one
@@ -163,7 +161,7 @@ def transcript_tail(path: str | None, lines: int = 12) -> list[str]:
     if path is None:
         return []
     try:
-        data = read_part(Path(path), TRANSCRIPT_TAIL_BYTES + 1)
+        data, _ = read_regular(Path(path), TRANSCRIPT_TAIL_BYTES + 1, start=None)
     except (OSError, AetherError):
         return []
     lines_read = data.splitlines()
@@ -223,26 +221,14 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def finite(value: object) -> float | None:
-    """A number read from a file, or None: not a bool, a string, NaN or infinity."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _number(value: object, kind: type[int] | type[float]) -> Any:
     number = finite(value)
     return kind(number) if number is not None else None
 
 
 def _epoch(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    when = moment(value)
+    return when.timestamp() if when is not None else None
 
 
 def _mtime(path: Path) -> int | None:

@@ -42,11 +42,10 @@ def since(text: str | None, now: datetime | None = None) -> datetime | None:
     if ago:
         unit = {"d": "days", "h": "hours", "m": "minutes"}[ago.group(2)]
         return now - timedelta(**{unit: int(ago.group(1))})
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise AetherError(f"--since {text!r} is neither a date (2026-11-01) nor an age (7d, 24h, 30m).") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    when = moment(text.strip())
+    if when is None:
+        raise AetherError(f"--since {text!r} is neither a date (2026-11-01) nor an age (7d, 24h, 30m).")
+    return when
 
 
 def cost_table(entries: Iterable[dict[str, Any]], after: datetime | None = None) -> list[CostRow]:
@@ -62,8 +61,8 @@ def cost_table(entries: Iterable[dict[str, Any]], after: datetime | None = None)
         row.requests += _count(entry.get("requests"))
         tokens = entry.get("tokens")
         row.tokens += sum(_count(v) for v in tokens.values()) if isinstance(tokens, dict) else 0
-        cost = entry.get("cost_usd")
-        if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost):
+        cost = finite(entry.get("cost_usd"))
+        if cost is not None:
             row.cost_usd += cost
         else:
             row.cost_unknown += 1
@@ -77,8 +76,23 @@ def _count(value: object) -> int:
 
 
 def _after(stamp: Any, after: datetime) -> bool:
+    when = moment(stamp)
+    return when is not None and when >= after
+
+
+def moment(value: object) -> datetime | None:
+    """An ISO date or time from a log line or the command line (UTC when it names no zone); None if it is not."""
+    if not isinstance(value, str):
+        return None
     try:
-        moment = datetime.fromisoformat(str(stamp))
+        when = datetime.fromisoformat(value)
     except ValueError:
-        return False
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) >= after
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def finite(value: object) -> float | None:
+    """A number read from a log line or a note, or None: not a bool, a string, NaN or infinity."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)

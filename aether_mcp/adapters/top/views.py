@@ -11,7 +11,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ...commands.board import Board, Row, finite, transcript_tail
+from ...commands.board import Board, Row, transcript_tail
+from ...commands.costs import finite
 
 TIMELINE_ROWS = 8
 STATUS = {  # a symbol and a word for each state, so neither color nor symbol alone carries it
