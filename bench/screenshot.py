@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import anyio
@@ -25,39 +22,12 @@ from mcp import Client, StdioServerParameters
 
 from aether_mcp.adapters.top.app import ColonyApp
 from aether_mcp.testing.backend import LocalBackend
+from aether_mcp.testing.proxy import deployments_config, running_proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM = ROOT / ".venv-litellm" / "bin" / "litellm"
 KEY = "sk-screenshot-master"  # LiteLLM's master key for this picture alone
 MODELS = {"kimi-k2.5": 7.0, "glm-5": 2.0, "minimax-2.5": 4.0}  # each model's time to answer, in seconds
-
-
-def start_litellm(folder: Path, backend: LocalBackend) -> tuple[subprocess.Popen[bytes], str]:
-    routes = "".join(
-        f"  - model_name: {name}\n"
-        f"    litellm_params: {{model: anthropic/{name}, api_base: '{backend.url}', api_key: {KEY}}}\n"
-        f"    model_info: {{id: deployment-{name}}}\n"
-        for name in MODELS
-    )
-    (folder / "litellm.yaml").write_text(f"model_list:\n{routes}general_settings:\n  master_key: {KEY}\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    command = [str(LITELLM), "--config", str(folder / "litellm.yaml"), "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health/liveliness", timeout=2):  # noqa: S310 (http, loopback)
-                return process, url
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("LiteLLM did not start")
 
 
 async def take(target: Path, project: Path, env: dict[str, str]) -> None:
@@ -96,8 +66,8 @@ def main() -> int:
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
     os.environ.update(HOME=env["HOME"], XDG_CONFIG_HOME=env["XDG_CONFIG_HOME"])  # the trust below is this HOME's
     with LocalBackend(token=KEY, models=list(MODELS), delays=MODELS) as backend:
-        litellm, url = start_litellm(folder, backend)
-        try:
+        config = deployments_config(dict.fromkeys(MODELS, backend.url), api_key=KEY, master_key=KEY)
+        with running_proxy(str(LITELLM), folder, config) as url:
             from aether_mcp.profile.store import ProfileStore
 
             profile = project / "model-profiles.yaml"
@@ -107,9 +77,6 @@ def main() -> int:
             )
             ProfileStore(profile).trust(profile)
             anyio.run(take, args.target.resolve(), project, env)
-        finally:
-            os.killpg(litellm.pid, 9)
-            litellm.wait()
     print(f"wrote {args.target}")
     return 0
 

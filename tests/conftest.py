@@ -5,11 +5,8 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +16,7 @@ import anyio
 import pytest
 
 from aether_mcp.testing.backend import LocalBackend
+from aether_mcp.testing.proxy import deployments_config, running_proxy
 
 DATA = Path(__file__).parent / "data"
 ISOLATED_VARS = ("AETHER_MODEL_PROFILES", "LITELLM_AUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
@@ -262,13 +260,6 @@ def litellm_binary() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def routed_backend() -> Iterator[LocalBackend]:
     with LocalBackend(token=BACKEND_KEY) as backend:
@@ -299,47 +290,12 @@ def litellm_proxy(
     """One LiteLLM proxy for the session, on loopback: kimi-k2.5 and glm-5 on two deployments of the local
     backend, and flaky-5, whose deployment fails, with a router fallback to kimi-k2.5 that no caste declares."""
     binary = litellm_binary()
-    folder = tmp_path_factory.mktemp("litellm")
-    config = folder / "config.yaml"
     deployments = {"kimi-k2.5": routed_backend, "glm-5": second_backend, "flaky-5": broken_backend}
-    routes = "".join(
-        f"  - model_name: {name}\n"
-        f"    litellm_params: {{model: anthropic/{name}, api_base: '{backend.url}', api_key: {BACKEND_KEY}}}\n"
-        f"    model_info: {{id: deployment-{name}}}\n"
-        for name, backend in deployments.items()
+    config = deployments_config(
+        {name: backend.url for name, backend in deployments.items()},
+        api_key=BACKEND_KEY,
+        master_key=MASTER_KEY,
+        router="router_settings:\n  num_retries: 0\n  fallbacks: [{flaky-5: [kimi-k2.5]}]\n",
     )
-    config.write_text(
-        f"model_list:\n{routes}"
-        "router_settings:\n  num_retries: 0\n  fallbacks: [{flaky-5: [kimi-k2.5]}]\n"
-        f"general_settings:\n  master_key: {MASTER_KEY}\n"
-    )
-    port = free_port()
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HOME": str(folder)}
-    log = (folder / "litellm.log").open("w")
-    process = subprocess.Popen(
-        [binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health/liveliness", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"LiteLLM did not start; see {folder / 'litellm.log'}") from None
-                time.sleep(0.5)
+    with running_proxy(binary, tmp_path_factory.mktemp("litellm"), config) as url:
         yield url
-    finally:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:  # still waiting on a request a cancelled worker left at the backend
-            os.killpg(process.pid, 9)
-            process.wait(20)
-        log.close()
