@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,19 +13,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# The suite's own limit stays under the test's, so a hang fails here, with the bench's output, not in pytest.
-@pytest.mark.timeout(600)
-def test_bench_quick_smoke(cli_env: dict[str, str]) -> None:
+def quick_run(module: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> --quick` from the checkout, which must succeed."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick"],
+        [sys.executable, "-m", module, "--quick"],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=cli_env,
-        timeout=540,
+        env=env,
+        timeout=timeout_s,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+# The suite's own limit stays under the test's, so a hang fails here, with the bench's output, not in pytest.
+@pytest.mark.timeout(600)
+def test_bench_quick_smoke(cli_env: dict[str, str]) -> None:
+    done = quick_run("bench", cli_env, timeout_s=540)
     figures = [line.split(" | ")[0].lstrip("| ") for line in done.stdout.splitlines() if line.startswith("| ")][2:]
     assert figures == [
         "cold start: spawn to a finished tools/list (stdio)",
@@ -51,16 +59,7 @@ def test_bench_quick_smoke(cli_env: dict[str, str]) -> None:
 def test_wave_bench_quick_smoke(cli_env: dict[str, str]) -> None:
     """A wave of two builders, native and routed: every row is there, and each worker ran as the builder on its
     model with the builder's prompt, its answer reaching the parent (the timing targets are the bench's to judge)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.wave", "--quick"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=cli_env,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = quick_run("bench.wave", cli_env, timeout_s=240)
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| wave of 2 builders")]
     assert [row[0].lstrip("| ") for row in rows] == [
         "wave of 2 builders: wall time, from the parent's request that issues it to its answer (median of 1)",
@@ -75,3 +74,18 @@ def test_wave_bench_quick_smoke(cli_env: dict[str, str]) -> None:
     # what does not depend on the machine's load: no extra turn, and no prompt written twice
     turns, written = rows[2], rows[3]
     assert turns[-1].strip(" |") == "yes" and written[-1].strip(" |") == "yes", (turns, written)
+
+
+@pytest.mark.timeout(200)
+def test_top_bench_quick_smoke(cli_env: dict[str, str]) -> None:
+    """top in tmux on a seeded project: both rows are there (the targets are the bench's to judge)."""
+    if shutil.which("tmux") is None:
+        if os.environ.get("CI"):
+            pytest.fail("tmux is not installed: .ci/run installs it (apt-get install tmux)")
+        pytest.skip("needs tmux (apt-get install tmux)")
+    done = quick_run("bench.top", cli_env, timeout_s=150)
+    figures = [line.split(" | ")[0].lstrip("| ") for line in done.stdout.splitlines() if line.startswith("| ")][2:]
+    assert figures == [
+        "top: first frame (200 finished, 16 running; tmux 100x30)",
+        "top: CPU while nothing changes (200 finished, 16 running)",
+    ]
