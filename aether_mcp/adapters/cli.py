@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AetherError
+from ..hook_settings import HOOK_WORDS
 from ..tables import table
-from .hook import HOOK_WORDS
 from .hook import main as run_hook
 
 if TYPE_CHECKING:

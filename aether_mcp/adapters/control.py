@@ -14,7 +14,6 @@ grants nothing beyond stopping a worker, and a worker's session learns of it as 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -27,7 +26,7 @@ from anyio.abc import SocketAttribute
 from .. import procs
 from ..errors import AetherError
 from ..workers.process import MARK_VARIABLE
-from .handoff import peer, read_message, read_reply
+from .local_socket import encode, peer, read_message, read_reply
 
 if TYPE_CHECKING:
     from ..workers.colony import Colony
@@ -74,7 +73,7 @@ async def serve(colony: Colony, *, task_status: Any) -> None:
                 with anyio.move_on_after(5):
                     request = await read_message(stream)
                 reply = await _cancel(colony, request)
-                await stream.send((json.dumps(reply) + "\n").encode())
+                await stream.send(encode(reply))
         except Exception as exc:  # noqa: BLE001 (one broken request must not end the server)
             log.warning("a control request failed: %s: %s", type(exc).__name__, exc)
 
@@ -110,7 +109,7 @@ def cancel(server: str, worker_id: str, timeout_s: float = CANCEL_WAIT_S + 5) ->
         if uid != os.getuid() or procs.identity(pid) != server:
             raise AetherError(f"Another process holds the control socket of worker '{worker_id}''s server.")
         try:
-            sock.sendall((json.dumps({"cancel": worker_id}) + "\n").encode())
+            sock.sendall(encode({"cancel": worker_id}))
             reply = read_reply(sock)
         except (OSError, ValueError) as exc:
             raise AetherError(f"The server did not answer the cancel of '{worker_id}': {exc}") from None

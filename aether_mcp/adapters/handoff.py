@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -40,12 +39,11 @@ from .. import procs
 from ..errors import AetherError
 from ..private_files import read_regular, user_config_dir, user_config_path, write_private
 from ..profile.names import caste_key
+from .local_socket import MAX_MESSAGE_BYTES, encode, peer, read_message, read_reply
 
-MAX_CALL_BYTES = 4 * 1024 * 1024  # a call carries the sub-agent's prompt: bounded, generously
 WRAPPERS = 3  # processes that may stand between Claude Code and its stdio server (a shell, uvx, a venv's shim)
 HOOK_TIMEOUT_S = 15.0  # how long the hook waits for the server to accept a call
 READ_TIMEOUT_S = 5.0  # how long the server waits for a connected hook to send its call
-_PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 Reply = dict[str, Any]
 # Takes a call; gives the reply, and what to do should the hook be gone before the reply reaches it.
@@ -61,20 +59,14 @@ def address(claude_pid: int) -> str | None:
     return f"\0aether-mcp/{os.getuid()}/{claude_pid}/{started}"
 
 
-def peer(sock: socket.socket) -> tuple[int, int]:
-    """The pid and uid of the process at the other end of a connected Unix socket, as the kernel says."""
-    pid, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-    return pid, uid
-
-
 # --- the hook's end ---------------------------------------------------------------------------------------
 
 
 def hand_over(call: dict[str, Any], timeout_s: float = HOOK_TIMEOUT_S) -> Reply | None:
     """Give `call` to the session's aether-mcp server; its reply, or None when no server of the session
     takes calls (none runs, it is an older aether-mcp, or it does not answer in time)."""
-    line = (json.dumps(call) + "\n").encode()
-    if len(line) > MAX_CALL_BYTES:
+    line = encode(call)
+    if len(line) > MAX_MESSAGE_BYTES:
         return None
     for claude_pid in procs.ancestors(os.getpid()):
         where = address(claude_pid)
@@ -95,18 +87,6 @@ def hand_over(call: dict[str, Any], timeout_s: float = HOOK_TIMEOUT_S) -> Reply 
             except (OSError, ValueError):
                 return None
     return None
-
-
-def read_reply(sock: socket.socket) -> Reply | None:
-    """One JSON object on one line, from a blocking socket; None when there is none."""
-    data = bytearray()
-    while not data.endswith(b"\n") and len(data) <= MAX_CALL_BYTES:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    reply = json.loads(data) if data.strip() else None
-    return reply if isinstance(reply, dict) else None
 
 
 # --- the server's end -------------------------------------------------------------------------------------
@@ -162,7 +142,7 @@ async def serve(take: TakeCall, *, task_status: Any) -> None:
                     return
                 reply, undo = await take(call)
                 try:
-                    await stream.send((json.dumps(reply) + "\n").encode())
+                    await stream.send(encode(reply))
                 except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
                     if undo is not None:  # the hook gave up waiting: it will not tell the parent of this worker
                         undo()
@@ -171,25 +151,6 @@ async def serve(take: TakeCall, *, task_status: Any) -> None:
 
     async with listener:
         await listener.serve(one)
-
-
-async def read_message(stream: Any) -> dict[str, Any] | None:
-    """One JSON object on one line (at most MAX_CALL_BYTES), from an anyio stream; None when there is none."""
-    import anyio  # see serve()
-
-    data = bytearray()
-    try:
-        while not data.endswith(b"\n"):
-            data += await stream.receive(65536)
-            if len(data) > MAX_CALL_BYTES:
-                return None
-    except (anyio.EndOfStream, anyio.BrokenResourceError):
-        return None
-    try:
-        call = json.loads(data)
-    except ValueError:
-        return None
-    return call if isinstance(call, dict) else None
 
 
 # --- with no server of the session: the call kept for the parent to name --------------------------------
@@ -225,11 +186,11 @@ def take_kept(call_id: str, environ: Mapping[str, str] | None = None) -> dict[st
         raise unknown
     path = calls_dir(environ) / f"{call_id}.json"
     try:
-        data, info = read_regular(path, MAX_CALL_BYTES + 1)
+        data, info = read_regular(path, MAX_MESSAGE_BYTES + 1)
     except (OSError, AetherError):
         raise unknown from None
     path.unlink(missing_ok=True)
-    if info.st_uid != os.getuid() or time.time() - info.st_mtime > STORED_FOR_S or len(data) > MAX_CALL_BYTES:
+    if info.st_uid != os.getuid() or time.time() - info.st_mtime > STORED_FOR_S or len(data) > MAX_MESSAGE_BYTES:
         raise unknown
     call = json.loads(data)
     if not isinstance(call, dict):

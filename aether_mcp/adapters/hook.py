@@ -19,25 +19,19 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..git import project_root
+from ..hook_settings import PROBE
 from ..profile.agents import agent_dirs, scan_agents
 from ..profile.location import locate
 from ..profile.names import caste_key, caste_name
 from . import handoff
 
 SUBAGENT_TOOLS = ("Task", "Agent")
-MATCHER = "Task|Agent"
-HOOK_WORDS = ["hook", "pre-tool-use"]  # what follows the program in the command install registers
-# The command an older install registered, found by PATH; still recognised, so uninstall takes it out.
-COMMAND = "aether-mcp hook pre-tool-use"
-# An event with this key set is doctor's probe: the answer is given, and no worker is started or call kept.
-PROBE = "aether_mcp_probe"
 SPAWN_TOOL = "mcp__aether__spawn_worker"
 GET_TOOL = "mcp__aether__get_worker"
 COLLECT_WAIT_S = 900  # get_worker's wait: as long as a worker usually takes, short of its timeout
@@ -114,26 +108,6 @@ def _fallback(wanted: str, caste: str, call_id: str | None, background: bool, to
         f"(none is running in it, or it is older than this hook), so start it with this exact call{how}.{then}\n"
         f"{SPAWN_TOOL} {json.dumps(arguments)}"
     )
-
-
-def hook_command(executable: str = sys.executable) -> str:
-    """The hook's command for Claude Code's shell: this installation's own aether-mcp by its absolute path, so
-    that it runs whatever PATH Claude Code has (a hook that cannot run lets every caste run unrouted)."""
-    script = Path(executable).parent / "aether-mcp"
-    program = [str(script)] if os.access(script, os.X_OK) else [executable, "-m", "aether_mcp"]
-    return shlex.join([*program, *HOOK_WORDS])
-
-
-def is_hook_command(command: str) -> bool:
-    """Whether `command` runs this hook: some aether-mcp's (by path or on PATH), or `python -m aether_mcp`'s."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return False
-    program = words[: -len(HOOK_WORDS)]
-    if words[-len(HOOK_WORDS) :] != HOOK_WORDS:
-        return False
-    return (len(program) == 1 and Path(program[0]).name == "aether-mcp") or program[1:] == ["-m", "aether_mcp"]
 
 
 def routed_castes(cwd: Path, environ: Mapping[str, str]) -> dict[str, str]:

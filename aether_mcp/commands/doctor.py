@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import AetherError, sentences
 from ..flat_schema import FlatRecord
+from ..hook_settings import COMMAND, hook_command
 from ..profile.catalog import CasteCatalog
 from ..profile.schema import Profile
 from ..profile.store import ProfileStore
@@ -81,7 +82,6 @@ def _agent_checks(store: ProfileStore, catalog: CasteCatalog) -> list[Check]:
 def _hook_checks(store: ProfileStore, catalog: CasteCatalog) -> list[Check]:
     """Whether the sub-agent hook install wrote runs and denies a caste's sub-agent call: one that cannot run
     lets every caste run natively, on the parent's model, with no word said."""
-    from ..adapters.hook import COMMAND, hook_command
     from .install import hook_problem, installed_hooks  # the install module loads only for this check
 
     hooks = installed_hooks(store.cwd)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..adapters.hook import COMMAND, MATCHER, PROBE, hook_command, is_hook_command
 from ..atomic import write_atomic
 from ..errors import AetherError
+from ..hook_settings import COMMAND, MATCHER, PROBE, hook_command, is_hook_command
 from ..json_edit import fragment, insert_first, remove_inserted, value_start
 from ..private_files import read_regular, replace_private
 from ..profile.location import STATE_DIR

@@ -1,0 +1,39 @@
+"""The hook as Claude Code's settings files spell it: its matcher and command, and doctor's probe key.
+
+install writes these, doctor checks them, and the hook and the command line read them; so they live below
+all of them. Standard library only: the hook loads this module before every sub-agent call.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+MATCHER = "Task|Agent"
+HOOK_WORDS = ["hook", "pre-tool-use"]  # what follows the program in the command install registers
+# The command an older install registered, found by PATH; still recognised, so uninstall takes it out.
+COMMAND = "aether-mcp hook pre-tool-use"
+# An event with this key set is doctor's probe: the answer is given, and no worker is started or call kept.
+PROBE = "aether_mcp_probe"
+
+
+def hook_command(executable: str = sys.executable) -> str:
+    """The hook's command for Claude Code's shell: this installation's own aether-mcp by its absolute path, so
+    that it runs whatever PATH Claude Code has (a hook that cannot run lets every caste run unrouted)."""
+    script = Path(executable).parent / "aether-mcp"
+    program = [str(script)] if os.access(script, os.X_OK) else [executable, "-m", "aether_mcp"]
+    return shlex.join([*program, *HOOK_WORDS])
+
+
+def is_hook_command(command: str) -> bool:
+    """Whether `command` runs this hook: some aether-mcp's (by path or on PATH), or `python -m aether_mcp`'s."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    program = words[: -len(HOOK_WORDS)]
+    if words[-len(HOOK_WORDS) :] != HOOK_WORDS:
+        return False
+    return (len(program) == 1 and Path(program[0]).name == "aether-mcp") or program[1:] == ["-m", "aether_mcp"]
