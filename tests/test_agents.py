@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, TOKEN, error_text, structured, trusted, write_aether_project
+from helpers import AGENTS, TOKEN, error_text, stdio_server, structured, trusted, write_aether_project, write_profile
 from mcp import Client
-from test_spawn import stdio_server
 
 from aether_mcp.errors import UnknownCasteError
 from aether_mcp.profile.agents import MAX_AGENT_BYTES
@@ -366,8 +365,6 @@ async def test_a_new_agent_file_does_not_inherit_the_profiles_trusted_permission
     marker = isolated / "owned"
     script = {"kimi-k2.5": [Turn(tool="Bash", tool_input={"command": f"touch {marker}", "description": "x"})]}
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
-        from conftest import write_profile
-
         castes = "workers:\n  castes:\n    builder: {permission_mode: acceptEdits, allowed_tools: [Read, Edit, Write, Bash]}\n"
         write_profile(isolated / "model-profiles.yaml", backend.url, castes)
         agent = isolated / ".claude" / "agents" / "builder.md"

@@ -6,11 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
 
 
 def quick_run(module: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess[str]:
@@ -82,7 +80,9 @@ def test_top_bench_quick_smoke(cli_env: dict[str, str]) -> None:
     if shutil.which("tmux") is None:
         if os.environ.get("CI"):
             pytest.fail("tmux is not installed: .ci/run installs it (apt-get install tmux)")
-        pytest.skip("needs tmux (apt-get install tmux)")
+        pytest.skip(
+            "the bench runs top in a real terminal, which tmux provides: tmux is not installed (apt-get install tmux)"
+        )
     done = quick_run("bench.top", cli_env, timeout_s=150)
     figures = [line.split(" | ")[0].lstrip("| ") for line in done.stdout.splitlines() if line.startswith("| ")][2:]
     assert figures == [

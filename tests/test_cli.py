@@ -7,11 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import DATA
 
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.workers.claude_cli import find_cli
-
-DATA = Path(__file__).parent / "data"
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

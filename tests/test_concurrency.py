@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import write_profile
+from helpers import comments, write_profile
 from mcp import Client, StdioServerParameters
 
 from aether_mcp.profile import yaml_edit
@@ -51,10 +51,6 @@ async def mcp_loop(profile: Path, env: dict[str, str], caste: str, values: list[
         for value in values:
             result = await client.call_tool("set_caste_model", {"caste": caste, "model": value})
             assert not result.is_error, result.content
-
-
-def comments(text: str) -> list[str]:
-    return [line[line.index("#") :] for line in text.splitlines() if "#" in line]
 
 
 async def test_four_processes_on_their_own_castes_lose_no_update(aether_profile: Path, cli_env: dict[str, str]) -> None:

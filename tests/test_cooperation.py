@@ -12,7 +12,7 @@ from collections import deque
 from pathlib import Path
 
 import pytest
-from conftest import git, structured
+from helpers import COMMIT_MY_NAME, claude_processes, git, live_processes, stdio_server, structured, wait_for
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server
@@ -22,12 +22,6 @@ from aether_mcp.testing.backend import LocalBackend, Turn
 pytestmark = pytest.mark.anyio
 
 VERDICT = {"type": "object", "properties": {"verdict": {"enum": ["pass", "fail"]}}, "required": ["verdict"]}
-
-
-COMMIT_MY_NAME = (
-    'basename "$PWD" > same.txt && git add same.txt && '
-    'git -c user.email=w@x -c user.name=w commit -qm "from $(basename "$PWD")"'
-)
 
 
 async def test_four_builders_in_worktrees_at_once_each_keep_their_own_work(repo: Path, backend: LocalBackend) -> None:
@@ -219,9 +213,6 @@ async def test_a_server_killed_outright_leaves_interrupted_records_and_cleanable
     interrupted records; the locks of a server that is gone are stale, shown and cleaned; work left in a
     worktree is kept without --all."""
     import signal
-
-    from conftest import claude_processes, live_processes, wait_for
-    from test_spawn import stdio_server
 
     from aether_mcp.procs import parent
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, write_profile
+from helpers import TOKEN, write_profile
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import processes_with, wait_for
+from helpers import processes_with, wait_for
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server

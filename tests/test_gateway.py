@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, structured, trusted, write_profile
+from helpers import TOKEN, stdio_server, structured, trusted, wait_for, write_profile
 from mcp import Client
-from test_spawn import stdio_server
 
 from aether_mcp.testing.backend import LocalBackend, Turn
 from aether_mcp.workers.proof import ENDPOINT
@@ -297,7 +296,7 @@ async def test_a_worker_that_goes_away_closes_its_upstream_request() -> None:
             async with httpx2.AsyncClient() as client:
                 with anyio.move_on_after(0.3):
                     await client.post(url + "/v1/messages", content=body, headers={"authorization": f"Bearer {key}"})
-            await anyio.sleep(0.3)
+            assert await wait_for(lambda: lease.records and lease.records[0].refused is not None, seconds=5)
             record = lease.records[0]
             await gateway.close()
             group.cancel_scope.cancel()
@@ -380,6 +379,20 @@ async def test_max_tokens_without_a_proxy_is_refused(isolated: Path) -> None:
     assert "max_tokens is kept at the gateway" in refused.content[0].text
 
 
+TCP_ESTABLISHED = "01"  # the state column of /proc/net/tcp
+
+
+def tcp_established(local_port: int, remote_port: int) -> bool:
+    """Whether this machine has an IPv4 TCP connection from `local_port` to `remote_port` that neither end has
+    begun to close (one whose peer closed it is in CLOSE_WAIT)."""
+    wanted = (local_port, remote_port, TCP_ESTABLISHED)
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]  # addresses as hex IP:port
+        if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16), state) == wanted:
+            return True
+    return False
+
+
 async def test_a_kept_connection_the_proxy_closed_is_replaced() -> None:
     """Between two turns the proxy drops the idle connection the gateway kept: the next request still goes."""
     import socket
@@ -411,17 +424,21 @@ async def test_a_kept_connection_the_proxy_closed_is_replaced() -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy_port = server.server_address[1]
     gateway = Gateway()
-    lease = Lease("w", "builder", f"http://127.0.0.1:{server.server_address[1]}", TOKEN, ("kimi-k2.5",))
+    lease = Lease("w", "builder", f"http://127.0.0.1:{proxy_port}", TOKEN, ("kimi-k2.5",))
     body = b'{"model": "kimi-k2.5", "max_tokens": 5, "messages": []}'
     async with anyio.create_task_group() as group:
         url = await gateway.start(group)
         key = gateway.lease(lease)
         async with httpx2.AsyncClient(timeout=20) as client:
             first = await client.post(url + "/v1/messages", content=body, headers={"x-api-key": key})
+            gateway_ends = [connection.getpeername()[1] for connection in kept]
+            assert all(tcp_established(port, proxy_port) for port in gateway_ends)  # kept for the next turn
             for connection in kept:
                 connection.shutdown(socket.SHUT_RDWR)  # the proxy's idle timeout
-            await anyio.sleep(0.2)
+            # the close has reached the gateway's end of each kept connection before the next turn
+            assert await wait_for(lambda: not any(tcp_established(port, proxy_port) for port in gateway_ends))
             second = await client.post(url + "/v1/messages", content=body, headers={"x-api-key": key})
         await gateway.close()
         group.cancel_scope.cancel()

@@ -15,10 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, structured, write_profile
+from helpers import (
+    COMMIT_MY_NAME,
+    TOKEN,
+    as_another_user,
+    stdio_server,
+    structured,
+    write_aether_project,
+    write_profile,
+)
 from mcp import Client
-from test_cooperation import COMMIT_MY_NAME
-from test_spawn import stdio_server
 
 from aether_mcp.adapters import handoff
 from aether_mcp.adapters.server import build_server
@@ -100,7 +106,7 @@ async def test_a_process_outside_the_session_is_refused(colony_profile: Path, ba
     assert listed["workers"] == [] and backend.models_asked() == []
 
 
-@pytest.mark.skipif(os.getuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root, a system Python")
+@as_another_user
 async def test_another_user_is_refused(colony_profile: Path, backend: LocalBackend) -> None:
     """Attacker: another local user, below the session's Claude Code (as root can arrange), that knows the
     address: the abstract socket has no file mode to stop it connecting, so the server checks who it is."""
@@ -224,8 +230,6 @@ async def test_the_denial_says_whether_the_worker_runs_in_the_background(
 def test_a_server_behind_a_wrapper_still_takes_its_sessions_calls(tmp_path: Path) -> None:
     """A real Claude Code parent whose .mcp.json starts the server through a wrapper (`sh -c`, as uvx or a shim
     would): the server serves the nearest Claude Code above it, and the hook's call is still handed over."""
-    from conftest import write_aether_project
-
     from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
     from aether_mcp.profile.parsing import parse_profile
     from aether_mcp.workers.claude_cli import find_cli

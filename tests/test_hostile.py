@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, claude_processes
+from helpers import DATA, claude_processes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client

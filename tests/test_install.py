@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import AGENTS, write_aether_project
+from helpers import AGENTS, ROOT, write_aether_project
 
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
 from aether_mcp.commands.doctor import check_routing
@@ -22,7 +22,6 @@ from aether_mcp.profile.store import ProfileStore
 from aether_mcp.testing.backend import LocalBackend, Turn
 from aether_mcp.workers.claude_cli import find_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 ANT = Path(".claude") / "agents" / "ant"
 HOOK = "aether-mcp hook pre-tool-use"
 
@@ -359,7 +358,7 @@ def test_install_reads_only_regular_files(isolated: Path, kind: str) -> None:
         mcp.symlink_to("/dev/zero")
     elif kind == "device":
         if os.getuid() != 0:
-            pytest.skip("making a device file needs root")
+            pytest.skip("making a device file (mknod) needs root, and the tests do not run as root")
         os.mknod(mcp, stat.S_IFCHR | 0o600, os.makedev(1, 5))  # what /dev/zero is
     else:
         os.mkfifo(mcp)

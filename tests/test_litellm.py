@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MASTER_KEY, trusted
+from helpers import profile_for
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server
@@ -15,19 +15,6 @@ from aether_mcp.profile.store import ProfileStore
 from aether_mcp.testing.backend import LocalBackend
 
 pytestmark = pytest.mark.anyio
-
-
-def profile_for(folder: Path, proxy: str, token: str = MASTER_KEY, extra: str = "", into: str = "") -> Path:
-    """A profile whose proxy is LiteLLM; `extra` goes at the end, or with `into="worker_models"` among the castes."""
-    castes = "worker_models:\n  builder: kimi-k2.5\n  scout: glm-5\n  watcher: minimax-2.5\n"
-    path = folder / "model-profiles.yaml"
-    path.write_text(
-        castes
-        + (extra if into == "worker_models" else "")
-        + f"proxy:\n  endpoint: {proxy}\n  auth_token: {token}\n"
-        + (extra if into != "worker_models" else "")
-    )
-    return trusted(path)
 
 
 def content(result: Any) -> dict[str, Any]:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import ast
 import tomllib
-from pathlib import Path
 
+from helpers import ROOT
 from setuptools import find_packages
 
 from aether_mcp.workers.claude_cli import ClaudeCli, _bundled_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 # The CLI bundled in the claude-agent-sdk release that pyproject.toml pins for the tests.
 PINNED_CLAUDE_CODE = "2.1.332"
 # How high each part of aether_mcp sits: a module imports from its own floor or below, never from above. The

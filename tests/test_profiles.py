@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from helpers import DATA
 
 from aether_mcp.errors import InvalidModelError, ProfileError, UnknownCasteError
 from aether_mcp.profile.parsing import expand_env, parse_profile
 from aether_mcp.profile.resolution import resolve
 from aether_mcp.profile.schema import check_model_name
-
-DATA = Path(__file__).parent / "data"
 
 
 def load(name: str, environ: dict[str, str] | None = None):

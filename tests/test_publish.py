@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, claude_processes, structured, wait_for, write_profile
+from helpers import TOKEN, as_another_user, claude_processes, stdio_server, structured, wait_for, write_profile
 from mcp import Client
-from test_spawn import stdio_server
 
 from aether_mcp.adapters import control
 from aether_mcp.errors import AetherError
@@ -152,7 +151,8 @@ async def test_a_worker_cannot_cancel_its_siblings(isolated: Path) -> None:
     below the server, and from a process it detached (reparented away from the server, its mark kept)."""
     (isolated / "probe.py").write_text(PROBE)
     command = f"{sys.executable} probe.py BELOW; ({sys.executable} probe.py DETACHED > detached.txt 2>&1 &)"
-    command += "; sleep 4; cat detached.txt"
+    # the detached probe answers on its own time: wait (up to 20 s) until it has, then show what it said
+    command += "; for _ in $(seq 200); do grep -qs DETACHED detached.txt && break; sleep 0.1; done; cat detached.txt"
     script = {"kimi-k2.5": [Turn(tool="Bash", tool_input={"command": command, "description": "probe"})]}
     with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"], scripts=script, delays={"glm-5": 15.0}) as backend:
         write_profile(isolated / "model-profiles.yaml", backend.url)
@@ -176,7 +176,7 @@ async def test_the_tasks_first_lines_are_redacted_before_they_are_cut(colony_pro
     assert TOKEN[:6] not in details["task_head"]
 
 
-@pytest.mark.skipif(os.getuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root, a system Python")
+@as_another_user
 async def test_another_user_cannot_cancel(isolated: Path) -> None:
     """Attacker: another local user who knows the server's control address (an abstract socket has no mode)."""
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"], delays={"kimi-k2.5": 8.0}) as backend:

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.workers.claude_cli import find_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 INSPECTOR = ROOT / ".npm-tools" / "node_modules" / ".bin" / "mcp-inspector"
 TOOLS = ["get_caste_model", "set_caste_model", "reset_caste_model", "check_routing"]
 TOOLS += ["spawn_worker", "continue_worker", "get_worker", "list_workers", "cancel_worker", "discard_worker"]
@@ -68,7 +68,10 @@ def inspector(*args: str, cwd: Path) -> dict:
     if not INSPECTOR.exists():
         if os.environ.get("CI"):
             pytest.fail(f"MCP Inspector not installed at {INSPECTOR}: `make inspector` installs it")
-        pytest.skip("MCP Inspector not installed: run `make inspector`")
+        pytest.skip(
+            "lists the tools through a second real MCP client, the MCP Inspector, "
+            f"which is not installed at {INSPECTOR}: run `make inspector`"
+        )
     done = subprocess.run(
         [str(INSPECTOR), "--cli", "aether-mcp", "serve", *args],
         capture_output=True,

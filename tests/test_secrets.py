@@ -10,9 +10,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
-from conftest import live_processes, trusted
+from helpers import live_processes, trusted, wait_for
 from mcp import Client, StdioServerParameters
 
 from aether_mcp.testing.backend import LocalBackend, Turn
@@ -77,9 +76,14 @@ async def test_no_secret_anywhere(secret_setup: Any, tmp_path: Path) -> None:
         backend.delay_s = 2.0
         running = await call("spawn_worker", {"caste": "scout", "task": "hi", "wait": False})
         assert running is not None
-        for _ in range(30):  # look at every process's command line while the worker runs
-            seen_on_command_lines += cmdline_hits()
-            await anyio.sleep(0.1)
+
+        async def looked_until_it_ended() -> bool:
+            """Look at every process's command line once more; whether the worker has finished."""
+            seen_on_command_lines.extend(cmdline_hits())
+            state = await call("get_worker", {"worker_id": running["worker_id"]})
+            return state is not None and state["status"] not in ("queued", "running")
+
+        assert await wait_for(looked_until_it_ended, seconds=30)  # every 0.1 s, for as long as the worker runs
         await call("get_worker", {"worker_id": running["worker_id"], "wait_s": 30})
         backend.delay_s = 0.0
         backend.fail_status = 401  # a failing spawn: the backend refuses the worker mid-run

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, claude_processes, error_text, trusted, wait_for, write_profile
+from helpers import TOKEN, claude_processes, error_text, trusted, wait_for, write_profile
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server

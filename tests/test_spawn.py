@@ -13,8 +13,8 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import TOKEN, claude_processes, error_text, structured, wait_for, write_profile
-from mcp import Client, StdioServerParameters
+from helpers import TOKEN, claude_processes, error_text, stdio_server, structured, wait_for, write_profile
+from mcp import Client
 
 from aether_mcp.adapters.server import build_server
 from aether_mcp.profile.store import ProfileStore
@@ -22,17 +22,6 @@ from aether_mcp.testing.backend import LocalBackend
 from aether_mcp.workers.request import spawn_request
 
 pytestmark = pytest.mark.anyio
-
-
-def stdio_server(cwd: Path, *extra: str) -> StdioServerParameters:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "aether_mcp", "serve", "--log-level", "WARNING", *extra],
-        cwd=str(cwd),
-        env=env,
-    )
 
 
 async def test_one_stdio_session_routes_two_castes_to_their_models(colony_profile: Path, backend: LocalBackend) -> None:
@@ -114,11 +103,16 @@ async def test_spawns_past_the_limit_queue(isolated: Path, backend: LocalBackend
     async with Client(build_server(ProfileStore())) as client:
         first = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "a", "wait": False}))
         second = structured(await client.call_tool("spawn_worker", {"caste": "scout", "task": "b", "wait": False}))
-        await anyio.sleep(0.2)
-        states = {
-            w["worker_id"]: w["status"] for w in structured(await client.call_tool("list_workers", {}))["workers"]
-        }
-        assert states == {first["worker_id"]: "running", second["worker_id"]: "queued"}
+
+        async def states() -> dict[str, str]:
+            listed = structured(await client.call_tool("list_workers", {}))["workers"]
+            return {w["worker_id"]: w["status"] for w in listed}
+
+        async def first_runs() -> bool:
+            return (await states())[first["worker_id"]] == "running"
+
+        assert await wait_for(first_runs)
+        assert await states() == {first["worker_id"]: "running", second["worker_id"]: "queued"}
         done = structured(await client.call_tool("get_worker", {"worker_id": second["worker_id"], "wait_s": 60}))
     assert done["status"] == "succeeded"
     assert backend.models_asked() == ["kimi-k2.5", "glm-5"]
@@ -332,7 +326,7 @@ async def test_a_spawn_does_not_stall_the_loop_that_carries_the_other_workers(
         async def heartbeat() -> None:
             last = time.monotonic()
             while True:
-                await anyio.sleep(0.01)
+                await anyio.sleep(0.01)  # the beat itself: a gap much longer than it is the loop stalled
                 now = time.monotonic()
                 gaps.append(now - last)
                 last = now

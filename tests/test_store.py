@@ -7,17 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import DATA, comments
 
 from aether_mcp.errors import InvalidModelError, ProfileError, UnknownCasteError
 from aether_mcp.profile import yaml_edit
 from aether_mcp.profile.location import locate, packaged_default
 from aether_mcp.profile.store import ProfileStore
-
-DATA = Path(__file__).parent / "data"
-
-
-def comments(text: str) -> list[str]:
-    return [line[line.index("#") :] for line in text.splitlines() if "#" in line]
 
 
 def test_set_then_reset_gives_back_the_original_bytes(aether_profile: Path) -> None:

@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import structured
+from helpers import profile_for, stdio_server, structured, wait_for
 from mcp import Client
-from test_litellm import profile_for
-from test_spawn import stdio_server
 from textual.widgets import DataTable
 
 from aether_mcp import procs
@@ -59,10 +57,11 @@ def cells(app: ColonyApp) -> dict[str, dict[str, str]]:
 
 
 async def until(pilot: Any, holds: Any, seconds: float = 30) -> None:
+    """Wait until `holds()`, letting the app run: the pilot's pause, not a sleep, gives it its turns."""
     deadline = time.monotonic() + seconds
     while not holds():
         assert time.monotonic() < deadline, "not within the time allowed"
-        await pilot.pause(0.1)
+        await pilot.pause(0.1)  # paces the polling, and the app handles its messages meanwhile
 
 
 async def test_the_pilot_follows_real_workers(
@@ -169,7 +168,7 @@ async def test_top_in_a_real_terminal(
     if shutil.which("tmux") is None:
         if os.environ.get("CI"):
             pytest.fail("tmux is not installed: .ci/run installs it (apt-get install tmux)")
-        pytest.skip("needs tmux (apt-get install tmux)")
+        pytest.skip("drives top in a real terminal, which tmux provides: tmux is not installed (apt-get install tmux)")
     profile_for(isolated, litellm_proxy)
     session = f"aether-top-{isolated.name}-{int(time.time())}"
     status_file = tmp_path / "status"
@@ -186,39 +185,38 @@ async def test_top_in_a_real_terminal(
             [*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True
         ).stdout
 
-    def shows(*words: str, seconds: float = 30) -> float:
+    async def shows(*words: str, seconds: float = 30) -> float:
+        """How long it took the screen to show all of `words`."""
         began = time.monotonic()
-        while not all(word in screen() for word in words):
-            assert time.monotonic() - began < seconds, f"{words} not shown:\n{screen()}"
-            time.sleep(0.05)
+        shown = await wait_for(lambda: all(word in screen() for word in words), seconds=seconds, interval=0.05)
+        assert shown, f"{words} not shown:\n{screen()}"
         return time.monotonic() - began
 
     try:
-        shows("No workers yet", seconds=10)
+        await shows("No workers yet", seconds=10)
         with slow(routed_backend, "kimi-k2.5", 3.0), slow(second_backend, "glm-5", 3.0):
             async with Client(stdio_server(isolated)) as first, Client(stdio_server(isolated)) as second:
                 spawn = {"task": "say hi", "wait": False}
                 builder = structured(await first.call_tool("spawn_worker", {"caste": "builder", **spawn}))
                 scout = structured(await second.call_tool("spawn_worker", {"caste": "scout", **spawn}))
-                appeared = shows(builder["worker_id"], scout["worker_id"], "kimi-k2.5", "glm-5", seconds=2)
+                appeared = await shows(builder["worker_id"], scout["worker_id"], "kimi-k2.5", "glm-5", seconds=2)
                 for client, worker in ((first, builder), (second, scout)):
                     await client.call_tool("get_worker", {"worker_id": worker["worker_id"], "wait_s": 60})
-        shows("deployment-kimi-k2.5", "deployment-glm-5", "2 finished (2 verified)", seconds=5)
+        await shows("deployment-kimi-k2.5", "deployment-glm-5", "2 finished (2 verified)", seconds=5)
         lines = [line for line in screen().splitlines() if builder["worker_id"] in line or scout["worker_id"] in line]
         assert len(lines) == 2 and all("✓ done" in line for line in lines), lines
         subprocess.run([*tmux, "send-keys", "-t", session, "Enter"], check=True)
-        shows("POST /v1/messages", "200", "DEPLOYMENT", "deployment-", "Evidence", seconds=5)  # a worker's requests
+        # a worker's requests
+        await shows("POST /v1/messages", "200", "DEPLOYMENT", "deployment-", "Evidence", seconds=5)
         subprocess.run([*tmux, "send-keys", "-t", session, "q"], check=True)
-        deadline = time.monotonic() + 10
-        while not status_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert await wait_for(status_file.exists, seconds=10), f"top did not quit:\n{screen()}"
         assert status_file.read_text().strip() == "0"
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
     assert appeared <= 2
 
 
-def test_a_dead_servers_workers_are_not_shown_running(isolated: Path) -> None:
+async def test_a_dead_servers_workers_are_not_shown_running(isolated: Path) -> None:
     """A worker whose server dies (killed outright: its note stays) is shown lost within the board's liveness
     check, though no file changed."""
     server = subprocess.Popen(["sleep", "60"])
@@ -231,11 +229,12 @@ def test_a_dead_servers_workers_are_not_shown_running(isolated: Path) -> None:
     assert [(r.status, r.live) for r in board.rows] == [("running", True)]
     server.kill()
     server.wait()
-    began = time.monotonic()
-    while board.rows[0].status == "running":
-        assert time.monotonic() - began < LIVENESS_S + 1
-        time.sleep(0.1)
+
+    def no_longer_running() -> bool:
         board.refresh()
+        return board.rows[0].status != "running"
+
+    assert await wait_for(no_longer_running, seconds=LIVENESS_S + 1)
     assert [(r.worker_id, r.status, r.live) for r in board.rows] == [("builder-dead0001", "interrupted", False)]
 
 
