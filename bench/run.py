@@ -35,10 +35,11 @@ from aether_mcp.profile.store import ProfileStore
 from aether_mcp.profile.trust import TrustStore
 from aether_mcp.testing.backend import LocalBackend
 from aether_mcp.workers.claude_cli import find_cli
-from aether_mcp.workers.gateway import Gateway, Lease
+from aether_mcp.workers.gateway import Gateway
 from aether_mcp.workers.request import SpawnRequest
 from aether_mcp.workers.spec import build_command, build_env, build_spec, write_worker_files
 from aether_mcp.workers.stream import user_message
+from aether_mcp.workers.wire import KeyRouter, Lease
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = Path(__file__).resolve().parent / "hello_server.py"
@@ -306,9 +307,11 @@ class Bench:
         """The command and environment spawn_worker builds, for running the CLI directly."""
         profile = parse_profile(profile_path.read_text(), profile_path, {})
         catalog = CasteCatalog(profile, AgentScan(), {})
-        spec = build_spec(catalog, SpawnRequest(caste=caste, task="say hi"), home=self.folder, environ=os.environ)
+        spec = build_spec(catalog, SpawnRequest(caste=caste, task="say hi"), server_dir=self.folder, environ=os.environ)
         write_worker_files(spec)  # the MCP config the command line points to
-        return build_command(spec), build_env(spec, self.env)
+        # Straight to the backend: its own address and token stand where the gateway's and a key would.
+        direct = spec.placed(gateway_url=spec.settings.endpoint)
+        return build_command(direct), build_env(direct, self.env, key=TOKEN)
 
     async def run_direct(self, command: list[str], env: dict[str, str]) -> float:
         began = time.perf_counter()
@@ -557,10 +560,11 @@ class Bench:
         for latency in (0.0, 0.05):
             firsts: tuple[list[float], list[float]] = ([], [])
             with LocalBackend(token=TOKEN, models=MODELS, delay_s=latency) as backend:
-                gateway = Gateway()
+                router = KeyRouter()
+                gateway = Gateway(router)
                 async with anyio.create_task_group() as group, httpx2.AsyncClient(timeout=30) as client:
-                    url = await gateway.start(group)
-                    key = gateway.lease(Lease("bench", "builder", backend.url, TOKEN, ("kimi-k2.5",)))
+                    url = gateway.start(group)
+                    key = router.issue(Lease("bench", "builder", backend.url, TOKEN, ("kimi-k2.5",))).value
 
                     def direct(c: Any = client, b: str = backend.url, f: list[float] = firsts[0]) -> Awaitable[float]:
                         return once(c, b, TOKEN, f)

@@ -235,7 +235,7 @@ def test_the_worker_command_runs_the_agent_with_its_settings(project: Path) -> N
     path.write_text(AGENTS["aether-watcher.md"].replace("model: opus\n", "model: opus\nmaxTurns: 3\n"))
     store(project).trust(path)
     catalog = store(project).catalog(trusted=True)
-    spec = build_spec(catalog, SpawnRequest(caste="watcher", task="check it"), home=project, environ=os.environ)
+    spec = build_spec(catalog, SpawnRequest(caste="watcher", task="check it"), server_dir=project, environ=os.environ)
     command = build_command(spec)
     assert command[command.index("--agent") + 1] == "aether-watcher"
     assert command[command.index("--max-turns") + 1] == "3"
@@ -250,10 +250,10 @@ def test_the_worker_command_runs_the_agent_with_its_settings(project: Path) -> N
 
 def test_the_context_window_reaches_the_worker(project: Path) -> None:
     catalog = store(project).catalog(trusted=True)
-    spec = build_spec(catalog, SpawnRequest(caste="builder", task="x"), home=project, environ=os.environ)
+    spec = build_spec(catalog, SpawnRequest(caste="builder", task="x"), server_dir=project, environ=os.environ)
     assert routing_env(spec)["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "256000"
     spec = build_spec(
-        catalog, SpawnRequest(caste="watcher", task="x"), home=project, environ=os.environ
+        catalog, SpawnRequest(caste="watcher", task="x"), server_dir=project, environ=os.environ
     )  # minimax-2.5: no metadata
     assert "CLAUDE_CODE_MAX_CONTEXT_TOKENS" not in routing_env(spec)
 

@@ -39,11 +39,14 @@ async def through_gateway(lease: Any) -> AsyncIterator[Through]:
     import httpx2
 
     from aether_mcp.workers.gateway import Gateway
+    from aether_mcp.workers.wire import KeyRouter
 
-    gateway = Gateway()
+    router = KeyRouter()
+
+    gateway = Gateway(router)
     async with anyio.create_task_group() as group, httpx2.AsyncClient(timeout=30) as client:
-        url = await gateway.start(group)
-        yield Through(url, gateway.lease(lease), client)
+        url = gateway.start(group)
+        yield Through(url, router.issue(lease).value, client)
         await gateway.close()
         group.cancel_scope.cancel()
 
@@ -95,7 +98,7 @@ async def test_a_worker_sees_its_own_key_and_never_the_token(isolated: Path) -> 
         assert "model 'glm-5' is not the builder caste's model or one of its declared fallbacks (kimi-k2.5)" in said
     assert status == 401 and "not (or no longer) valid" in answer
     assert result["routing_verified"] is False  # it asked for a model that is not its own
-    assert any("refused" in line and "glm-5" in line for line in result["routing_mismatches"])
+    assert [(m["code"], m["asked"]) for m in result["routing_mismatches"]] == [("refused", "glm-5")]
     assert result["requests"] == 3  # the task, the tool result, and the refused probe
 
 
@@ -247,17 +250,19 @@ async def test_bodies_pass_byte_for_byte_and_events_as_they_arrive() -> None:
     import anyio
     import httpx2
 
-    from aether_mcp.workers.gateway import Gateway, Lease
+    from aether_mcp.workers.gateway import Gateway
+    from aether_mcp.workers.wire import KeyRouter, Lease
 
     echo = _Echo()
-    gateway = Gateway()
+    router = KeyRouter()
+    gateway = Gateway(router)
     lease = Lease("w", "builder", echo.url, "sk-real", ("kimi-k2.5",))
     sent = (
         b'{"model": "kimi-k2.5", "stream": true, "messages": [{"role": "user", "content": "caf\\u00e9 \xe2\x98\x95"}]}'
     )
     async with anyio.create_task_group() as group:
-        url = await gateway.start(group)
-        key = gateway.lease(lease)
+        url = gateway.start(group)
+        key = router.issue(lease).value
         headers = {"x-api-key": key, "content-type": "application/json"}
         async with httpx2.AsyncClient(timeout=20) as client:
             got = b""
@@ -284,15 +289,17 @@ async def test_a_worker_that_goes_away_closes_its_upstream_request() -> None:
     import anyio
     import httpx2
 
-    from aether_mcp.workers.gateway import Gateway, Lease
+    from aether_mcp.workers.gateway import Gateway
+    from aether_mcp.workers.wire import KeyRouter, Lease
 
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"], delay_s=5) as backend:
-        gateway = Gateway()
+        router = KeyRouter()
+        gateway = Gateway(router)
         lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",))
         body = b'{"model": "kimi-k2.5", "max_tokens": 5, "stream": true, "messages": []}'
         async with anyio.create_task_group() as group:
-            url = await gateway.start(group)
-            key = gateway.lease(lease)
+            url = gateway.start(group)
+            key = router.issue(lease).value
             async with httpx2.AsyncClient() as client:
                 with anyio.move_on_after(0.3):
                     await client.post(url + "/v1/messages", content=body, headers={"authorization": f"Bearer {key}"})
@@ -342,14 +349,16 @@ async def test_only_the_routes_workers_use_reach_the_proxy() -> None:
     import anyio
     import httpx2
 
-    from aether_mcp.workers.gateway import Gateway, Lease
+    from aether_mcp.workers.gateway import Gateway
+    from aether_mcp.workers.wire import KeyRouter, Lease
 
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
-        gateway = Gateway()
+        router = KeyRouter()
+        gateway = Gateway(router)
         lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",))
         async with anyio.create_task_group() as group:
-            url = await gateway.start(group)
-            key = gateway.lease(lease)
+            url = gateway.start(group)
+            key = router.issue(lease).value
             headers = {"authorization": f"Bearer {key}", "content-type": "text/plain"}
             async with httpx2.AsyncClient(timeout=20) as client:
                 admin = await client.post(url + "/key/generate", content=b"{}", headers=headers)
@@ -402,7 +411,8 @@ async def test_a_kept_connection_the_proxy_closed_is_replaced() -> None:
     import anyio
     import httpx2
 
-    from aether_mcp.workers.gateway import Gateway, Lease
+    from aether_mcp.workers.gateway import Gateway
+    from aether_mcp.workers.wire import KeyRouter, Lease
 
     kept: list[socket.socket] = []
     answer = b'{"model": "kimi-k2.5", "usage": {"input_tokens": 1, "output_tokens": 1}}'
@@ -425,12 +435,13 @@ async def test_a_kept_connection_the_proxy_closed_is_replaced() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     proxy_port = server.server_address[1]
-    gateway = Gateway()
+    router = KeyRouter()
+    gateway = Gateway(router)
     lease = Lease("w", "builder", f"http://127.0.0.1:{proxy_port}", TOKEN, ("kimi-k2.5",))
     body = b'{"model": "kimi-k2.5", "max_tokens": 5, "messages": []}'
     async with anyio.create_task_group() as group:
-        url = await gateway.start(group)
-        key = gateway.lease(lease)
+        url = gateway.start(group)
+        key = router.issue(lease).value
         async with httpx2.AsyncClient(timeout=20) as client:
             first = await client.post(url + "/v1/messages", content=body, headers={"x-api-key": key})
             gateway_ends = [connection.getpeername()[1] for connection in kept]
@@ -452,7 +463,7 @@ async def test_a_rogue_workers_key_reroutes_nothing() -> None:
     """Findings 4 and 5: with its own key, a worker's HEAD to another of the proxy's paths, a request option that
     LiteLLM would follow to another model or address, a metadata key it reads, or an x-litellm-tags header, never
     reaches the proxy as sent; the CLI's own requests (HEAD on the endpoint, metadata.user_id) still pass."""
-    from aether_mcp.workers.gateway import Lease
+    from aether_mcp.workers.wire import Lease
 
     with LocalBackend(token=TOKEN, models=["cheap"]) as backend:
         async with through_gateway(Lease("w", "builder", backend.url, TOKEN, ("cheap",))) as gateway:
@@ -509,7 +520,7 @@ async def test_a_caste_with_no_model_is_refused_through_a_proxy(isolated: Path) 
 @pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
 async def test_tokens_are_counted_however_the_stream_ends_its_lines(line_end: str) -> None:
     """Finding 12: an answer framed with CRLF counted 0 tokens, so budgets and costs lapsed."""
-    from aether_mcp.workers.gateway import Lease
+    from aether_mcp.workers.wire import Lease
 
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"], line_end=line_end) as backend:
         lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",))
@@ -530,7 +541,8 @@ async def test_tokens_are_counted_however_the_stream_ends_its_lines(line_end: st
 
 def test_the_stream_reader_splits_lines_anywhere_and_holds_no_overlong_line() -> None:
     """Finding 12, at the reader: a line end split across chunks, CRLF framing, and a line too long to hold."""
-    from aether_mcp.workers.gateway import MAX_SSE_LINE, RequestRecord, _UsageReader
+    from aether_mcp.workers.gateway import MAX_SSE_LINE, _UsageReader
+    from aether_mcp.workers.wire import RequestRecord
 
     start = b'event: message_start\r\ndata: {"type": "message_start", "message": {"model": "m", "usage": '
     start += b'{"input_tokens": 7}}}\r\n\r\n'
@@ -554,7 +566,7 @@ async def test_a_dollar_budget_that_cannot_be_measured_is_refused_up_front(isola
     model but none for its fallback, one answer of the fallback turned it off for good."""
     from aether_mcp.adapters.server import build_server
     from aether_mcp.profile.store import ProfileStore
-    from aether_mcp.workers.gateway import Lease, Prices, RequestRecord
+    from aether_mcp.workers.wire import Lease, Prices, RequestRecord
 
     fallback = "workers:\n  castes:\n    builder: {fallback_models: [glm-5]}\n"
     with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"]) as backend:
@@ -583,7 +595,7 @@ async def test_side_by_side_requests_cannot_overrun_a_budget() -> None:
     (315 tokens). Each is checked against what the ones before it spent: at most one request's worth over."""
     import anyio
 
-    from aether_mcp.workers.gateway import Lease
+    from aether_mcp.workers.wire import Lease
 
     with LocalBackend(token=TOKEN, models=["kimi-k2.5"]) as backend:
         lease = Lease("w", "builder", backend.url, TOKEN, ("kimi-k2.5",), max_tokens=40)
@@ -612,7 +624,7 @@ async def test_a_request_that_may_have_reached_the_proxy_is_never_sent_again() -
     import socket
     import threading
 
-    from aether_mcp.workers.gateway import Lease
+    from aether_mcp.workers.wire import Lease
 
     answer = b'{"model": "kimi-k2.5", "usage": {"input_tokens": 1, "output_tokens": 1}}'
     seen: list[bytes] = []

@@ -73,10 +73,9 @@ async def test_a_proxy_side_fallback_nobody_declared_is_not_verified(
     assert chaos["routing_verified"] is False
     assert chaos["models_reported"] == ["flaky-5"]  # what the worker's own stream shows: the name it asked for
     place = f"deployment deployment-kimi-k2.5 (anthropic/kimi-k2.5 at {routed_backend.url})"
-    assert any(
-        line.startswith("NOT verified: asked for flaky-5, answered after 1 proxy-side fallback(s) by " + place)
-        for line in chaos["routing_evidence"]
-    ), chaos["routing_evidence"]
+    mismatches = [(m["code"], m["asked"], m["seen"]) for m in chaos["routing_mismatches"]]
+    assert mismatches == [("deployment_serves_other", "flaky-5", "kimi-k2.5")], chaos["routing_evidence"]
+    assert "after 1 proxy-side fallback(s) by " + place in chaos["routing_mismatches"][0]["message"]
     assert chaos["served_by"] == [place]
 
 
@@ -86,11 +85,8 @@ async def test_a_deployment_of_another_provider_is_flagged(isolated: Path, litel
     async with Client(build_server(ProfileStore())) as client:
         builder = content(await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"}))
     assert builder["routing_verified"] is False
-    assert any(
-        "kimi-k2.5 is moonshot's in model_metadata, but deployment deployment-kimi-k2.5" in line
-        and "is a anthropic one" in line
-        for line in builder["routing_evidence"]
-    ), builder["routing_evidence"]
+    mismatches = [(m["code"], m["asked"], m["seen"]) for m in builder["routing_mismatches"]]
+    assert mismatches == [("provider_differs", "kimi-k2.5", "anthropic")], builder["routing_evidence"]
 
 
 async def test_litellm_refusals(isolated: Path, litellm_proxy: str, routed_backend: LocalBackend) -> None:

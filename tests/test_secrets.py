@@ -141,7 +141,7 @@ async def test_a_read_only_caste_cannot_write_a_file(isolated: Path, monkeypatch
             for caste in ("scout", "builder"):
                 worker = await colony.spawn(spawn_request(caste=caste, task=f"Write the file {target[caste]}."))
                 await worker.done.wait()
-                results[caste] = worker.result
+                results[caste] = worker.record()
     assert results["scout"].status == "succeeded"
     assert not target["scout"].exists()  # the read-only caste was refused
     assert target["builder"].read_text() == "pwned"  # the same request from a builder works: the test can fail

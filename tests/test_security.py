@@ -193,7 +193,7 @@ async def test_a_nan_timeout_is_refused_before_anything_starts(colony_profile: P
             await colony.spawn(spawn_request(caste="builder", task="hi", timeout_s=float("nan")))
         worker = await colony.spawn(spawn_request(caste="builder", task="hi"))
         await worker.done.wait()
-    assert worker.result.status == "succeeded"
+    assert worker.status == "succeeded"
 
 
 async def test_the_queue_and_the_task_are_bounded(isolated: Path, backend: LocalBackend) -> None:
@@ -228,10 +228,10 @@ async def test_finished_workers_are_pruned_and_forget_their_task(
             worker = await colony.spawn(spawn_request(caste="builder", task=f"task number {i}"))
             await worker.done.wait()
             workers.append(worker)
-        assert [w.worker_id for w in colony.list()] == [w.result.worker_id for w in workers[:0:-1]]
+        assert [w.worker_id for w in colony.list()] == [w.worker_id for w in workers[:0:-1]]
         assert all(w.spec.task == "" for w in workers)
         with pytest.raises(Exception, match="No worker"):
-            colony.get(workers[0].result.worker_id)
+            colony.get(workers[0].worker_id)
 
 
 # --- 6. files ------------------------------------------------------------------------
@@ -305,7 +305,7 @@ async def test_the_archaeologist_reads_history_but_cannot_write_with_git(isolate
     async with Colony(ProfileStore()) as colony:
         worker = await colony.spawn(spawn_request(caste="archaeologist", task="what happened here?"))
         await worker.done.wait()
-    transcript = Path(worker.result.transcript_path or "").read_text()
+    transcript = Path(worker.record().transcript_path or "").read_text()
     assert "first" in transcript  # the history was read
     assert not (isolated / "written").exists() and not (isolated / "written2").exists()
     denials = next(json.loads(line) for line in transcript.splitlines() if '"type":"result"' in line)

@@ -125,8 +125,13 @@ async def test_a_backend_answering_as_another_model_is_not_verified(isolated: Pa
             result = structured(await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi"}))
     assert result["routing_verified"] is False
     assert "cheap-model-7b" in result["models_reported"] and "kimi-k2.5" in result["models_reported"]
-    assert result["routing_mismatches"] == ["asked for kimi-k2.5, but the answer says cheap-model-7b served it"]
-    assert "asked for kimi-k2.5, but the answer says cheap-model-7b served it" in result["error"]
+    [mismatch] = result["routing_mismatches"]
+    assert (mismatch["code"], mismatch["asked"], mismatch["seen"]) == (
+        "answer_names_other",
+        "kimi-k2.5",
+        "cheap-model-7b",
+    )
+    assert mismatch["message"] in result["error"]
 
 
 # --- refusals: before any worker starts, fast, with what to do ---------------
@@ -282,7 +287,7 @@ async def test_warm_workers_take_only_the_tasks_they_match(isolated: Path, backe
         for args in ({}, {"model": "glm-5"}, {"cwd": str(isolated / "sub")}, {}):
             worker = await colony.spawn(spawn_request(caste="builder", task="say hi", **args))
             await worker.done.wait()
-            results.append(worker.result)
+            results.append(worker.record())
             # refilled behind the take: what the next spawn needs is a warm worker waiting in the pool, and the
             # worker that ran gone (on a loaded machine it may take seconds to exit, and the refill to start)
             assert await wait_for(lambda: colony.warm_waiting() == len(claude_processes(marker)) == 1, seconds=60)

@@ -9,15 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from aether_mcp.errors import sentences
+from aether_mcp.errors import AetherError, sentences
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.profile.worker_settings import settings_for
 from aether_mcp.workers import proof
 from aether_mcp.workers.claude_cli import ClaudeCli, CliNotFoundError, find_cli
+from aether_mcp.workers.leases import lease_for
 from aether_mcp.workers.preflight import Preflight
 from aether_mcp.workers.secrets import worker_secrets
 from aether_mcp.workers.spec import WorkerSpec, build_command, build_env, write_worker_files
 from aether_mcp.workers.stream import StreamSummary
+from aether_mcp.workers.wire import KeyRouter
+from aether_mcp.workers.worker import Worker, WorkerStateError
+from aether_mcp.workers.worktree import TreeOutcome, Worktree
 
 PROFILE = """\
 worker_models: {builder: kimi-k2.5, scout: glm-5, chronicler: glm-5, oracle: glm-5}
@@ -39,7 +43,7 @@ def spec_for(caste: str, model: str | None = "kimi-k2.5", profile_text: str = PR
         model=model,
         model_source="profile",
         cwd=Path("/tmp"),
-        home=Path("/tmp/project"),
+        server_dir=Path("/tmp/project"),
         settings=settings_for(profile, caste),
         cli=ClaudeCli("/usr/bin/claude", "claude on PATH"),
         transcript_path=Path("/tmp/t.jsonl"),
@@ -58,16 +62,19 @@ PARENT_ENV = {
 }
 
 
+GATEWAY = "http://127.0.0.1:4999"
+
+
 def test_environment_is_built_from_an_allowlist() -> None:
-    env = build_env(spec_for("builder"), PARENT_ENV)
+    env = build_env(spec_for("builder").placed(gateway_url=GATEWAY), PARENT_ENV, key="aether-own-key")
     assert env == {
         "PATH": "/usr/bin",
         "HOME": "/home/u",
         "LC_ALL": "C.UTF-8",
         "HTTPS_PROXY": "http://corp:3128",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "ANTHROPIC_BASE_URL": "http://127.0.0.1:4000",
-        "ANTHROPIC_AUTH_TOKEN": "sk-secret-token",
+        "ANTHROPIC_BASE_URL": GATEWAY,
+        "ANTHROPIC_AUTH_TOKEN": "aether-own-key",
         "CLAUDE_CODE_MAX_RETRIES": "2",
         "API_TIMEOUT_MS": "120000",
         "ANTHROPIC_MODEL": "kimi-k2.5",
@@ -79,9 +86,17 @@ def test_environment_is_built_from_an_allowlist() -> None:
     }
 
 
+def test_a_proxied_worker_has_no_environment_without_its_gateway_key() -> None:
+    """The real token never stands in for a missing key: without one there is nothing to start."""
+    with pytest.raises(AetherError, match="no gateway key"):
+        build_env(spec_for("builder"), PARENT_ENV)
+    with pytest.raises(AetherError, match="no gateway key"):
+        build_env(spec_for("builder").placed(gateway_url=GATEWAY), PARENT_ENV)
+
+
 def test_a_caste_with_its_own_endpoint_uses_its_own_token() -> None:
-    env = build_env(spec_for("oracle", "glm-5"), PARENT_ENV)
-    assert (env["ANTHROPIC_BASE_URL"], env["ANTHROPIC_AUTH_TOKEN"]) == ("http://127.0.0.1:5000", "sk-other-token")
+    lease = lease_for(spec_for("oracle", "glm-5"), {})
+    assert (lease.upstream, lease.token) == ("http://127.0.0.1:5000", "sk-other-token")
     assert spec_for("oracle").settings.timeout_s == 30
 
 
@@ -111,7 +126,7 @@ def test_the_command_carries_model_and_settings_but_no_secret() -> None:
 
 def test_mcp_servers_go_in_a_private_file_never_on_the_command_line(tmp_path: Path) -> None:
     text = PROFILE + "    scout: {mcp_servers: {docs: {command: docs-server, env: {DOCS_KEY: sk-docs-secret-99}}}}\n"
-    spec = replace(spec_for("scout", "glm-5", text), home=tmp_path)
+    spec = replace(spec_for("scout", "glm-5", text), server_dir=tmp_path)
     write_worker_files(spec)
     command = build_command(spec)
     path = Path(command[command.index("--mcp-config") + 1])
@@ -208,19 +223,21 @@ def test_proof_verifies_only_what_the_backend_answered() -> None:
     assert verdict.verified and verdict.evidence[-1] == "routing verified"
     # init and modelUsage alone only repeat the request
     unanswered = proof.judge("kimi-k2.5", stream(INIT, RESULT), Preflight(True, "preflight ok"))
-    assert not unanswered.verified and "never answered" in (unanswered.problem or "")
+    assert not unanswered.verified
+    assert [m.code for m in unanswered.mismatches] == ["never_answered"]
 
 
 def test_proof_catches_a_backend_that_answers_as_another_model() -> None:
     verdict = proof.judge("kimi-k2.5", stream(INIT, answer("glm-5"), RESULT), Preflight(True, "preflight ok"))
     assert not verdict.verified
-    assert verdict.problem == "asked for kimi-k2.5, but the stream names glm-5"
+    assert [(m.code, m.asked, m.seen) for m in verdict.mismatches] == [("other_model", "kimi-k2.5", "glm-5")]
+    assert verdict.problem == verdict.mismatches[0].message == "asked for kimi-k2.5, but the stream names glm-5"
     assert "backend answered as glm-5" in verdict.evidence
 
 
 def test_proof_needs_a_confirmed_preflight_when_there_is_a_proxy() -> None:
     verdict = proof.judge("kimi-k2.5", stream(INIT, answer("kimi-k2.5"), RESULT), Preflight(False, "cannot tell"))
-    assert not verdict.verified and verdict.problem == "the proxy did not confirm that it routes the model"
+    assert not verdict.verified and [m.code for m in verdict.mismatches] == ["proxy_unconfirmed"]
 
 
 @pytest.mark.parametrize(
@@ -273,7 +290,7 @@ def test_worker_files_are_never_seen_half_written(tmp_path: Path) -> None:
     the CLI's feet ("--agents file changed while it was read"). A file that is there stays as it is."""
     import threading
 
-    spec = replace(spec_for("scout", "glm-5"), home=tmp_path)
+    spec = replace(spec_for("scout", "glm-5"), server_dir=tmp_path)
     write_worker_files(spec)
     path = Path(build_command(spec)[build_command(spec).index("--mcp-config") + 1])
     first = path.stat()
@@ -298,3 +315,92 @@ def test_worker_files_are_never_seen_half_written(tmp_path: Path) -> None:
     path.write_text("{")  # a damaged one is made whole again
     write_worker_files(spec)
     assert json.loads(path.read_text()) == {"mcpServers": {}} and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("timed_out", "over_budget", "failed", "status"),
+    [
+        (True, True, True, "timed_out"),
+        (True, False, False, "timed_out"),
+        (False, True, True, "budget_exceeded"),
+        (False, True, False, "budget_exceeded"),
+        (False, False, True, "failed"),
+        (False, False, False, "succeeded"),
+    ],
+)
+def test_how_a_worker_ended_follows_one_precedence(
+    timed_out: bool, over_budget: bool, failed: bool, status: str
+) -> None:
+    """A timeout explains everything after it; a spent budget explains the failure it caused; only a run with no
+    failure succeeded."""
+    assert proof.outcome_status(timed_out=timed_out, over_budget=over_budget, failed=failed) == status
+
+
+def settlement(status: str = "succeeded") -> proof.Settlement:
+    verdict = proof.RoutingVerdict(True, ["routing verified"])
+    return proof.Settlement(status, None, "done", None, verdict, ["kimi-k2.5"], 1.0, 1, None, None, "s-1")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_worker_moves_only_from_where_each_step_allows() -> None:
+    worker = Worker(spec_for("builder"), None, "me")
+    assert worker.record().status == "queued"
+    with pytest.raises(WorkerStateError, match="from queued to succeeded"):
+        worker.settle(settlement())
+    worker.start(warm=False, key=None)
+    worker.settle(settlement())
+    record = worker.record()
+    assert (record.status, record.output, record.session_id, record.routing_verified) == (
+        "succeeded",
+        "done",
+        "s-1",
+        True,
+    )
+    assert record.finished_at is not None
+    for step in (worker.cancel, lambda: worker.fail("late"), lambda: worker.start(warm=True, key=None)):
+        with pytest.raises(WorkerStateError):
+            step()
+    assert worker.record().status == "succeeded"
+
+
+@pytest.mark.anyio
+async def test_a_queued_worker_can_be_cancelled_or_fail_without_running() -> None:
+    cancelled, failed = Worker(spec_for("builder"), None, "me"), Worker(spec_for("builder"), None, "me")
+    cancelled.cancel()
+    failed.fail("The worker could not run: no CLI")
+    assert (cancelled.status, failed.status) == ("cancelled", "failed")
+    assert failed.record().error == "The worker could not run: no CLI"
+    assert cancelled.record().started_at is None and cancelled.spec.task == ""  # its task is not kept
+
+
+@pytest.mark.anyio
+async def test_the_step_that_ends_a_worker_releases_its_key() -> None:
+    router = KeyRouter()
+    spec = spec_for("builder")
+    lease = lease_for(spec, {})
+    worker = Worker(spec, None, "me", lease=lease)
+    key = router.issue(lease)
+    worker.start(warm=False, key=key)
+    assert router.route({"x-api-key": key.value}) is lease
+    worker.cancel()
+    assert key.released and router.route({"x-api-key": key.value}) is None
+
+
+@pytest.mark.anyio
+async def test_a_worktree_is_concluded_once_and_can_then_be_removed() -> None:
+    tree = Worktree(Path("/tmp/repo"), Path("/tmp/repo-tree"), "aether/b-1", "abc123")
+    worker = Worker(spec_for("builder"), None, "me", tree=tree)
+    with pytest.raises(WorkerStateError):
+        worker.conclude_tree(TreeOutcome(["abc fix"], "1 file changed", removed=False))  # still queued
+    worker.start(warm=False, key=None)
+    worker.fail("it broke")
+    worker.conclude_tree(
+        TreeOutcome(["abc fix"], "1 file changed", removed=False, error="Its worktree could not be read: x")
+    )
+    record = worker.record()
+    assert (record.worktree, record.branch, record.commits) == ("/tmp/repo-tree", "aether/b-1", ["abc fix"])
+    assert record.error == "it broke. Its worktree could not be read: x."
+    with pytest.raises(WorkerStateError):
+        worker.conclude_tree(TreeOutcome([], None, removed=True))
+    worker.remove_worktree()
+    assert (worker.record().worktree, worker.record().branch, worker.worktree) == (None, None, None)

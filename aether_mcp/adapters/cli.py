@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     from ..profile.resolution import CasteModel
     from ..profile.store import ProfileStore
-    from ..workers.registry import Worker
     from ..workers.result import WorkerResult
+    from ..workers.worker import Worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -301,7 +301,7 @@ def _spawn(store: ProfileStore, args: argparse.Namespace) -> int:
                 await group.start(control.serve, colony)  # `aether-mcp top` can stop it, as a server's worker
                 await _show_progress(worker)
                 group.cancel_scope.cancel()
-        return worker.result
+        return worker.record()
 
     result = anyio.run(run)
     if args.json:
@@ -318,7 +318,7 @@ async def _show_progress(worker: Worker) -> None:
     while not worker.done.is_set():
         await worker.news(0.2 if live else None)
         tool = f", using {worker.last_tool}" if worker.last_tool else ""
-        line = f"{worker.result.worker_id} ({worker.result.model}): {worker.result.status}, turn {worker.turns}{tool}"
+        line = f"{worker.worker_id} ({worker.spec.model}): {worker.status}, turn {worker.turns}{tool}"
         line += f", {time.monotonic() - started:.1f} s"
         if live:
             print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)

@@ -91,7 +91,7 @@ async def _cancel(colony: Colony, request: dict[str, Any] | None) -> dict[str, A
         return {"error": str(exc)}
     with anyio.move_on_after(CANCEL_WAIT_S):
         await worker.done.wait()
-    return {"worker_id": worker_id, "status": worker.result.status}
+    return {"worker_id": worker_id, "status": worker.status}
 
 
 def cancel(server: str, worker_id: str, timeout_s: float = CANCEL_WAIT_S + 5) -> str:

@@ -30,22 +30,25 @@ from ..flat_schema import FlatRecord
 from ..profile.store import CasteModels, ProfileStore, ResetResult, SetResult
 from ..workers.colony import Colony
 from ..workers.proof import OUTPUT_PAGE
-from ..workers.registry import Worker
 from ..workers.request import (
     BaseRef,
     BudgetTokens,
     BudgetUsd,
     CasteName,
     Description,
+    FinishedWorker,
+    FollowUpText,
     IsolationChoice,
     ModelChoice,
     OutputSchema,
     TaskText,
     TimeoutSeconds,
     WorkingDir,
+    follow_up_request,
     spawn_request,
 )
 from ..workers.result import WorkerLine, WorkerResult
+from ..workers.worker import Worker
 from . import control, handoff, http
 from .hook import collect_call
 
@@ -270,8 +273,8 @@ async def spawn_worker(  # noqa: PLR0917 (the tool's parameters are its contract
 
 
 async def continue_worker(  # noqa: PLR0917 (the tool's parameters are its contract)
-    worker_id: Annotated[str, Field(description="A finished worker of this session.")],
-    message: Annotated[str, Field(description="The next message in that worker's conversation.")],
+    worker_id: FinishedWorker,
+    message: FollowUpText,
     ctx: Ctx,
     wait: Annotated[
         bool, Field(description="True: return when the turn ends. False: return at once with its worker_id.")
@@ -284,9 +287,8 @@ async def continue_worker(  # noqa: PLR0917 (the tool's parameters are its contr
     The new turn runs on the same caste, model, directory or worktree and
     permissions, with its own routing proof; its result has a worker_id
     of its own, `continues` and `turn`."""
-    worker = await _state(ctx).colony.continue_worker(
-        worker_id, message, timeout_s=timeout_s, output_schema=output_schema, owner=_owner(ctx)
-    )
+    request = follow_up_request(worker_id=worker_id, message=message, timeout_s=timeout_s, output_schema=output_schema)
+    worker = await _state(ctx).colony.continue_worker(request, owner=_owner(ctx))
     return await _reply(ctx, worker, wait)
 
 
@@ -311,7 +313,7 @@ async def get_worker(
     if wait_s:
         with anyio.move_on_after(wait_s):
             await worker.done.wait()
-    return _with_next_call(worker.page(offset, limit))
+    return _with_next_call(worker.record(offset, limit))
 
 
 async def discard_worker(
@@ -321,7 +323,7 @@ async def discard_worker(
     """Remove a finished worker's git worktree and its branch, with whatever they hold.
 
     Use it after merging the branch, or to drop work you do not want."""
-    return (await _state(ctx).colony.discard(worker_id, _owner(ctx))).result
+    return (await _state(ctx).colony.discard(worker_id, _owner(ctx))).record()
 
 
 async def list_workers(
@@ -345,7 +347,7 @@ async def cancel_worker(
     worker = _state(ctx).colony.cancel(worker_id, _owner(ctx))
     with anyio.move_on_after(10):
         await worker.done.wait()
-    return worker.result
+    return worker.record()
 
 
 TOOLS: list[tuple[Callable[..., Any], ToolAnnotations]] = [
@@ -396,7 +398,7 @@ async def _take_call(colony: Colony, call: dict[str, Any]) -> tuple[handoff.Repl
         worker = await colony.spawn(spawn_request(**handoff.from_call(call)), owner=STDIO_OWNER)
     except AetherError as exc:
         return {"error": str(exc)}, None
-    result = worker.result
+    result = worker.record()
     reply = {"worker_id": result.worker_id, "caste": result.caste, "model": result.model, "status": result.status}
     return reply, partial(colony.cancel, result.worker_id, STDIO_OWNER)
 
@@ -473,17 +475,17 @@ def _with_next_call(result: WorkerResult) -> WorkerResult:
 async def _reply(ctx: Ctx, worker: Worker, wait: bool) -> WorkerResult:
     """The worker's record at once, or, with `wait`, when it ends (with progress notes meanwhile)."""
     if not wait:
-        return _with_next_call(worker.result)
+        return _with_next_call(worker.record())
     try:
         while not worker.done.is_set():
             await worker.news()
             if worker.turns and not worker.done.is_set():
                 tool = f", last tool {worker.last_tool}" if worker.last_tool else ""
-                await ctx.report_progress(worker.turns, None, f"{worker.result.caste}: turn {worker.turns}{tool}")
+                await ctx.report_progress(worker.turns, None, f"{worker.spec.caste}: turn {worker.turns}{tool}")
     except anyio.get_cancelled_exc_class():
-        _state(ctx).colony.cancel(worker.result.worker_id, _owner(ctx))
+        _state(ctx).colony.cancel(worker.worker_id, _owner(ctx))
         raise
-    return worker.result
+    return worker.record()
 
 
 def serve(store: ProfileStore, log_level: str = "INFO") -> None:

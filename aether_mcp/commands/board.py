@@ -19,7 +19,8 @@ from typing import Any
 
 from ..errors import AetherError
 from ..private_files import read_regular
-from ..workers.publish import LIVE, read_details
+from ..workers.publish import read_details
+from ..workers.result import LIVE
 from ..workers.spawn_log import log_path, read_running, running_dir
 from .costs import CostRow, cost_table, finite, moment
 

@@ -224,7 +224,7 @@ async def live_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[C
                 checks.append(Check(name=name, verdict="fail", detail=str(exc)))
                 continue
             await worker.done.wait()
-            result = worker.result
+            result = worker.record()
             if result.routing_verified:
                 checks.append(
                     Check(name=name, verdict="ok", detail=f"verified: {'; '.join(result.routing_evidence[-2:])}")

@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -23,22 +21,21 @@ from ..profile.catalog import CasteCatalog
 from ..profile.schema import ModelMetadata
 from ..profile.store import ProfileStore
 from . import worktree
-from .leases import Leases
+from .leases import Leases, lease_for
 from .preflight import Preflight, ProxyChecker
 from .process import RunOutcome, finish_process, kill_group_now, killed_on_sigterm, run_worker
-from .proof import settle
+from .proof import judge_outcome
 from .publish import Publisher, task_head
-from .registry import Registry, Worker, queued_result
-from .request import SpawnRequest, check_output_schema, check_task, check_timeout
-from .result import WorkerLine, WorkerResult
+from .registry import Registry
+from .request import FollowUpRequest, SpawnRequest
+from .result import WorkerLine
 from .secrets import redact, worker_secrets
 from .spawn_log import append_entry, forget_running, log_path
 from .spec import WorkerSpec, build_spec, new_worker_id, transcript_path
 from .stream import StreamSummary
-from .warm import WarmPool, warm_counts
-
-if TYPE_CHECKING:
-    from .gateway import Lease
+from .warm import Warm, WarmPool, warm_counts
+from .wire import Key
+from .worker import Worker
 
 log = logging.getLogger("aether_mcp")
 
@@ -56,31 +53,35 @@ class Colony:
         self.store = store
         self.state_dir = store.state_dir
         self._group: TaskGroup | None = None
+        self._stack = AsyncExitStack()
         self._environ = dict(os.environ if environ is None else environ)
         self._checker = checker or ProxyChecker()
         self._workers = Registry()
         self._limit: anyio.Semaphore | None = None
         self._leases = Leases()
         self._warm = WarmPool(self._environ, self._leases, self._metadata)
-        self._signals = ExitStack()
         self._publisher = Publisher(self.state_dir, store.cwd)
 
     async def __aenter__(self) -> Colony:
-        self._group = await anyio.create_task_group().__aenter__()
-        self._signals.enter_context(killed_on_sigterm(self.kill_all_now))
-        self._group.start_soon(self._prestart_warm_workers)  # in the background: serving starts at once
-        self._group.start_soon(self._publisher.run)
+        async with AsyncExitStack() as stack:  # a failure while starting leaves nothing behind
+            group = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self._shut_down, group)  # before the group is left: it waits for nothing
+            stack.enter_context(killed_on_sigterm(self.kill_all_now))
+            group.start_soon(self._prestart_warm_workers, group)  # in the background: serving starts at once
+            group.start_soon(self._publisher.run)
+            self._group = group
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._signals.close()
+        await self._stack.aclose()
+
+    async def _shut_down(self, group: TaskGroup) -> None:
         await self.close()
         await self._warm.close()
         await self._leases.close()
-        assert self._group is not None
-        self._group.cancel_scope.cancel()  # idle reapers and refills; workers are already done
-        await self._group.__aexit__(None, None, None)
         self._group = None
+        group.cancel_scope.cancel()  # idle reapers and refills; workers are already done
 
     # --- starting ------------------------------------------------------------
 
@@ -91,73 +92,59 @@ class Colony:
         catalog = await self._admit()
         # git (the project's top) and the agents' files: off the loop that carries every worker's stream
         draft = await anyio.to_thread.run_sync(
-            lambda: build_spec(catalog, request, home=self.store.cwd, environ=self._environ)
+            lambda: build_spec(catalog, request, server_dir=self.store.cwd, environ=self._environ)
         )
         preflight = await self._checker.before_spawn(draft.settings, draft.model)
-        # The key before the worktree: a gateway that cannot start leaves nothing behind.
-        url, key, lease = await self._lease(draft)
-        try:
-            tree, cwd = None, draft.cwd
-            if draft.isolation == "worktree":
-                tree, cwd = await anyio.to_thread.run_sync(
-                    worktree.create_for, draft.cwd, self.store.cwd, draft.worker_id, request.base
-                )
-            spec = draft.placed(cwd=cwd, gateway_url=url, gateway_key=key)
-        except BaseException:
-            self._leases.release(key)
-            raise
-        return self._start(spec, catalog, preflight, owner, tree=tree, lease=lease)
+        # The gateway before the worktree: a gateway that cannot start leaves nothing behind.
+        url = self._gateway_url(draft)
+        tree, cwd = None, draft.cwd
+        if draft.isolation == "worktree":
+            tree, cwd = await anyio.to_thread.run_sync(
+                worktree.create_for, draft.cwd, self.store.cwd, draft.worker_id, request.base
+            )
+        spec = draft.placed(cwd=cwd, gateway_url=url)
+        return self._start(spec, catalog, preflight, owner, tree=tree)
 
-    async def continue_worker(
-        self,
-        worker_id: str,
-        message: str,
-        *,
-        timeout_s: float | None = None,
-        output_schema: dict[str, Any] | None = None,
-        owner: str = "",
-    ) -> Worker:
+    async def continue_worker(self, request: FollowUpRequest, owner: str = "") -> Worker:
         """A follow-up turn in a finished worker's conversation: same caste, model, directory and permissions."""
+        worker_id = request.worker_id
         previous = self._workers.get(worker_id, owner)
         if not previous.done.is_set():
-            raise AetherError(f"Worker '{worker_id}' is still {previous.result.status}.", "Wait for it with get_worker")
-        if previous.result.session_id is None:
+            raise AetherError(f"Worker '{worker_id}' is still {previous.status}.", "Wait for it with get_worker")
+        if previous.session_id is None:
             raise AetherError(f"Worker '{worker_id}' has no conversation to continue (its CLI never started one).")
-        if previous.worktree is None and not previous.spec.cwd.is_dir():
+        tree = previous.worktree
+        if tree is None and not previous.spec.cwd.is_dir():
             raise AetherError(f"Worker '{worker_id}' worked in {previous.spec.cwd}, which is gone (discarded?).")
-        if previous.worktree is not None and self._workers.turn_running(previous.worktree):
+        if tree is not None and self._workers.turn_running(tree):
             raise AetherError(f"Another turn is running in the worktree of '{worker_id}'.", "Wait for it to finish")
-        check_task(message)
         catalog = await self._admit()
-        turn_id = new_worker_id(previous.result.caste)
+        turn_id = new_worker_id(previous.spec.caste)
         # The earlier turn's endpoint, token and permissions, whatever the profile says now.
         settings = previous.spec.settings
-        if check_timeout(timeout_s) is not None:
-            settings = settings.model_copy(update={"timeout_s": timeout_s})
+        if request.timeout_s is not None:
+            settings = settings.model_copy(update={"timeout_s": request.timeout_s})
         draft = replace(
             previous.spec,
             worker_id=turn_id,
-            task=message,
+            task=request.message,
             transcript_path=transcript_path(self.store.cwd, turn_id),
-            resume=previous.result.session_id,
-            output_schema=check_output_schema(output_schema) if output_schema is not None else None,
+            resume=previous.session_id,
+            output_schema=request.output_schema,
             settings=settings,
-            gateway_url=None,
-            gateway_key=None,
         )
         preflight = await self._checker.before_spawn(draft.settings, draft.model)
-        if previous.worktree is not None:
-            await anyio.to_thread.run_sync(worktree.restore, previous.worktree)
-        url, key, lease = await self._lease(draft)
-        spec = draft.placed(gateway_url=url, gateway_key=key)
-        follows = (worker_id, previous.result.turn + 1)
-        return self._start(spec, catalog, preflight, owner, tree=previous.worktree, lease=lease, follows=follows)
+        if tree is not None:
+            await anyio.to_thread.run_sync(worktree.restore, tree)
+        spec = draft.placed(gateway_url=self._gateway_url(draft))
+        follows = (worker_id, previous.turn + 1)
+        return self._start(spec, catalog, preflight, owner, tree=tree, follows=follows)
 
     async def discard(self, worker_id: str, owner: str = "") -> Worker:
         """Drop a finished worker's worktree and branch, whatever they hold."""
         worker = self._workers.get(worker_id, owner)
         if not worker.done.is_set():
-            raise AetherError(f"Worker '{worker_id}' is still {worker.result.status}.", "Cancel it first")
+            raise AetherError(f"Worker '{worker_id}' is still {worker.status}.", "Cancel it first")
         tree = worker.worktree
         if tree is None:
             raise AetherError(f"Worker '{worker_id}' has no worktree to discard.")
@@ -184,14 +171,12 @@ class Colony:
     def _metadata(self) -> dict[str, ModelMetadata]:
         return self.store.load()[0].model_metadata or {}
 
-    async def _lease(self, spec: WorkerSpec) -> tuple[str | None, str | None, Lease | None]:
-        """A proxied worker talks to the gateway with a key of its own; the real token stays here."""
-        if not spec.settings.endpoint:
-            return None, None, None
+    def _gateway_url(self, spec: WorkerSpec) -> str | None:
+        """A proxied worker talks to the gateway, with a key of its own; the real token stays here."""
+        if not spec.proxied:
+            return None
         assert self._group is not None
-        url = await self._leases.url(self._group)
-        key, lease = self._leases.lease(spec, self._metadata())
-        return url, key, lease
+        return self._leases.start_gateway(self._group)
 
     def _start(
         self,
@@ -201,17 +186,15 @@ class Colony:
         owner: str,
         *,
         tree: worktree.Worktree | None,
-        lease: Lease | None,
         follows: tuple[str, int] | None = None,
     ) -> Worker:
         """Queue the worker of `spec` (with `follows`: the turn it is of the worker it continues)."""
         assert self._group is not None
         self._warm.counts = warm_counts(catalog)  # as the profile says now
-        worker = Worker(queued_result(spec, tree), spec, preflight, owner, tree=tree, lease=lease)
-        if follows is not None:
-            worker.result.continues, worker.result.turn = follows
+        lease = lease_for(spec, self._metadata()) if spec.proxied else None
         # Redacted whole, then cut: a secret across the cut would leave its first characters behind.
-        worker.task_head = task_head(redact(spec.task, worker_secrets(spec.settings, self._environ)) or "")
+        head = task_head(redact(spec.task, worker_secrets(spec.settings, self._environ)) or "")
+        worker = Worker(spec, preflight, owner, tree=tree, lease=lease, follows=follows, task_head=head)
         if lease is not None:
             lease.on_change = lambda: self._publisher.touch(worker)
         self._workers.add(worker)
@@ -221,7 +204,7 @@ class Colony:
         self._group.start_soon(self._run, worker)
         return worker
 
-    async def _prestart_warm_workers(self) -> None:
+    async def _prestart_warm_workers(self, group: TaskGroup) -> None:
         """Warm workers for the castes the profile asks for, ready for the session's first wave. It waits a
         moment first: the server answers its client's handshake and tools/list before it starts CLIs."""
         await anyio.sleep(PRESTART_DELAY_S)
@@ -230,34 +213,34 @@ class Colony:
         except AetherError as exc:  # a spawn will report the same problem when it happens
             log.warning("no warm workers: %s", exc)
             return
-        assert self._group is not None
-        await self._warm.prestart(self._group, catalog, self.store.cwd)
+        await self._warm.prestart(group, catalog, self.store.cwd)
 
     async def _run(self, worker: Worker) -> None:
         """Run one worker to its end. Whatever goes wrong ends this worker as failed, and nothing else."""
         try:
             await self._run_one(worker)
         except Exception as exc:  # noqa: BLE001 (one worker's fault must not end the colony's task group)
-            log.warning("worker %s could not run: %s: %s", worker.result.worker_id, type(exc).__name__, exc)
+            log.warning("worker %s could not run: %s: %s", worker.worker_id, type(exc).__name__, exc)
             if not worker.done.is_set():
-                worker.worktree = None  # left as it is, for the user to look at
                 with anyio.CancelScope(shield=True):
-                    await self._finish(worker, None, failure=f"The worker could not run: {exc}")
+                    if worker.live:  # its worktree is left as it is, for the user to look at
+                        worker.fail(self._redact(worker, f"The worker could not run: {exc}"))
+                    await self._record(worker)
 
     async def _run_one(self, worker: Worker) -> None:
         assert self._limit is not None
         outcome: RunOutcome | None = None
         with worker.scope:
             async with self._limit:
-                worker.result.status = "running"
-                worker.result.started_at = _now()
+                warm = self._warm.take(worker.spec)
+                key = self._key_for(worker, warm)
+                worker.start(warm=warm is not None, key=key)
                 self._publisher.publish(worker)
                 worker.notify()
-                warm, worker.spec = self._warm.take(worker.spec, worker.lease)
-                worker.result.warm = warm is not None
                 outcome = await run_worker(
                     worker.spec,
                     self._environ,
+                    key=key.value if key is not None else None,
                     on_progress=lambda s: self._progress(worker, s),
                     on_started=worker.set_pid,
                     warm_process=warm.process if warm is not None else None,
@@ -275,46 +258,56 @@ class Colony:
             with anyio.CancelScope(shield=True):
                 await self._finish(worker, None)
 
+    def _key_for(self, worker: Worker, warm: Warm | None) -> Key | None:
+        """The key a starting worker holds at the gateway: the warm process's it takes, or a new one."""
+        if worker.lease is None:
+            return None
+        if warm is not None and warm.key is not None:
+            warm.key.carry(worker.lease)
+            return warm.key
+        return self._leases.issue(worker.lease)
+
     def _refill(self, worker: Worker) -> None:
         spec = worker.spec
-        usual = worker.result.model_source != "explicit" and spec.cwd == self.store.cwd
+        usual = worker.spec.model_source != "explicit" and spec.cwd == self.store.cwd
         usual = usual and spec.output_schema is None and spec.resume is None
         if self._group is not None:
-            self._warm.refill(self._group, spec, taken=worker.result.warm, usual=usual)
+            self._warm.refill(self._group, spec, taken=worker.warm, usual=usual)
 
     def _progress(self, worker: Worker, summary: StreamSummary) -> None:
-        worker.turns, worker.last_tool = summary.turns, summary.last_tool
-        worker.notify()
+        worker.progressed(summary.turns, summary.last_tool)
         self._publisher.touch(worker)
 
-    async def _finish(self, worker: Worker, outcome: RunOutcome | None, failure: str | None = None) -> None:
-        result = worker.result
-        secrets = worker_secrets(worker.spec.settings, self._environ)
-        result.finished_at = _now()
-        self._leases.release(worker.spec.gateway_key)  # the key is refused from now on
+    def _redact(self, worker: Worker, text: str) -> str:
+        return redact(text, worker_secrets(worker.spec.settings, self._environ)) or ""
+
+    async def _finish(self, worker: Worker, outcome: RunOutcome | None) -> None:
+        """End the worker as its run went (None: cancelled), settle its worktree, and record it."""
         if outcome is not None:
-            worker.answer = settle(result, worker.spec, outcome, worker.preflight, secrets, lease=worker.lease)
-        elif failure is not None:
-            result.status, result.error = "failed", redact(failure, secrets)
+            secrets = worker_secrets(worker.spec.settings, self._environ)
+            worker.settle(judge_outcome(worker.spec, outcome, worker.preflight, secrets, worker.lease))
         else:
-            result.status = "cancelled"
-            result.error = "Cancelled before it finished; the worker and its process group were killed."
-        worker.spec = replace(worker.spec, task="")  # the history keeps what ran and how it went, not what it was told
-        tree = worker.worktree
+            worker.cancel()
+        tree = worker.tree
         if tree is not None:
             in_use = self._workers.turn_running(tree, other_than=worker)
-            await anyio.to_thread.run_sync(lambda: worktree.settle(tree, result, in_use=in_use))  # git, off the loop
-        self._publisher.publish(worker)  # its details, with the evidence
-        self._log(result)
+            outcome_of_tree = await anyio.to_thread.run_sync(lambda: worktree.conclude(tree, in_use=in_use))
+            worker.conclude_tree(outcome_of_tree)  # git, off the loop
+        await self._record(worker)
+
+    async def _record(self, worker: Worker) -> None:
+        """An ended worker's last records: its details with the evidence, and its spawn-log line."""
+        self._publisher.publish(worker)
+        self._log(worker)
         worker.done.set()
         worker.notify()
 
-    def _log(self, result: WorkerResult) -> None:
+    def _log(self, worker: Worker) -> None:
         """In place of a finished worker's note, one JSON line in the spawn log: what ran, on which model,
         whether proven."""
         try:
-            append_entry(log_path(self.state_dir), self.store.cwd, result.log_entry())
-            forget_running(self.state_dir, result.worker_id)
+            append_entry(log_path(self.state_dir), self.store.cwd, worker.record().log_entry())
+            forget_running(self.state_dir, worker.worker_id)
         except (AetherError, OSError) as exc:  # the worker's own result stands; only this record of it is lost
             log.warning("worker record not written: %s", exc)
 
@@ -352,7 +345,3 @@ class Colony:
             for worker in self._workers:
                 await worker.done.wait()
         self.kill_all_now()  # whatever did not end in time
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,7 +1,8 @@
 """The worker gateway: a loopback endpoint every proxied worker talks to instead of the proxy.
 
-Each worker gets the gateway's address and a key of its own, valid while it
-lives; the gateway forwards its requests to the caste's endpoint with the real
+Which route (`wire.Lease`) a request takes is the router's to say; today a
+worker's key, valid while it lives, stands for its lease. The gateway
+forwards a route's requests to the caste's endpoint with the real
 token, which therefore never enters a worker's environment, transcript or tool
 output. On the way it records what each request asked for and what the proxy
 says about who answered it (LiteLLM's `x-litellm-*` headers, the body's
@@ -22,11 +23,9 @@ import contextlib
 import json
 import logging
 import re
-import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -34,6 +33,7 @@ import uvicorn
 
 from ..errors import AetherError
 from .upstream import Upstream, UpstreamError
+from .wire import Lease, RequestRecord, Router, is_message
 
 log = logging.getLogger("aether_mcp")
 
@@ -83,123 +83,24 @@ LITELLM = {
 }
 
 
-@dataclass
-class Prices:
-    """US dollars per million tokens, from model_metadata."""
-
-    input: float | None = None
-    output: float | None = None
-    cache_read: float | None = None
-    cache_write: float | None = None
-
-    def cost(self, record: RequestRecord) -> float | None:
-        if self.input is None or self.output is None:
-            return None
-        total = record.input_tokens * self.input + record.output_tokens * self.output
-        total += record.cache_read_tokens * (self.cache_read if self.cache_read is not None else self.input)
-        total += record.cache_write_tokens * (self.cache_write if self.cache_write is not None else self.input)
-        return total / 1_000_000
-
-
-@dataclass
-class RequestRecord:
-    """One request a worker made through the gateway."""
-
-    method: str
-    path: str
-    model: str | None  # what the worker asked for
-    status: int | None = None
-    ttfb_s: float | None = None
-    duration_s: float | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    answered_model: str | None = None  # the body's `model` (LiteLLM writes the name it was called with)
-    model_id: str | None = None  # x-litellm-model-id: the deployment that served it
-    api_base: str | None = None
-    model_group: str | None = None
-    attempted_fallbacks: int = 0
-    cost_usd: float | None = None
-    refused: str | None = None  # why the gateway did not forward it
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
-
-
-@dataclass
-class Lease:
-    """One worker's key: where its requests go, what they may ask for, what they may spend, what they did."""
-
-    worker_id: str
-    caste: str
-    upstream: str
-    token: str | None
-    models: tuple[str, ...] | None  # the caste's model first, then its declared fallbacks; None: any
-    prices: dict[str, Prices] = field(default_factory=dict)
-    max_tokens: int | None = None
-    max_budget_usd: float | None = None
-    records: list[RequestRecord] = field(default_factory=list)
-    budget_exceeded: bool = False
-    spent_tokens: int = 0
-    spent_usd: float = 0.0
-    cost_unknown: bool = False  # some answered request's cost was told by neither the proxy nor model_metadata
-    # A budgeted worker's Messages requests go one at a time: each is checked against what the ones before it
-    # spent, so side-by-side requests cannot all pass the check before any is counted.
-    turn: anyio.Lock = field(default_factory=anyio.Lock, repr=False)
-    # Told when a request starts and when it ends: the colony publishes the worker's live figures.
-    on_change: Callable[[], object] | None = field(default=None, repr=False)
-
-    def changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
-
-    @property
-    def budgeted(self) -> bool:
-        return self.max_tokens is not None or self.max_budget_usd is not None
-
-    def count(self, record: RequestRecord) -> None:
-        """Add a finished request to what the worker has spent (kept as totals: checked before every request)."""
-        self.spent_tokens += record.tokens
-        if record.refused is None and record.status == 200 and _is_message(record.path):
-            if record.cost_usd is None:
-                self.cost_unknown = True
-            else:
-                self.spent_usd += record.cost_usd
-
-    def cost_usd(self) -> float | None:
-        """What the worker spent, from the wire; None when a request's cost is unknown."""
-        return None if self.cost_unknown else round(self.spent_usd, 6)
-
-    def over_budget(self) -> str | None:
-        if self.max_tokens is not None and self.spent_tokens >= self.max_tokens:
-            return f"it has used {self.spent_tokens:,} tokens of its max_tokens {self.max_tokens:,}"
-        spent = self.cost_usd()
-        if self.max_budget_usd is not None and spent is None:  # never a budget quietly lapsed
-            return "an answer's cost was told by neither the proxy nor prices: its max_budget_usd cannot be kept"
-        if self.max_budget_usd is not None and spent is not None and spent >= self.max_budget_usd:
-            return f"it has spent ${spent:.4f} of its max_budget_usd ${self.max_budget_usd:g}"
-        return None
-
-
 class Gateway:
-    """The loopback server and its leases. Started on first use, in the colony's task group."""
+    """The loopback server. Which route each request takes is its router's to say; it forwards, records and
+    keeps the route's budget."""
 
-    def __init__(self) -> None:
-        self._leases: dict[str, Lease] = {}
+    def __init__(self, router: Router) -> None:
+        self._router = router
         self._upstreams: dict[str, Upstream] = {}
         self._server: _QuietServer | None = None
         self.url: str | None = None
 
-    async def start(self, group: Any) -> str:
-        """Listen on 127.0.0.1 (a free port); returns the URL workers use. Spawns at once start it once: nothing
-        here awaits, so no other spawn runs between the check and the start."""
-        return self.url or self._start(group)
+    def start(self, group: Any) -> str:
+        """Listen on 127.0.0.1 (a free port), serving in `group`; returns the URL workers use. Started once:
+        later calls return the same URL.
 
-    def _start(self, group: Any) -> str:
-        """Bind and listen here, then hand the socket to uvicorn: the port is known at once, and a worker that
-        connects before uvicorn accepts waits in the backlog, so nothing waits for the server to come up."""
+        It binds and listens here, then hands the socket to uvicorn: the port is known at once, and a worker
+        that connects before uvicorn accepts waits in the backlog, so nothing waits for the server to come up."""
+        if self.url is not None:
+            return self.url
         try:
             listener = _listen()
         except OSError as exc:
@@ -234,28 +135,13 @@ class Gateway:
         for upstream in self._upstreams.values():
             await upstream.aclose()
 
-    def lease(self, lease: Lease) -> str:
-        """A key for `lease`, valid until `release`."""
-        key = "aether-" + secrets.token_urlsafe(24)
-        self._leases[key] = lease
-        return key
-
-    def release(self, key: str) -> Lease | None:
-        return self._leases.pop(key, None)
-
-    def adopt(self, key: str, lease: Lease) -> None:
-        """A warm worker's key now serves the worker that took it, under that worker's lease."""
-        if key in self._leases:
-            self._leases[key] = lease
-
     # --- the ASGI app ----------------------------------------------------------------------------------------
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
-        lease = self._leases.get(key)
+        lease = self._router.route(headers)
         if lease is None:
             await _error(send, 401, "authentication_error", "aether-mcp gateway: this key is not (or no longer) valid")
             return
@@ -268,7 +154,7 @@ class Gateway:
         record = RequestRecord(scope["method"], path, _asked_model(fields))
         lease.records.append(record)
         lease.changed()
-        one_at_a_time = lease.turn if lease.budgeted and _is_message(path) else contextlib.nullcontext()
+        one_at_a_time = lease.turn if lease.budgeted and is_message(path) else contextlib.nullcontext()
         try:
             async with one_at_a_time:
                 await self._pass(lease, record, headers, body, fields, wire=(receive, send))
@@ -313,7 +199,7 @@ class Gateway:
         rerouting = _rerouting(fields) if record.method == "POST" and fields is not None else None
         if rerouting is not None:
             return (400, "invalid_request_error", f"aether-mcp gateway: {rerouting} is not passed on to the proxy")
-        if _is_message(record.path) and lease.models is not None and record.model is None:
+        if is_message(record.path) and lease.models is not None and record.model is None:
             return (400, "invalid_request_error", "aether-mcp gateway: the request's model cannot be read")
         if record.model is not None and lease.models is not None and record.model not in lease.models:
             allowed = ", ".join(lease.models)
@@ -323,7 +209,7 @@ class Gateway:
                 f"aether-mcp gateway: model '{record.model}' is not the {lease.caste} caste's model or one of its "
                 f"declared fallbacks ({allowed})",
             )
-        if _is_message(record.path):
+        if is_message(record.path):
             spent = lease.over_budget()
             if spent is not None:
                 lease.budget_exceeded = True
@@ -518,11 +404,6 @@ def _rerouting(data: dict[str, Any]) -> str | None:
     metadata = data.get("metadata")
     extra = sorted(set(metadata) - METADATA_KEYS) if isinstance(metadata, dict) else []
     return f"metadata key '{extra[0]}'" if extra else None
-
-
-def _is_message(path: str) -> bool:
-    """A Messages request: the ones that cost tokens (count_tokens and model listings do not)."""
-    return path.split("?", maxsplit=1)[0].rstrip("/").endswith("/v1/messages")
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -1,9 +1,9 @@
-"""The gateway as a colony uses it: made with the first proxied worker, one lease (and key) per worker.
+"""The gateway as a colony uses it: started with the first proxied worker, a lease per worker, a key per holder.
 
-A lease is what the gateway holds a worker's requests to: the endpoint and
-real token they go to, the models they may ask for, the budget and the
-prices that measure it. The key that stands for a lease is valid from the
-moment it is handed out until it is released, on every path a worker ends.
+A worker's lease is made when it is spawned (its budget and the requests it
+makes are kept there). Its key, which its CLI sends as its credential, is
+issued when it starts, or comes with the warm process it takes; whatever
+holds a key releases it in the one step that ends the holder.
 """
 
 from __future__ import annotations
@@ -14,41 +14,31 @@ from anyio.abc import TaskGroup
 
 from ..profile.schema import ModelMetadata
 from .spec import WorkerSpec
+from .wire import Key, KeyRouter, Lease, Prices
 
 if TYPE_CHECKING:
-    from .gateway import Gateway, Lease, Prices
+    from .gateway import Gateway
 
 
 class Leases:
-    """The colony's one gateway and the keys it hands out."""
+    """The colony's one gateway, and the keys that route requests through it."""
 
     def __init__(self) -> None:
+        self._router = KeyRouter()
         self._gateway: Gateway | None = None
 
-    def _the_gateway(self) -> Gateway:
+    def start_gateway(self, group: TaskGroup) -> str:
+        """The gateway's address, starting it in `group` on first use; a gateway that cannot start raises
+        AetherError."""
         if self._gateway is None:
             from .gateway import Gateway  # with uvicorn: a server with no proxied worker never loads it
 
-            self._gateway = Gateway()
-        return self._gateway
+            self._gateway = Gateway(self._router)
+        return self._gateway.start(group)
 
-    async def url(self, group: TaskGroup) -> str:
-        """The gateway's address, starting it on first use; a gateway that cannot start raises AetherError."""
-        return await self._the_gateway().start(group)
-
-    def lease(self, spec: WorkerSpec, metadata: dict[str, ModelMetadata]) -> tuple[str, Lease]:
-        """A key for `spec`'s worker and the lease it stands for, valid until released."""
-        lease = lease_for(spec, metadata)
-        return self._the_gateway().lease(lease), lease
-
-    def adopt(self, key: str, lease: Lease) -> None:
-        """`key` (a warm worker's own) now carries `lease`."""
-        self._the_gateway().adopt(key, lease)
-
-    def release(self, key: str | None) -> None:
-        """The key is refused from now on."""
-        if key is not None and self._gateway is not None:
-            self._gateway.release(key)
+    def issue(self, lease: Lease) -> Key:
+        """A key standing for `lease`, valid until its holder releases it."""
+        return self._router.issue(lease)
 
     async def close(self) -> None:
         if self._gateway is not None:
@@ -57,8 +47,6 @@ class Leases:
 
 def lease_for(spec: WorkerSpec, metadata: dict[str, ModelMetadata]) -> Lease:
     """What the gateway holds a worker's requests to: its endpoint and token, its models, its budget."""
-    from .gateway import Lease  # see Leases._the_gateway
-
     s = spec.settings
     assert s.endpoint is not None
     return Lease(
@@ -75,8 +63,6 @@ def lease_for(spec: WorkerSpec, metadata: dict[str, ModelMetadata]) -> Lease:
 
 def prices(meta: ModelMetadata) -> Prices:
     """A model's prices, from model_metadata."""
-    from .gateway import Prices  # see Leases._the_gateway
-
     return Prices(
         input=meta.input_cost_per_mtok,
         output=meta.output_cost_per_mtok,

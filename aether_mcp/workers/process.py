@@ -70,8 +70,11 @@ MARK_VARIABLE = "AETHER_WORKER_MARK"
 _marks: dict[int, str] = {}
 
 
-async def start_process(spec: WorkerSpec, environ: Mapping[str, str], warm: bool = False) -> asyncio.subprocess.Process:
-    """Start the CLI for `spec`. A warm process waits for its task as a stream-json message on stdin."""
+async def start_process(
+    spec: WorkerSpec, environ: Mapping[str, str], key: str | None, warm: bool = False
+) -> asyncio.subprocess.Process:
+    """Start the CLI for `spec`, with `key` as its credential at the gateway (a proxied worker's). A warm
+    process waits for its task as a stream-json message on stdin."""
     command = build_command(spec) + (["--input-format", "stream-json"] if warm else [])
     write_worker_files(spec)
     mark = uuid.uuid4().hex
@@ -81,7 +84,7 @@ async def start_process(spec: WorkerSpec, environ: Mapping[str, str], warm: bool
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=spec.cwd,
-        env=build_env(spec, environ) | {MARK_VARIABLE: mark},
+        env=build_env(spec, environ, key) | {MARK_VARIABLE: mark},
         start_new_session=True,
         preexec_fn=_PRE_EXEC,
         limit=MAX_LINE,
@@ -93,6 +96,8 @@ async def start_process(spec: WorkerSpec, environ: Mapping[str, str], warm: bool
 async def run_worker(
     spec: WorkerSpec,
     environ: Mapping[str, str],
+    *,
+    key: str | None,
     on_progress: ProgressFn | None = None,
     on_started: Callable[[int], None] | None = None,
     warm_process: asyncio.subprocess.Process | None = None,
@@ -107,8 +112,8 @@ async def run_worker(
     stderr = bytearray()
     process = warm_process
     try:
-        with os.fdopen(open_private(spec.transcript_path, spec.home), "wb") as transcript:
-            process = process or await start_process(spec, environ)
+        with os.fdopen(open_private(spec.transcript_path, spec.server_dir), "wb") as transcript:
+            process = process or await start_process(spec, environ, key)
             if on_started:
                 on_started(process.pid)
             with anyio.move_on_after(spec.settings.timeout_s) as deadline:

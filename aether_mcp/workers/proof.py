@@ -13,18 +13,16 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import sentences
 from .preflight import Deployment, Preflight
 from .process import RunOutcome
-from .result import WorkerResult
+from .result import Mismatch, Status
 from .secrets import redact
 from .spec import WorkerSpec
 from .stream import StreamSummary
-
-if TYPE_CHECKING:
-    from .gateway import Lease, RequestRecord
+from .wire import Lease, RequestRecord
 
 # Claude Code's aliases and the dated IDs a first-party backend answers with,
 # e.g. `sonnet` -> `claude-sonnet-4-5-20250929`.
@@ -34,20 +32,54 @@ ENDPOINT = "(the endpoint: no deployment named)"  # requests_by_deployment's key
 
 
 @dataclass(frozen=True)
+class WireTally:
+    """What the gateway counted of a route's requests, judging nothing: live figures and the proof's data."""
+
+    requests: int
+    tokens: dict[str, int]
+    cost_usd: float | None
+    served: dict[tuple[str, str], int]  # (model asked, who answered in words) -> requests
+    by_deployment: dict[str, int]
+    served_by: list[str]  # the deployments that answered, in words
+    fallback_used: list[str]  # models other than the assigned one that were asked for and answered
+
+    @property
+    def by_model(self) -> dict[str, int]:
+        counted: Counter[str] = Counter()
+        for (model, _), n in self.served.items():
+            counted[model] += n
+        return dict(sorted(counted.items()))
+
+
+@dataclass(frozen=True)
 class RoutingVerdict:
-    """The judgment as data (what contradicts the model, requests per model and deployment) and as sentences."""
+    """The judgment as data (what contradicts the model; with a gateway, its tally) and as sentences."""
 
     verified: bool
     evidence: list[str]
-    mismatches: list[str] = field(default_factory=list)
-    served_by: list[str] = field(default_factory=list)
-    fallback_used: list[str] = field(default_factory=list)
-    by_model: dict[str, int] = field(default_factory=dict)
-    by_deployment: dict[str, int] = field(default_factory=dict)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    wire: WireTally | None = None
 
     @property
     def problem(self) -> str | None:
-        return "; ".join(self.mismatches) or None
+        return "; ".join(m.message for m in self.mismatches) or None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How a finished worker ended, and what its run proves; made from its run, changing nothing."""
+
+    status: Status
+    error: str | None
+    answer: str | None  # the whole answer, redacted
+    structured_output: Any
+    verdict: RoutingVerdict
+    models_reported: list[str]
+    duration_s: float
+    num_turns: int | None
+    usage: dict[str, int] | None
+    cost_usd: float | None  # the wire's count when there is a gateway, else what the CLI said
+    session_id: str | None
 
 
 def same_model(assigned: str, reported: str) -> str | None:
@@ -64,11 +96,17 @@ def same_model(assigned: str, reported: str) -> str | None:
 def judge(assigned: str | None, summary: StreamSummary, preflight: Preflight | None) -> RoutingVerdict:
     """Weigh the preflight (None: no proxy) and the stream against the assigned model."""
     evidence: list[str] = []
-    problems: list[str] = []
+    problems: list[Mismatch] = []
     if preflight is not None:
         evidence.append(preflight.evidence)
         if not preflight.confirmed:
-            problems.append("the proxy did not confirm that it routes the model")
+            problems.append(
+                Mismatch(
+                    code="proxy_unconfirmed",
+                    asked=assigned,
+                    message="the proxy did not confirm that it routes the model",
+                )
+            )
     if summary.init_model:
         evidence.append(f"init line: the CLI asked for {summary.init_model}")
     if summary.usage_models:
@@ -76,7 +114,13 @@ def judge(assigned: str | None, summary: StreamSummary, preflight: Preflight | N
     if summary.answered_models:
         evidence.append(f"backend answered as {', '.join(summary.answered_models)}")
     else:
-        problems.append("the backend never answered, so nothing shows which model served the worker")
+        problems.append(
+            Mismatch(
+                code="never_answered",
+                asked=assigned,
+                message="the backend never answered, so nothing shows which model served the worker",
+            )
+        )
     if summary.synthetic_messages:
         evidence.append(f"{summary.synthetic_messages} message(s) written by the CLI itself (an error, not an answer)")
     if summary.malformed_lines:
@@ -84,155 +128,188 @@ def judge(assigned: str | None, summary: StreamSummary, preflight: Preflight | N
 
     reported = summary.models_reported()
     if assigned is None:
-        problems.append(f"no model was assigned; the CLI chose {', '.join(reported) or 'nothing'} itself")
+        chose = ", ".join(reported) or "nothing"
+        problems.append(
+            Mismatch(code="no_model", seen=chose, message=f"no model was assigned; the CLI chose {chose} itself")
+        )
     else:
         for model in reported:
             why = same_model(assigned, model)
             if why is None:
-                problems.append(f"asked for {assigned}, but the stream names {model}")
+                problems.append(
+                    Mismatch(
+                        code="other_model",
+                        asked=assigned,
+                        seen=model,
+                        message=f"asked for {assigned}, but the stream names {model}",
+                    )
+                )
             elif why != "identical":
                 evidence.append(f"alias: {why} (same model)")
     verified = not problems
-    evidence.append("routing verified" if verified else "NOT verified: " + "; ".join(problems))
+    evidence.append("routing verified" if verified else "NOT verified: " + "; ".join(p.message for p in problems))
     return RoutingVerdict(verified, evidence, problems)
 
 
-def judge_wire(assigned: str | None, lease: Lease, preflight: Preflight | None, provider: str | None) -> RoutingVerdict:
-    """Weigh what the gateway saw: every request the worker made, what it asked for, and who the proxy says
-    answered it. A proxy that lies about its own deployments is beyond this."""
-    problems: list[str] = []
-    deployments = preflight.deployments if preflight is not None else None
+def tally(lease: Lease, deployments: dict[str, Deployment] | None, assigned: str | None) -> WireTally:
+    """Count a route's requests: tokens by kind (every request's, as the budget counts them), cost, and who
+    served what. Refused requests count toward tokens and requests only."""
+    records = lease.records
     served: Counter[tuple[str, str]] = Counter()
     by_deployment: Counter[str] = Counter()
+    for record in records:
+        if record.refused is None and record.model is not None:
+            served[(record.model, _place(record, deployments)[0])] += 1
+            by_deployment[record.model_id or ENDPOINT] += 1
+    return WireTally(
+        requests=len(records),
+        tokens={
+            "input": sum(r.input_tokens for r in records),
+            "output": sum(r.output_tokens for r in records),
+            "cache_read": sum(r.cache_read_tokens for r in records),
+            "cache_write": sum(r.cache_write_tokens for r in records),
+        },
+        cost_usd=lease.cost_usd(),
+        served=dict(sorted(served.items())),
+        by_deployment=dict(sorted(by_deployment.items())),
+        served_by=sorted({place for _, place in served if place.startswith("deployment")}),
+        fallback_used=sorted({m for m, _ in served if assigned is not None and m != assigned}),
+    )
+
+
+def judge_requests(
+    assigned: str | None, lease: Lease, preflight: Preflight | None, provider: str | None
+) -> RoutingVerdict:
+    """Weigh what the gateway saw of a route: every request, what it asked for, and who the proxy says
+    answered it. A proxy that lies about its own deployments is beyond this."""
+    deployments = preflight.deployments if preflight is not None else None
+    counted = tally(lease, deployments, assigned)
+    problems: list[Mismatch] = []
     for record in lease.records:
         if record.refused is not None:
-            problems.append(f"{record.method} {record.path.split('?')[0]} refused: {record.refused}")
-            continue
-        place = _served(record, deployments, provider, problems)
-        if record.model is not None:
-            served[(record.model, place)] += 1
-            by_deployment[record.model_id or ENDPOINT] += 1
+            route = f"{record.method} {record.path.split('?')[0]}"
+            problems.append(
+                Mismatch(code="refused", asked=record.model, seen=route, message=f"{route} refused: {record.refused}")
+            )
+        else:
+            problems += _contradictions(record, deployments, provider)
     if not lease.records:
-        problems.append("the worker made no request through the gateway, so it was sent somewhere else")
+        problems.append(
+            Mismatch(
+                code="no_requests",
+                asked=assigned,
+                message="the worker made no request through the gateway, so it was sent somewhere else",
+            )
+        )
     elif not any(r.status == 200 and r.refused is None for r in lease.records):
         statuses = ", ".join(sorted({str(r.status) for r in lease.records}))
-        problems.append(f"no request was answered (HTTP {statuses}), so nothing shows which model served the worker")
+        problems.append(
+            Mismatch(
+                code="unanswered",
+                asked=assigned,
+                seen=statuses,
+                message=f"no request was answered (HTTP {statuses}), so nothing shows which model served the worker",
+            )
+        )
     if assigned is None:
-        problems.append("no model was assigned, so there is nothing to hold the requests to")
-    evidence = [f"NOT verified: {p}" for p in dict.fromkeys(problems)]
+        problems.append(
+            Mismatch(code="no_model", message="no model was assigned, so there is nothing to hold the requests to")
+        )
+    problems = list(dict.fromkeys(problems))
+    evidence = [f"NOT verified: {p.message}" for p in problems]
     if preflight is not None:
         evidence.append(preflight.evidence)
     if deployments is None:
         evidence.append("the proxy lists no deployments (no LiteLLM /model/info), so only the models asked are checked")
-    evidence += [f"{n} request(s) for {model}: {place}" for (model, place), n in sorted(served.items())]
-    fallbacks = sorted({m for m, _ in served if assigned is not None and m != assigned})
-    evidence += [
-        f"declared fallback {m} served {sum(n for (x, _), n in served.items() if x == m)} request(s)" for m in fallbacks
-    ]
+    evidence += [f"{n} request(s) for {model}: {place}" for (model, place), n in counted.served.items()]
+    by_model = counted.by_model
+    evidence += [f"declared fallback {m} served {by_model[m]} request(s)" for m in counted.fallback_used]
     verified = not problems
     evidence.append("routing verified at the gateway" if verified else "routing NOT verified")
-    places = sorted({place for _, place in served if place.startswith("deployment")})
-    by_model: Counter[str] = Counter()
-    for (model, _), n in served.items():
-        by_model[model] += n
-    return RoutingVerdict(
-        verified,
-        evidence,
-        list(dict.fromkeys(problems)),
-        places,
-        fallbacks,
-        dict(sorted(by_model.items())),
-        dict(sorted(by_deployment.items())),
-    )
+    return RoutingVerdict(verified, evidence, problems, counted)
 
 
-def _served(
-    record: RequestRecord, deployments: dict[str, Deployment] | None, provider: str | None, problems: list[str]
-) -> str:
-    """Who answered `record`, in words; a mismatch with what it asked for goes into `problems`."""
-    said = record.answered_model
-    if said is not None and record.model is not None and same_model(record.model, said) is None:
-        problems.append(f"asked for {record.model}, but the answer says {said} served it")
+def _place(record: RequestRecord, deployments: dict[str, Deployment] | None) -> tuple[str, Deployment | None]:
+    """Who answered `record`, in words, and the listed deployment that did (None: not listed, or no list)."""
     if record.model_id is None:
-        return "the endpoint (it names no deployment)"
+        return "the endpoint (it names no deployment)", None
     found = deployments.get(record.model_id) if deployments is not None else None
-    place = found.describe() if found is not None else f"deployment {record.model_id} ({record.api_base or '?'})"
-    if deployments is None:
-        return place
-    if found is None:
-        problems.append(f"asked for {record.model}, answered by {place}, which the proxy does not list")
-    elif record.model is not None and found.model_name != record.model:
+    if found is not None:
+        return found.describe(), found
+    return f"deployment {record.model_id} ({record.api_base or '?'})", None
+
+
+def _contradictions(
+    record: RequestRecord, deployments: dict[str, Deployment] | None, provider: str | None
+) -> list[Mismatch]:
+    """What in an answered request contradicts the model it asked for."""
+    found: list[Mismatch] = []
+    asked, said = record.model, record.answered_model
+    if said is not None and asked is not None and same_model(asked, said) is None:
+        message = f"asked for {asked}, but the answer says {said} served it"
+        found.append(Mismatch(code="answer_names_other", asked=asked, seen=said, message=message))
+    if record.model_id is None or deployments is None:
+        return found
+    place, deployment = _place(record, deployments)
+    if deployment is None:
+        message = f"asked for {asked}, answered by {place}, which the proxy does not list"
+        found.append(Mismatch(code="unlisted_deployment", asked=asked, seen=record.model_id, message=message))
+    elif asked is not None and deployment.model_name != asked:
         fell = f" after {record.attempted_fallbacks} proxy-side fallback(s)" if record.attempted_fallbacks else ""
-        problems.append(f"asked for {record.model}, answered{fell} by {place}, which serves {found.model_name}")
-    elif provider and found.provider and provider.lower() != found.provider.lower():
-        problems.append(f"{record.model} is {provider}'s in model_metadata, but {place} is a {found.provider} one")
-    return place
+        message = f"asked for {asked}, answered{fell} by {place}, which serves {deployment.model_name}"
+        found.append(Mismatch(code="deployment_serves_other", asked=asked, seen=deployment.model_name, message=message))
+    elif provider and deployment.provider and provider.lower() != deployment.provider.lower():
+        message = f"{asked} is {provider}'s in model_metadata, but {place} is a {deployment.provider} one"
+        found.append(Mismatch(code="provider_differs", asked=asked, seen=deployment.provider, message=message))
+    return found
 
 
-def wire_facts(result: WorkerResult, lease: Lease) -> None:
-    """What the gateway counted: requests, tokens by kind (every request's, as the budget counts them), cost."""
-    records = lease.records
-    result.requests = len(records)
-    result.tokens = {
-        "input": sum(r.input_tokens for r in records),
-        "output": sum(r.output_tokens for r in records),
-        "cache_read": sum(r.cache_read_tokens for r in records),
-        "cache_write": sum(r.cache_write_tokens for r in records),
-    }
-    result.cost_usd = lease.cost_usd()
+def outcome_status(*, timed_out: bool, over_budget: bool, failed: bool) -> Status:
+    """How a worker that ran ended, by precedence: a timeout explains everything after it, a spent budget
+    explains a failure it caused, and only a worker with no failure succeeded."""
+    if timed_out:
+        return "timed_out"
+    if over_budget:
+        return "budget_exceeded"
+    return "failed" if failed else "succeeded"
 
 
-def settle(
-    result: WorkerResult,
-    spec: WorkerSpec,
-    outcome: RunOutcome,
-    preflight: Preflight | None,
-    secrets: list[str],
-    *,
-    lease: Lease | None = None,
-) -> str | None:
-    """Fill in a finished worker's record: its status, its proof, what went wrong, and the first page of its
-    answer. Returns the whole answer (redacted), for reading page by page."""
+def judge_outcome(
+    spec: WorkerSpec, outcome: RunOutcome, preflight: Preflight | None, secrets: list[str], lease: Lease | None
+) -> Settlement:
+    """How a finished worker ended: its status, its proof, what went wrong, and its whole answer (redacted)."""
     summary = outcome.summary
     if lease is not None:
-        verdict = judge_wire(result.model, lease, preflight, spec.provider)
+        verdict = judge_requests(spec.model, lease, preflight, spec.provider)
     else:
-        verdict = judge(result.model, summary, preflight)
+        verdict = judge(spec.model, summary, preflight)
         verdict.evidence.insert(0, "the worker went to its endpoint directly (no proxy): the evidence is its stream")
-    result.models_reported = summary.models_reported()
-    result.routing_verified = verdict.verified
-    result.routing_evidence = verdict.evidence
-    result.duration_s = round(outcome.duration_s, 3)
-    result.num_turns = summary.num_turns if summary.num_turns is not None else summary.turns
-    result.usage = summary.usage
-    result.cost_usd = summary.cost_usd
-    result.served_by, result.fallback_used = verdict.served_by, verdict.fallback_used
-    result.routing_mismatches = verdict.mismatches
-    result.requests_by_model, result.requests_by_deployment = verdict.by_model, verdict.by_deployment
-    if lease is not None:
-        wire_facts(result, lease)
-    result.session_id = summary.session_id
-    answer = redact(summary.result_text, secrets)
-    result.output, result.output_chars = page(answer, 0, OUTPUT_PAGE), len(answer) if answer is not None else None
     failure = describe_failure(spec, outcome)
+    structured = None
     if spec.output_schema is not None and failure is None:
         # The same redaction as the text answer: a secret the model put in a JSON value is taken out too.
-        result.structured_output = json.loads(redact(json.dumps(summary.structured_output), secrets) or "null")
-    if outcome.timed_out:
-        result.status = "timed_out"
-    elif lease is not None and lease.budget_exceeded:
-        result.status = "budget_exceeded"
+        structured = json.loads(redact(json.dumps(summary.structured_output), secrets) or "null")
+    over_budget = lease is not None and lease.budget_exceeded and not outcome.timed_out
+    if over_budget:
+        assert lease is not None
         failure = sentences(
             f"The worker reached its budget ({lease.over_budget()}); the gateway refused its next request",
             f"Give it a larger max_budget_usd or max_tokens, or set them in workers.castes.{spec.caste}",
         )
-    elif failure:
-        result.status = "failed"
-    else:
-        result.status = "succeeded"
     routing = None if verdict.verified else f"Routing not verified: {verdict.problem}"
-    result.error = redact(sentences(failure, routing), secrets) or None
-    return answer
+    return Settlement(
+        status=outcome_status(timed_out=outcome.timed_out, over_budget=over_budget, failed=failure is not None),
+        error=redact(sentences(failure, routing), secrets) or None,
+        answer=redact(summary.result_text, secrets),
+        structured_output=structured,
+        verdict=verdict,
+        models_reported=summary.models_reported(),
+        duration_s=round(outcome.duration_s, 3),
+        num_turns=summary.num_turns if summary.num_turns is not None else summary.turns,
+        usage=summary.usage,
+        cost_usd=verdict.wire.cost_usd if verdict.wire is not None else summary.cost_usd,
+        session_id=summary.session_id,
+    )
 
 
 def describe_failure(spec: WorkerSpec, outcome: RunOutcome) -> str | None:

@@ -21,11 +21,10 @@ import anyio
 
 from ..errors import AetherError
 from ..private_files import read_private, replace_private
-from .proof import judge_wire, wire_facts
 from .spawn_log import record_running
 
 if TYPE_CHECKING:
-    from .registry import Worker
+    from .worker import Worker
 
 log = logging.getLogger("aether_mcp")
 
@@ -34,7 +33,6 @@ TASK_LINES, TASK_CHARS = 4, 400  # what the details keep of a task: enough to re
 MAX_REQUESTS = 200  # a worker's most recent requests in its details
 MAX_DETAILS = 500  # the details kept: the most recent workers' (the spawn log keeps every worker's line)
 MAX_DETAILS_BYTES = 1024 * 1024
-LIVE = ("queued", "running")
 
 
 def details_dir(state_dir: Path) -> Path:
@@ -49,23 +47,18 @@ def task_head(task: str) -> str:
 
 def note(worker: Worker) -> dict[str, Any]:
     """A queued or running worker's note: its log entry as it stands, with what the gateway has counted so far."""
-    live = worker.result.model_copy()
-    if worker.lease is not None:
-        wire_facts(live, worker.lease)
-        verdict = judge_wire(live.model, worker.lease, worker.preflight, worker.spec.provider)
-        live.served_by, live.fallback_used = verdict.served_by, verdict.fallback_used
-    return {**live.log_entry(), "turns": worker.turns, "last_tool": worker.last_tool}
+    return {**worker.record().log_entry(), "turns": worker.turns, "last_tool": worker.last_tool}
 
 
 def details(worker: Worker) -> dict[str, Any]:
-    result = worker.result
+    result = worker.record()
     records = worker.lease.records[-MAX_REQUESTS:] if worker.lease is not None else []
     return {
         "worker_id": result.worker_id,
         "task_head": worker.task_head,
         "requests": [asdict(record) for record in records],
         "routing_evidence": result.routing_evidence,
-        "routing_mismatches": result.routing_mismatches,
+        "routing_mismatches": [mismatch.model_dump() for mismatch in result.routing_mismatches],
         "worktree": result.worktree,
         "branch": result.branch,
     }
@@ -85,19 +78,19 @@ def read_details(state_dir: Path, worker_id: str) -> dict[str, Any] | None:
 class Publisher:
     """Writes the notes and details of the workers that changed, at most every PUBLISH_S."""
 
-    def __init__(self, state_dir: Path, base: Path) -> None:
-        self._state_dir, self._base = state_dir, base
+    def __init__(self, state_dir: Path, server_dir: Path) -> None:
+        self._state_dir, self._server_dir = state_dir, server_dir
         self._changed: dict[str, Worker] = {}
         self._wake = anyio.Event()
 
     def publish(self, worker: Worker) -> None:
         """Write now: a worker queued, started or finished (the moments `top` and `workers` must not miss)."""
-        self._changed.pop(worker.result.worker_id, None)
+        self._changed.pop(worker.worker_id, None)
         self._write(worker)
 
     def touch(self, worker: Worker) -> None:
         """`worker` changed (a turn, a request): written with the next round."""
-        self._changed[worker.result.worker_id] = worker
+        self._changed[worker.worker_id] = worker
         self._wake.set()
 
     async def run(self) -> None:
@@ -107,20 +100,20 @@ class Publisher:
             self._wake = anyio.Event()
             changed, self._changed = self._changed, {}
             for worker in changed.values():
-                if worker.result.status in LIVE:  # a finished worker's last records are the colony's to write
+                if worker.live:  # a finished worker's last records are the colony's to write
                     self._write(worker)
             await anyio.sleep(PUBLISH_S)
 
     def _write(self, worker: Worker) -> None:
         try:
-            if worker.result.status in LIVE:
-                record_running(self._state_dir, self._base, note(worker))
-            path = details_dir(self._state_dir) / f"{worker.result.worker_id}.json"
-            replace_private(path, self._base, json.dumps(details(worker)).encode())
-            if worker.result.status not in LIVE:
+            if worker.live:
+                record_running(self._state_dir, self._server_dir, note(worker))
+            path = details_dir(self._state_dir) / f"{worker.worker_id}.json"
+            replace_private(path, self._server_dir, json.dumps(details(worker)).encode())
+            if not worker.live:
                 prune(details_dir(self._state_dir))
         except (AetherError, OSError) as exc:  # the worker runs on; only what others see of it is late
-            log.warning("worker %s not published: %s", worker.result.worker_id, exc)
+            log.warning("worker %s not published: %s", worker.worker_id, exc)
 
 
 def prune(folder: Path, keep: int = MAX_DETAILS) -> None:

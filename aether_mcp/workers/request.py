@@ -10,7 +10,7 @@ fields. Whatever fails a bound is an `AetherError` before anything runs.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -25,6 +25,7 @@ MAX_SCHEMA_BYTES = 64 * 1024
 MAX_DESCRIPTION_CHARS = 200
 
 Isolation = Literal["none", "worktree"]
+Checked = TypeVar("Checked", bound=BaseModel)
 
 CasteName = Annotated[
     str,
@@ -41,6 +42,8 @@ Description = Annotated[
     ),
 ]
 TaskText = Annotated[str, Field(description="What the worker should do, in full: it sees nothing else.")]
+FinishedWorker = Annotated[str, Field(max_length=200, description="A finished worker of this session.")]
+FollowUpText = Annotated[str, Field(description="The next message in that worker's conversation.")]
 WorkingDir = Annotated[
     str | None,
     Field(description="Absolute path of an existing directory to work in. Default: the server's."),
@@ -85,13 +88,14 @@ BudgetTokens = Annotated[
 ]
 
 
-class SpawnRequest(BaseModel):
-    """One worker asked for: its caste and task, and what this spawn sets over the caste's settings."""
+class WorkerShape(BaseModel):
+    """What shapes a worker before its task: its caste, and what this spawn sets over the caste's settings.
+
+    A warm process is started from the shape of its caste's usual worker; a spawn adds the task."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     caste: CasteName
-    task: TaskText
     cwd: WorkingDir = None
     model: ModelChoice = None
     timeout_s: TimeoutSeconds = None
@@ -104,10 +108,42 @@ class SpawnRequest(BaseModel):
 
     # The checks below raise AetherError, which pydantic passes on as it is: its message is the one the caller
     # reads, naming the fix.
+    @field_validator("timeout_s")
+    @classmethod
+    def _timeout_fits(cls, timeout_s: float | None) -> float | None:
+        return check_timeout(timeout_s)
+
+    @field_validator("output_schema")
+    @classmethod
+    def _schema_is_usable(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if schema is None else check_output_schema(schema)
+
+
+class SpawnRequest(WorkerShape):
+    """One worker asked for: its shape and its task."""
+
+    task: TaskText
+
     @field_validator("task")
     @classmethod
     def _task_fits(cls, task: str) -> str:
         return check_task(task)
+
+
+class FollowUpRequest(BaseModel):
+    """A follow-up turn in a finished worker's conversation: the message, and what this turn sets anew."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    worker_id: FinishedWorker
+    message: FollowUpText
+    timeout_s: TimeoutSeconds = None
+    output_schema: OutputSchema = None
+
+    @field_validator("message")
+    @classmethod
+    def _message_fits(cls, message: str) -> str:
+        return check_task(message)
 
     @field_validator("timeout_s")
     @classmethod
@@ -122,11 +158,20 @@ class SpawnRequest(BaseModel):
 
 def spawn_request(**values: Any) -> SpawnRequest:
     """A checked request; a value out of bounds is an AetherError that names the argument and the bound."""
+    return _checked(SpawnRequest, "The spawn cannot start", values)
+
+
+def follow_up_request(**values: Any) -> FollowUpRequest:
+    """A checked follow-up, bounded as a spawn is."""
+    return _checked(FollowUpRequest, "The follow-up cannot start", values)
+
+
+def _checked(kind: type[Checked], refusal: str, values: dict[str, Any]) -> Checked:
     try:
-        return SpawnRequest(**values)
+        return kind(**values)
     except ValidationError as exc:
         problems = "; ".join(_problem(error) for error in exc.errors())
-        raise AetherError(f"The spawn cannot start: {problems}.") from None
+        raise AetherError(f"{refusal}: {problems}.") from None
 
 
 def _problem(error: Any) -> str:

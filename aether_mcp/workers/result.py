@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..flat_schema import FlatRecord
 from ..profile.resolution import Source
@@ -17,6 +17,34 @@ class _Logged:
 LOGGED = _Logged()
 
 Status = Literal["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "budget_exceeded"]
+LIVE: tuple[Status, ...] = ("queued", "running")
+
+MismatchCode = Literal[
+    "proxy_unconfirmed",  # the preflight: the proxy did not say it routes the model
+    "never_answered",  # the stream: no answer came from the backend
+    "no_model",  # nothing was assigned to hold the worker to
+    "other_model",  # the stream names another model
+    "no_requests",  # the gateway saw no request: the worker went elsewhere
+    "unanswered",  # no request was answered
+    "refused",  # the gateway refused a request
+    "answer_names_other",  # the answer's body names another model
+    "unlisted_deployment",  # a deployment the proxy does not list answered
+    "deployment_serves_other",  # the deployment that answered serves another model
+    "provider_differs",  # the deployment is another provider's than model_metadata says
+]
+
+
+class Mismatch(BaseModel):
+    """One thing that contradicts the assigned model: a code to act on, the values, and the same in words."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: MismatchCode
+    asked: str | None = Field(default=None, description="The model that was asked for, when one was.")
+    seen: str | None = Field(
+        default=None, description="What contradicts it: a model, a deployment, a provider, a route or HTTP statuses."
+    )
+    message: str = Field(description="The same, in words.")
 
 
 class WorkerResult(FlatRecord):
@@ -53,8 +81,8 @@ class WorkerResult(FlatRecord):
         default=False, description="True only when the evidence shows the assigned model."
     )
     routing_evidence: list[str] = Field(default_factory=list, description="What was checked and what it showed.")
-    routing_mismatches: list[str] = Field(
-        default_factory=list, description="What contradicts the assigned model, one a line; empty when verified."
+    routing_mismatches: list[Mismatch] = Field(
+        default_factory=list, description="What contradicts the assigned model, each with a code; empty when verified."
     )
     requests_by_model: dict[str, int] = Field(
         default_factory=dict, description="Requests the gateway saw, by the model each asked for."

@@ -56,10 +56,10 @@ def running_dir(state_dir: Path) -> Path:
     return state_dir / "running"
 
 
-def record_running(state_dir: Path, base: Path, entry: dict[str, Any]) -> None:
+def record_running(state_dir: Path, server_dir: Path, entry: dict[str, Any]) -> None:
     """Note a queued or running worker, with its server's identity (0600, replaced whole)."""
     record = {**entry, "server": procs.identity()}
-    replace_private(running_dir(state_dir) / f"{entry['worker_id']}.json", base, json.dumps(record).encode())
+    replace_private(running_dir(state_dir) / f"{entry['worker_id']}.json", server_dir, json.dumps(record).encode())
 
 
 def forget_running(state_dir: Path, worker_id: str) -> None:
@@ -83,13 +83,13 @@ def read_running(state_dir: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda e: str(e.get("started_at") or ""), reverse=True)
 
 
-def settle_interrupted(state_dir: Path, base: Path) -> list[dict[str, Any]]:
+def settle_interrupted(state_dir: Path, server_dir: Path) -> list[dict[str, Any]]:
     """Move the records of workers whose server is gone into the spawn log, as interrupted; return them."""
     settled = []
     for entry in read_running(state_dir):
         if entry["status"] == INTERRUPTED:
             entry["error"] = "Its server ended before it did (killed, or the machine went down)."
-            append_entry(log_path(state_dir), base, {k: v for k, v in entry.items() if k != "server"})
+            append_entry(log_path(state_dir), server_dir, {k: v for k, v in entry.items() if k != "server"})
             forget_running(state_dir, str(entry["worker_id"]))
             settled.append(entry)
     return settled

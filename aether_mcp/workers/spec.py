@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import AetherError
 from ..git import project_root
-from ..private_files import read_private, write_private
+from ..private_files import read_private, replace_private, write_private
 from ..profile.agents import Agent
 from ..profile.catalog import CasteCatalog
 from ..profile.location import STATE_DIR
@@ -26,7 +26,7 @@ from ..profile.resolution import Source
 from ..profile.schema import check_model_name
 from ..profile.worker_settings import WorkerSettings
 from .claude_cli import ClaudeCli, find_cli
-from .request import Isolation, SpawnRequest
+from .request import Isolation, SpawnRequest, WorkerShape
 from .worktree import check_base
 
 # Only these reach a worker from the server's own environment (plus LC_* and
@@ -45,7 +45,7 @@ class WorkerSpec:
     model: str | None
     model_source: Source
     cwd: Path
-    home: Path  # the server's working directory: .aether/ is below it
+    server_dir: Path  # the server's working directory: .aether/ is below it
     settings: WorkerSettings
     cli: ClaudeCli
     transcript_path: Path
@@ -60,27 +60,33 @@ class WorkerSpec:
     isolation: Isolation = "none"
     description: str | None = None  # a few words naming the worker
     gateway_url: str | None = None  # set for a proxied worker: it talks to the gateway, not the proxy
-    gateway_key: str | None = None  # its own key there, in place of the proxy's token
 
-    def placed(
-        self, *, cwd: Path | None = None, gateway_url: str | None = None, gateway_key: str | None = None
-    ) -> WorkerSpec:
-        """This worker where it runs: its directory (inside its worktree) and its way to the gateway.
+    @property
+    def proxied(self) -> bool:
+        """Its requests go to a proxy, through the gateway, with a key of its own."""
+        return bool(self.settings.endpoint)
+
+    def placed(self, *, cwd: Path | None = None, gateway_url: str | None = None) -> WorkerSpec:
+        """This worker where it runs: its directory (inside its worktree) and the gateway it talks to.
 
         A proxied worker is never placed without the gateway: its environment would carry the real token."""
-        if self.settings.endpoint and gateway_url is None:
+        if self.proxied and gateway_url is None:
             raise AetherError(f"The {self.caste} worker goes through a proxy, and no gateway is there for it.")
-        return replace(self, cwd=cwd or self.cwd, gateway_url=gateway_url, gateway_key=gateway_key)
+        return replace(self, cwd=cwd or self.cwd, gateway_url=gateway_url)
 
 
-def build_spec(catalog: CasteCatalog, request: SpawnRequest, *, home: Path, environ: Mapping[str, str]) -> WorkerSpec:
+def build_spec(
+    catalog: CasteCatalog, request: WorkerShape, *, server_dir: Path, environ: Mapping[str, str]
+) -> WorkerSpec:
     """The worker a spawn asks for: its model (and why), its settings with the spawn's own timeout and budget,
     its CLI and directory; placed by `WorkerSpec.placed` once its gateway key and worktree exist.
 
-    `home` is the server's working directory: the default `cwd`, and where `.aether/workers/` keeps transcripts.
+    `server_dir` is the server's working directory: the default `cwd`, and where `.aether/workers/` keeps
+    transcripts. A shape with no task (a warm process's) is the caste's usual worker, its task still to come.
     Bad input raises here, before anything runs."""
     profile = catalog.profile
-    entry = catalog.resolve(request.caste, request.task)
+    task = request.task if isinstance(request, SpawnRequest) else ""
+    entry = catalog.resolve(request.caste, task)
     chosen, source = entry.model, entry.source
     if request.model is not None:
         chosen, source = check_model_name(request.model), "explicit"
@@ -108,14 +114,14 @@ def build_spec(catalog: CasteCatalog, request: SpawnRequest, *, home: Path, envi
     return WorkerSpec(
         worker_id=worker_id,
         caste=entry.caste,
-        task=request.task,
+        task=task,
         model=chosen,
         model_source=source,
-        cwd=working_directory(request.cwd, home, profile.workers.allowed_dirs),
-        home=home,
+        cwd=working_directory(request.cwd, server_dir, profile.workers.allowed_dirs),
+        server_dir=server_dir,
         settings=settings,
         cli=find_cli(profile, environ),
-        transcript_path=transcript_path(home, worker_id),
+        transcript_path=transcript_path(server_dir, worker_id),
         max_retries=profile.workers.max_retries,
         api_timeout_ms=profile.workers.api_timeout_ms,
         env_passthrough=profile.workers.env_passthrough,
@@ -147,7 +153,7 @@ def _check_prices(metadata: Mapping[str, Any], models: Sequence[str | None], cas
         )
 
 
-def _spawn_settings(request: SpawnRequest) -> dict[str, Any]:
+def _spawn_settings(request: WorkerShape) -> dict[str, Any]:
     """What one spawn sets over its caste's settings."""
     own = {"timeout_s": request.timeout_s, "max_budget_usd": request.max_budget_usd, "max_tokens": request.max_tokens}
     return {name: value for name, value in own.items() if value is not None}
@@ -157,15 +163,16 @@ def new_worker_id(caste: str) -> str:
     return f"{caste.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}"
 
 
-def transcript_path(home: Path, worker_id: str) -> Path:
-    return home / STATE_DIR / "workers" / f"{worker_id}.jsonl"
+def transcript_path(server_dir: Path, worker_id: str) -> Path:
+    return server_dir / STATE_DIR / "workers" / f"{worker_id}.jsonl"
 
 
-def working_directory(cwd: str | None, home: Path, allowed_dirs: Sequence[str] = ()) -> Path:
+def working_directory(cwd: str | None, server_dir: Path, allowed_dirs: Sequence[str] = ()) -> Path:
     """The directory a worker runs in: an existing absolute path, symlinks resolved, inside the project
-    (the git work tree `home` is in, else `home` itself) or below one of the profile's `allowed_dirs`."""
+    (the git work tree `server_dir` is in, else `server_dir` itself) or below one of the profile's
+    `allowed_dirs`."""
     if cwd is None:
-        return home
+        return server_dir
     path = Path(cwd).expanduser()
     if not path.is_absolute():
         raise AetherError(f"cwd must be an absolute path, not '{cwd}'.")
@@ -174,7 +181,7 @@ def working_directory(cwd: str | None, home: Path, allowed_dirs: Sequence[str] =
     if not path.is_dir():
         raise AetherError(f"cwd '{cwd}' is not a directory.")
     resolved = path.resolve()
-    roots = [project_root(home), *(Path(d).expanduser().resolve() for d in allowed_dirs)]
+    roots = [project_root(server_dir), *(Path(d).expanduser().resolve() for d in allowed_dirs)]
     if not any(resolved.is_relative_to(root) for root in roots):
         raise AetherError(
             f"cwd '{cwd}' is outside this project ({roots[0]})"
@@ -199,7 +206,7 @@ def build_command(spec: WorkerSpec) -> list[str]:
         command += ["--append-system-prompt", s.role]
     command += ["--permission-mode", s.permission_mode]
     command += ["--max-turns", str(s.max_turns)]
-    if s.max_budget_usd is not None and spec.gateway_url is None:  # through the gateway, it keeps the budget
+    if s.max_budget_usd is not None and not spec.proxied:  # through the gateway, it keeps the budget
         command += ["--max-budget-usd", f"{s.max_budget_usd:g}"]
     if s.fallback_models:
         # The CLI's own fallback: after its retries on an overloaded model it switches, and tries the main model
@@ -249,20 +256,20 @@ def routing_env(spec: WorkerSpec) -> dict[str, str]:
     return env
 
 
-def build_env(spec: WorkerSpec, environ: Mapping[str, str]) -> dict[str, str]:
-    """The worker's whole environment, built from an allowlist."""
+def build_env(spec: WorkerSpec, environ: Mapping[str, str], key: str | None = None) -> dict[str, str]:
+    """The worker's whole environment, built from an allowlist. A proxied worker's credential is `key`, its
+    own at the gateway: the real token stays in the server, and without a key there is no environment."""
     keep = set(ENV_ALLOWLIST) | set(spec.env_passthrough)
     env = {k: v for k, v in environ.items() if k in keep or k.startswith("LC_")}
     for secret in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
         if secret not in spec.env_passthrough:
             env.pop(secret, None)
     env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
-    if spec.settings.endpoint:
+    if spec.proxied:
+        if spec.gateway_url is None or key is None:
+            raise AetherError(f"The {spec.caste} worker goes through a proxy, and has no gateway key to use.")
         env.pop("ANTHROPIC_API_KEY", None)
-        if spec.gateway_key is not None:  # the worker's own key: the real token stays in the server
-            env["ANTHROPIC_AUTH_TOKEN"] = spec.gateway_key
-        elif spec.settings.auth_token is not None:
-            env["ANTHROPIC_AUTH_TOKEN"] = spec.settings.auth_token.get_secret_value()
+        env["ANTHROPIC_AUTH_TOKEN"] = key
     return env | routing_env(spec)
 
 
@@ -273,7 +280,7 @@ def mcp_config_text(spec: WorkerSpec) -> str:
 def mcp_config_path(spec: WorkerSpec) -> Path:
     """Named by its content: warm and cold workers of one caste share the file, and their command lines match."""
     digest = hashlib.sha256(mcp_config_text(spec).encode()).hexdigest()[:16]
-    return spec.home / STATE_DIR / "workers" / f"mcp-{digest}.json"
+    return spec.server_dir / STATE_DIR / "workers" / f"mcp-{digest}.json"
 
 
 def agents_text(spec: WorkerSpec) -> str:
@@ -284,17 +291,17 @@ def agents_text(spec: WorkerSpec) -> str:
 def agents_path(spec: WorkerSpec) -> Path:
     """Named by its content, as the MCP config is."""
     digest = hashlib.sha256(agents_text(spec).encode()).hexdigest()[:16]
-    return spec.home / STATE_DIR / "workers" / f"agents-{digest}.json"
+    return spec.server_dir / STATE_DIR / "workers" / f"agents-{digest}.json"
 
 
 def write_worker_files(spec: WorkerSpec) -> None:
     """What the command line points to, written before the worker starts (0600, no link followed)."""
-    _write_once(mcp_config_path(spec), spec.home, mcp_config_text(spec).encode())
+    _write_once(mcp_config_path(spec), spec.server_dir, mcp_config_text(spec).encode())
     if spec.agent is not None:
-        _write_once(agents_path(spec), spec.home, agents_text(spec).encode())
+        _write_once(agents_path(spec), spec.server_dir, agents_text(spec).encode())
 
 
-def _write_once(path: Path, home: Path, data: bytes) -> None:
+def _write_once(path: Path, server_dir: Path, data: bytes) -> None:
     """Make the content-named file `path`, unless it is there already holding `data`.
 
     Workers starting side by side share these files, and the CLI refuses a file that changes while it reads
@@ -305,11 +312,11 @@ def _write_once(path: Path, home: Path, data: bytes) -> None:
     except FileNotFoundError:
         pass
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    write_private(temp, home, data)
+    write_private(temp, server_dir, data)
     try:
         os.link(temp, path)
     except FileExistsError:  # another spawn made it first, or it held something else: replace that
         if read_private(path, len(data) + 1) != data:
-            os.replace(temp, path)
+            replace_private(path, server_dir, data)
     finally:
         temp.unlink(missing_ok=True)

@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
@@ -25,29 +24,45 @@ from anyio.abc import TaskGroup
 from ..errors import AetherError, UnknownCasteError
 from ..profile.catalog import CasteCatalog
 from ..profile.schema import ModelMetadata
-from .leases import Leases
+from .leases import Leases, lease_for
 from .process import kill_group, kill_group_now, start_process
-from .request import SpawnRequest
+from .request import WorkerShape
 from .spec import WorkerSpec, build_command, build_env, build_spec
-
-if TYPE_CHECKING:
-    from .gateway import Lease
+from .wire import Key
 
 log = logging.getLogger("aether_mcp")
 
-Key = tuple[tuple[str, ...], str, tuple[tuple[str, str], ...]]
+WarmIdentity = tuple[tuple[str, ...], str, tuple[tuple[str, str], ...]]
+EACH_ITS_OWN = "(each its own key)"  # stands for the gateway key in a warm process's identity
 
 
-def warm_key(spec: WorkerSpec, environ: Mapping[str, str]) -> Key:
+def warm_key(spec: WorkerSpec, environ: Mapping[str, str]) -> WarmIdentity:
     """Everything that shapes a worker before it reads its task, but its own gateway key."""
-    spec = replace(spec, gateway_key="(each its own)") if spec.gateway_url is not None else spec
-    return tuple(build_command(spec)), str(spec.cwd), tuple(sorted(build_env(spec, environ).items()))
+    key = EACH_ITS_OWN if spec.proxied else None
+    return tuple(build_command(spec)), str(spec.cwd), tuple(sorted(build_env(spec, environ, key).items()))
 
 
 @dataclass
 class Warm:
-    process: asyncio.subprocess.Process
-    gateway_key: str | None
+    """A CLI started ahead of its task, with its own key at the gateway (a proxied one's). A worker that takes
+    it takes both; otherwise `end` or `end_now`, its one ending, kills it and releases the key."""
+
+    key: Key | None
+    process: asyncio.subprocess.Process | None = None
+
+    async def end(self) -> None:
+        if self.process is not None:
+            await kill_group(self.process)
+        self._release()
+
+    def end_now(self) -> None:
+        if self.process is not None:
+            kill_group_now(self.process.pid)
+        self._release()
+
+    def _release(self) -> None:
+        if self.key is not None:
+            self.key.release()
 
 
 class WarmPool:
@@ -65,21 +80,20 @@ class WarmPool:
         self._metadata = metadata  # the profile's model_metadata: the prices a warm worker's lease measures by
         self.idle_s = idle_s
         self.counts: dict[str, int] = {}  # warm workers wanted per caste
-        self._idle: dict[Key, list[Warm]] = {}
-        self._filling: set[Key] = set()
+        self._idle: dict[WarmIdentity, list[Warm]] = {}
+        self._filling: set[WarmIdentity] = set()
 
-    async def prestart(self, group: TaskGroup, catalog: CasteCatalog, home: Path) -> None:
+    async def prestart(self, group: TaskGroup, catalog: CasteCatalog, server_dir: Path) -> None:
         """Fill the pool for each caste the profile asks for, so even the first spawn is warm."""
         try:
             self.idle_s = catalog.profile.workers.warm_idle_s
             self.counts = warm_counts(catalog)
             specs = []
             for caste in self.counts:
-                # A warm worker has no task until it is taken: the empty one is never checked or sent.
-                request = SpawnRequest.model_construct(caste=caste, task="")
-                spec = build_spec(catalog, request, home=home, environ=self._environ)
-                if spec.settings.endpoint:
-                    spec = spec.placed(gateway_url=await self._leases.url(group))
+                # The caste's usual worker, its task still to come.
+                spec = build_spec(catalog, WorkerShape(caste=caste), server_dir=server_dir, environ=self._environ)
+                if spec.proxied:
+                    spec = spec.placed(gateway_url=self._leases.start_gateway(group))
                 specs.append(spec)
         except AetherError as exc:  # a spawn will report the same problem when it happens
             log.warning("no warm workers: %s", exc)
@@ -89,23 +103,19 @@ class WarmPool:
 
     def waiting(self) -> int:
         """How many warm processes wait for a task now."""
-        return sum(1 for idle in self._idle.values() for warm in idle if warm.process.returncode is None)
+        return sum(1 for idle in self._idle.values() for warm in idle if _alive(warm))
 
-    def take(self, spec: WorkerSpec, lease: Lease | None) -> tuple[Warm | None, WorkerSpec]:
-        """A live warm process for exactly this spec, removed from the pool, and the spec it now runs:
-        a proxied warm process holds a key of its own, which from now on carries the worker's `lease`."""
+    def take(self, spec: WorkerSpec) -> Warm | None:
+        """A live warm process for exactly this spec, removed from the pool: the worker that takes it takes its
+        process and its key."""
         waiting = self._idle.get(warm_key(spec, self._environ), [])
         while waiting:
             warm = waiting.pop(0)
-            if warm.process.returncode is not None:
-                self._end_now(warm)  # it died waiting: whatever it started goes too
+            if not _alive(warm):
+                warm.end_now()  # it died waiting: whatever it started goes too
                 continue
-            if warm.gateway_key is not None and lease is not None:
-                self._leases.release(spec.gateway_key)
-                self._leases.adopt(warm.gateway_key, lease)
-                spec = replace(spec, gateway_key=warm.gateway_key)
-            return warm, spec
-        return None, spec
+            return warm
+        return None
 
     def refill(self, group: TaskGroup, spec: WorkerSpec, *, taken: bool, usual: bool) -> None:
         """Top the caste's warm workers up: after a take, or when its usual worker found none.
@@ -116,10 +126,6 @@ class WarmPool:
         if count and (taken or usual):
             group.start_soon(self.fill, group, spec, count)
 
-    def _end_now(self, warm: Warm) -> None:
-        kill_group_now(warm.process.pid)
-        self._leases.release(warm.gateway_key)
-
     async def fill(self, group: TaskGroup, spec: WorkerSpec, count: int) -> None:
         """Start warm processes for `spec` until `count` wait; each is reaped after `idle_s` unused."""
         key = warm_key(spec, self._environ)
@@ -129,13 +135,11 @@ class WarmPool:
         try:
             waiting = self._idle.setdefault(key, [])
             while len(waiting) < count:
-                own = spec
-                if spec.gateway_url:
-                    own = replace(spec, gateway_key=self._leases.lease(spec, self._metadata())[0])
+                warm = Warm(self._leases.issue(lease_for(spec, self._metadata())) if spec.proxied else None)
                 try:
-                    warm = Warm(await start_process(own, self._environ, warm=True), own.gateway_key)
+                    warm.process = await start_process(spec, self._environ, warm.key.value if warm.key else None, True)
                 except BaseException:
-                    self._leases.release(own.gateway_key)  # no process holds it: it must not stay valid
+                    warm.end_now()  # no process holds its key: it must not stay valid
                     raise
                 waiting.append(warm)
                 group.start_soon(self._reap, key, warm)
@@ -144,27 +148,28 @@ class WarmPool:
         finally:
             self._filling.discard(key)
 
-    async def _reap(self, key: Key, warm: Warm) -> None:
+    async def _reap(self, key: WarmIdentity, warm: Warm) -> None:
         await anyio.sleep(self.idle_s)
         waiting = self._idle.get(key, [])
         if warm in waiting:
             waiting.remove(warm)
-            await self._end(warm)
-
-    async def _end(self, warm: Warm) -> None:
-        await kill_group(warm.process)
-        self._leases.release(warm.gateway_key)
+            await warm.end()
 
     def kill_all_now(self) -> None:
         for waiting in self._idle.values():
             for warm in waiting:
-                kill_group_now(warm.process.pid)
+                if warm.process is not None:
+                    kill_group_now(warm.process.pid)
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
             for waiting in self._idle.values():
                 while waiting:
-                    await self._end(waiting.pop())
+                    await waiting.pop().end()
+
+
+def _alive(warm: Warm) -> bool:
+    return warm.process is not None and warm.process.returncode is None
 
 
 def warm_counts(catalog: CasteCatalog) -> dict[str, int]:

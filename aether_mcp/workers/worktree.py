@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import procs
-from ..errors import AetherError, sentences
+from ..errors import AetherError
 from ..git import find_repository, git
 from ..private_files import private_dir
 from ..profile.location import STATE_DIR
-from .result import WorkerResult
 
 BRANCH_PREFIX = "aether/"
 LOCK_REASON = "aether-mcp: its worker is running"  # then: "(server <pid>/<start>)", to tell a stale lock
@@ -62,7 +61,7 @@ def check_base(base: str | None) -> str | None:
     return base
 
 
-def create(repo: Path, home: Path, worker_id: str, base: str | None) -> Worktree:
+def create(repo: Path, server_dir: Path, worker_id: str, base: str | None) -> Worktree:
     """A new worktree for `worker_id` on branch aether/<worker_id>, from `base` (default: HEAD)."""
     check_base(base)
     try:
@@ -72,7 +71,7 @@ def create(repo: Path, home: Path, worker_id: str, base: str | None) -> Worktree
             f"base '{base or 'HEAD'}' names no commit in {repo}",
             "Give a branch, a tag or a commit that exists (a new repository needs a first commit)",
         ) from None
-    folder = private_dir(home / STATE_DIR / "worktrees", home)
+    folder = private_dir(server_dir / STATE_DIR / "worktrees", server_dir)
     worktree = Worktree(repo, folder / worker_id, BRANCH_PREFIX + worker_id, commit)
     with _lock:
         git(repo, "worktree", "add", "--quiet", "-b", worktree.branch, str(worktree.path), commit)
@@ -88,26 +87,36 @@ def restore(worktree: Worktree) -> None:
         git(worktree.repo, "worktree", "lock", "--reason", _lock_reason(), str(worktree.path))
 
 
-def create_for(cwd: Path, home: Path, worker_id: str, base: str | None) -> tuple[Worktree, Path]:
+def create_for(cwd: Path, server_dir: Path, worker_id: str, base: str | None) -> tuple[Worktree, Path]:
     """A fresh worktree for a worker that was to work in `cwd`, and the same place inside that worktree."""
     repo = repository_root(cwd)
-    tree = create(repo, home, worker_id, base)
+    tree = create(repo, server_dir, worker_id, base)
     return tree, (tree.path / cwd.relative_to(repo) if cwd.is_relative_to(repo) else tree.path)
 
 
-def settle(tree: Worktree, result: WorkerResult, *, in_use: bool) -> None:
-    """Record what a finished worker left in `tree`; an untouched tree no other turn is `in_use` goes, with its
-    branch. A tree that cannot be read stays as it is, for the user to look at, and the result says so."""
+@dataclass(frozen=True)
+class TreeOutcome:
+    """What a finished worker left in its worktree, and whether the tree is gone."""
+
+    commits: list[str]
+    diffstat: str | None
+    removed: bool  # untouched, and no other turn used it: removed with its branch
+    error: str | None = None  # the tree could not be read: it stays as it is, for the user to look at
+
+
+def conclude(tree: Worktree, *, in_use: bool) -> TreeOutcome:
+    """Read what a finished worker left in `tree`; an untouched tree no other turn is `in_use` goes, with its
+    branch, and one that holds work is unlocked for `workers clean`."""
     try:
         found = report(tree)
-        result.commits, result.diffstat = found.commits, found.diffstat or None
-        if not found.changed and not in_use:
+        removed = not found.changed and not in_use
+        if removed:
             remove(tree)
-            result.worktree = result.branch = None
         else:
             unlock(tree)
     except AetherError as exc:
-        result.error = sentences(result.error, f"Its worktree could not be read: {exc}") or None
+        return TreeOutcome([], None, removed=False, error=f"Its worktree could not be read: {exc}")
+    return TreeOutcome(found.commits, found.diffstat or None, removed=removed)
 
 
 def unlock(worktree: Worktree) -> None:
