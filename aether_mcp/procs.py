@@ -5,6 +5,7 @@ Standard library only: the hook uses it on every sub-agent call.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -72,3 +73,17 @@ def environment_names(pid: int) -> set[str] | None:
     except OSError:
         return None
     return {entry.split(b"=", 1)[0].decode(errors="replace") for entry in data.split(b"\0") if entry}
+
+
+def keep_environment_private() -> None:
+    """Keep this process's environment and memory from processes of its own user, its workers among them: its
+    environment may hold the proxy token (`${VAR}` in the profile), and a worker's Bash runs as the same user,
+    below it. Linux lets only a process with CAP_SYS_PTRACE read the /proc files (environ, mem) of a process
+    that is not dumpable; a child is dumpable again once it execs. A worker run as root has that capability:
+    nothing here keeps it out."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    pr_set_dumpable = 4
+    prctl(pr_set_dumpable, 0)

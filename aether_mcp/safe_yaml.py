@@ -18,13 +18,18 @@ class AliasBomb(yaml.constructor.ConstructorError):
     """A document that would expand past MAX_EXPANDED_NODES."""
 
 
+class TooDeep(yaml.constructor.ConstructorError):
+    """A document nested too deep to walk (libyaml parses it; walking it would exhaust Python's stack)."""
+
+
 def loader_class() -> type[Any]:
     """PyYAML's safe loader, in C where it is built."""
     return yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
 
 
 def load(text: str, loader: type[Any] | None = None) -> Any:
-    """The document in `text`; a yaml.YAMLError when it is not YAML or expands past MAX_EXPANDED_NODES."""
+    """The document in `text`; a yaml.YAMLError when it is not YAML, expands past MAX_EXPANDED_NODES, or is
+    nested too deep to walk."""
     reader = (loader or loader_class())(text)
     try:
         node = reader.get_single_node()
@@ -32,6 +37,8 @@ def load(text: str, loader: type[Any] | None = None) -> Any:
             return None
         check_size(node)
         return reader.construct_document(node)
+    except RecursionError:
+        raise TooDeep(None, None, "it is nested too deep to read; write it flatter", None) from None
     finally:
         reader.dispose()
 

@@ -305,7 +305,7 @@ async def test_odd_values_on_disk_show_as_dashes(isolated: Path, cli_env: dict[s
     (state / "spawn-log.jsonl").write_text(ODD_LOG_LINE + "[1, 2]\n")
     (state / "details" / "builder-0dd00001.json").write_text(ODD_DETAILS)
     (state / "running").mkdir()
-    for name in ("a", "b"):  # two notes that name one worker
+    for name in ("scout-0dd00002", "a"):  # two notes that name one worker: one is its own, one planted
         (state / "running" / f"{name}.json").write_text('{"worker_id": "scout-0dd00002", "status": "running"}')
     app = ColonyApp(state, isolated)
     async with app.run_test(size=(120, 36)) as pilot:

@@ -7,6 +7,7 @@ so its top imports only what the hook needs; each command imports the rest of wh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import terminal
 from ..errors import AetherError
 from ..hook_settings import HOOK_WORDS
 from ..tables import table
@@ -43,10 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..profile.store import ProfileStore  # pydantic: after the hook's words are ruled out
 
     store = ProfileStore(getattr(args, "profiles", None))
+    # What a command prints may come from files, workers or a proxy: shown, never obeyed by the terminal. The
+    # server speaks its protocol on stdout, and top draws the screen itself.
+    shown = contextlib.nullcontext() if args.run in (_serve, _top) else terminal.shown_output()
     try:
-        return int(args.run(store, args) or 0)
+        with shown:
+            return int(args.run(store, args) or 0)
     except AetherError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {terminal.shown(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -367,6 +373,7 @@ def _doctor(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
+    from ..commands.costs import finite
     from ..workers.spawn_log import log_path, read_running, read_spawn_log, settle_interrupted  # off the hook's path
 
     if args.action == "clean":
@@ -384,8 +391,10 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
         return 0
     rows = [("WHEN", "CASTE", "MODEL", "VERIFIED", "STATUS", "TIME", "TOKENS", "COST")]
     for e in entries:
-        usage = e.get("usage") or {}
-        tokens = sum(v for k, v in usage.items() if k.endswith("tokens") and isinstance(v, int))
+        usage = e.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        tokens = finite(sum(finite(v) or 0 for k, v in usage.items() if str(k).endswith("tokens")))
+        duration, cost = finite(e.get("duration_s")), finite(e.get("cost_usd"))
         rows.append(
             (
                 str(e.get("finished_at") or e.get("started_at") or "-").replace("+00:00", "Z"),
@@ -393,9 +402,9 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
                 str(e.get("model") or "(CLI default)"),
                 "yes" if e.get("routing_verified") else "NO",
                 str(e.get("status")),
-                f"{e['duration_s']:.1f} s" if isinstance(e.get("duration_s"), int | float) else "-",
-                f"{tokens:,}" if tokens else "-",
-                f"${e['cost_usd']:.4f}" if isinstance(e.get("cost_usd"), int | float) else "-",
+                f"{duration:.1f} s" if duration is not None else "-",
+                f"{tokens:,.0f}" if tokens else "-",
+                f"${cost:.4f}" if cost is not None else "-",
             )
         )
     print(table(rows))

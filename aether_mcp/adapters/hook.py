@@ -10,9 +10,11 @@ Claude Code runs it before every sub-agent call, so it must answer in a few
 tens of milliseconds: it reads the profile's caste names with plain YAML and
 the agents' frontmatter, and never imports pydantic or the MCP SDK. It finds
 the project's agents as the server does, up to the work tree's top that git
-names (one `git rev-parse`), so both see the same castes. Whatever
-goes wrong inside it lets the call through (exit 0, a note on stderr): the
-hook routes work, it is not a guard.
+names (one `git rev-parse`), so both see the same castes. A fault with any
+other call lets it through (exit 0, a note on stderr): the hook routes work,
+it is not a guard. A sub-agent call it cannot decide is denied with the cause
+and the fix: let through, a routed caste would run on the parent's model in
+silence.
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
     else:
         kept = None if probe else handoff.keep(call, environ)
         reason = _fallback(wanted, caste, kept, background, event["tool_name"])
+    return _deny(reason)
+
+
+def _deny(reason: str) -> dict[str, Any]:
     return {
         "hookSpecificOutput": {
             "hookEventName": "PreToolUse",
@@ -122,14 +128,13 @@ def routed_castes(cwd: Path, environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _profile_castes(cwd: Path, environ: Mapping[str, str]) -> list[str]:
-    """The castes the profile in use names, read as plain YAML; none when it cannot be read."""
-    import yaml  # when the hook runs, not whenever the command line (which imports this module) starts
-
-    from .. import safe_yaml  # (PyYAML too)
+    """The castes the profile in use names, read as plain YAML; none when there is no profile. A profile that
+    cannot be read raises: the call is then denied with the cause, never let through undecided."""
+    from .. import safe_yaml  # PyYAML: when the hook runs, not whenever the command line starts
 
     try:
         data = safe_yaml.load(locate(None, cwd, environ).path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except FileNotFoundError:
         return []
     if not isinstance(data, dict):
         return []
@@ -142,19 +147,42 @@ def _profile_castes(cwd: Path, environ: Mapping[str, str]) -> list[str]:
 
 
 def run(stdin: TextIO, stdout: TextIO, stderr: TextIO, environ: Mapping[str, str]) -> int:
-    """Read one event from stdin, print the answer (if any). Always exit 0: a broken hook must not block work."""
+    """Read one event from stdin, print the answer (if any); always exit 0.
+
+    A fault with an event that is not a sub-agent call lets it through (the hook routes work, it is not a
+    guard). A sub-agent call the hook cannot decide (a file it cannot read, a fault of its own) is denied with
+    the cause and the fix: let through, it could be a routed caste running on the parent's model unseen."""
     try:
         text = stdin.read(MAX_EVENT_BYTES + 1)
         if len(text) > MAX_EVENT_BYTES:
             raise ValueError(f"the event is over {MAX_EVENT_BYTES:,} characters")
         event = json.loads(text)
-        answer = pre_tool_use(event, environ) if isinstance(event, dict) else None
-    except Exception as exc:  # noqa: BLE001 (any fault lets the call through, and says why)
+    except Exception as exc:  # noqa: BLE001 (an event it cannot read is no sub-agent call it knows of)
         print(f"aether-mcp hook: {type(exc).__name__}: {exc}; the call goes ahead unrouted", file=stderr)
         return 0
+    if not isinstance(event, dict):
+        return 0
+    try:
+        answer = pre_tool_use(event, environ)
+    except Exception as exc:  # noqa: BLE001 (any fault: denied with its cause if it may be a caste, else through)
+        if event.get("tool_name") not in SUBAGENT_TOOLS:
+            print(f"aether-mcp hook: {type(exc).__name__}: {exc}; the call goes ahead", file=stderr)
+            return 0
+        answer = _deny(_undecided(event, exc))
     if answer is not None:
         stdout.write(json.dumps(answer))
     return 0
+
+
+def _undecided(event: Mapping[str, Any], exc: Exception) -> str:
+    tool_input = event.get("tool_input")
+    wanted = tool_input.get("subagent_type") if isinstance(tool_input, dict) else None
+    cause = f"{type(exc).__name__}: {exc}"[:500]
+    return (
+        f"aether-mcp could not tell whether {json.dumps(wanted)} is an Aether caste it routes ({cause}), so it "
+        "stopped this call rather than let it run on this session's model without proof. Run `aether-mcp "
+        "doctor` in the project to see the cause and its fix; `aether-mcp uninstall` turns routing off."
+    )
 
 
 def main() -> int:

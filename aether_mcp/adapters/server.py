@@ -508,6 +508,8 @@ def serve_http(
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
+    from ..bounded_http import BoundedH11Protocol
+
     http.check_host(host, allow_remote)
     tokens, token_path = http.load_tokens(token_file)
     _log_to_stderr(log_level)
@@ -521,7 +523,13 @@ def serve_http(
         streamable_http_path=http.PATH, transport_security=security, host=host
     )
     http.announce(host, port, token_path)
-    uvicorn.run(http.bearer_guard(app, tokens), host=host, port=port, log_level=log_level.lower())
+    uvicorn.run(
+        http.bearer_guard(app, tokens),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        http=BoundedH11Protocol,  # a header timeout and a connection limit: no token is needed to open a socket
+    )
 
 
 def _log_to_stderr(level: str) -> None:

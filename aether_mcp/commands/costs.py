@@ -71,8 +71,8 @@ def cost_table(entries: Iterable[dict[str, Any]], after: datetime | None = None)
 
 
 def _count(value: object) -> int:
-    """A count from a log line: a damaged one (a string, a bool) counts nothing."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A count from a log line: a damaged one (a string, a bool, a negative or huge number) counts nothing."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_FIGURE else 0
 
 
 def _after(stamp: Any, after: datetime) -> bool:
@@ -91,8 +91,16 @@ def moment(value: object) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+MAX_FIGURE = 1e15  # past any duration, cost or count a worker has: a larger one is not read
+
+
 def finite(value: object) -> float | None:
-    """A number read from a log line or a note, or None: not a bool, a string, NaN or infinity."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """A number read from a log line or a note, or None: not a bool, a string, NaN, infinity, or a number past
+    MAX_FIGURE (an integer too large for a float among them)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and abs(number) <= MAX_FIGURE else None

@@ -205,10 +205,11 @@ def _remove(entry: Entry, text: str, recorded: list[str] | None) -> tuple[str, s
 
 
 def _record(project: Path) -> dict[str, list[str] | str]:
-    """Where install put each entry, by file (CREATED: it made the file); empty when unknown."""
+    """Where install put each entry, by file (CREATED: it made the file); empty when unknown. Read as every file
+    install reads: no link, no device or FIFO, at most MAX_FILE_BYTES."""
     try:
-        data = json.loads((project / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(_read(project / RECORD, project) or "")
+    except (AetherError, ValueError):
         return {}
     if not isinstance(data, dict):
         return {}

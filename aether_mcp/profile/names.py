@@ -16,6 +16,14 @@ MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*"
 MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 # A caste's name becomes a worker id, a file name and a branch name.
 CASTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+# A worker's id: its caste's name in lower case with '-' for '_', and eight hex digits. It names files (notes,
+# details, transcripts) and a branch, so one read back from a file is used only when it has this form.
+WORKER_ID = re.compile(r"[a-z][a-z0-9-]{0,63}-[0-9a-f]{8}")
+
+
+def is_worker_id(text: object) -> bool:
+    """Whether `text` is a worker id: a plain name, never a path."""
+    return isinstance(text, str) and WORKER_ID.fullmatch(text) is not None
 
 
 def caste_key(name: str) -> str:

@@ -4,7 +4,8 @@ Routing (castes, models, slots, overrides, task routing, metadata) is data:
 any profile may set it. What can run code or send a secret somewhere (the
 proxy and its token, a caste's own endpoint and token, `claude_cli`,
 `env_passthrough`, `mcp_servers`, `allowed_dirs`, and permissions wider than
-a caste's shipped ones) is honoured from a profile found in the working
+a caste's shipped ones), and what shapes what a worker is told or how many
+start (a caste's `role`, `warm_workers`), is honoured from a profile found in the working
 directory (a cloned repository's, perhaps) only once the user has trusted
 exactly those settings with `aether-mcp trust`, as direnv's `direnv allow`
 does. A digest of them is kept in the user's config folder; aether-mcp's own
@@ -26,9 +27,11 @@ from .schema import Profile
 from .worker_settings import widened_permissions
 
 FILE_NAME = "trusted-profiles.json"
-# Per caste (and in workers.defaults): the settings that reach a program or a secret.
-CASTE_KEYS = ("endpoint", "auth_token", "mcp_servers")
-WORKER_KEYS = ("claude_cli", "env_passthrough", "allowed_dirs")
+# Per caste (and in workers.defaults): the settings that reach a program or a secret, or tell a worker (which
+# may have Bash) what to do.
+CASTE_KEYS = ("endpoint", "auth_token", "mcp_servers", "role")
+# In workers: the same, and how many processes start before anyone asks.
+WORKER_KEYS = ("claude_cli", "env_passthrough", "allowed_dirs", "warm_workers")
 
 
 class UntrustedProfileError(AetherError):

@@ -97,6 +97,7 @@ class LocalBackend:
         delays: dict[str, float] | None = None,
         gather: int = 0,
         port: int = 0,
+        answer_headers: dict[str, str] | None = None,
     ) -> None:
         self.token = token
         self.claims = dict(claims or {})
@@ -111,6 +112,8 @@ class LocalBackend:
         self.line_end = line_end  # how a streamed answer ends its lines: "\n", "\r\n" or "\r", as SSE allows
         self.delay_s = delay_s
         self.delays = dict(delays or {})  # model -> seconds before each of its answers, in place of delay_s
+        # Sent with every answer, as a proxy's own headers are (LiteLLM's x-litellm-response-cost, say).
+        self.answer_headers = dict(answer_headers or {})
         self.started = time.monotonic()
         self._follows: dict[str, int] = {}
         # Hold each Messages request until this many are in flight (at most gather_timeout_s): side-by-side
@@ -300,7 +303,7 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data[: len(data) // 2])
                 self.close_connection = True
             else:
-                self._json(200, message)
+                self._json(200, message, backend.answer_headers)
 
         def _authorized(self) -> bool:
             if backend.token is None:
@@ -308,11 +311,13 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
             bearer = self.headers.get("Authorization", "")
             return bearer == f"Bearer {backend.token}" or self.headers.get("x-api-key") == backend.token
 
-        def _json(self, status: int, payload: dict[str, Any]) -> None:
+        def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
@@ -324,6 +329,8 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Connection", "close")
+            for name, value in backend.answer_headers.items():
+                self.send_header(name, value)
             self.end_headers()
             events = list(_events(message))
             if backend.close_mid_stream:

@@ -17,6 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..errors import AetherError
+from ..procs import keep_environment_private
 from ..profile.catalog import CasteCatalog
 from ..profile.schema import ModelMetadata
 from ..profile.store import ProfileStore
@@ -63,6 +64,7 @@ class Colony:
         self._publisher = Publisher(self.state_dir, store.cwd)
 
     async def __aenter__(self) -> Colony:
+        keep_environment_private()
         async with AsyncExitStack() as stack:  # a failure while starting leaves nothing behind
             group = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._shut_down, group)  # before the group is left: it waits for nothing

@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 import uvicorn
 
+from ..bounded_http import BoundedH11Protocol
 from ..errors import AetherError
 from .upstream import Upstream, UpstreamError
 from .wire import Lease, RequestRecord, Router, is_message
@@ -69,6 +70,8 @@ REROUTING = frozenset(
 METADATA_KEYS = frozenset({"user_id"})  # what the Messages API's metadata holds; LiteLLM reads more from it
 MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, images
 MAX_JSON_ANSWER = 8 * 1024 * 1024  # a non-streamed answer kept to read its usage
+MAX_REQUEST_COST = 10_000.0  # US dollars: past this, a cost header is not a cost
+MAX_TOKEN_COUNT = 1_000_000_000  # tokens of one request: past this, a usage count is not one
 MAX_SSE_LINE = 1024 * 1024  # a streamed answer's line kept to read its usage (a message_start is a few hundred bytes)
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 # Not passed on: the hop's own framing, the credentials (replaced), and compression (so usage can be read).
@@ -116,6 +119,7 @@ class Gateway:
             interface="asgi3",
             proxy_headers=False,
             backlog=BACKLOG,
+            http=BoundedH11Protocol,  # a header timeout and a connection limit: idle sockets hold nothing for long
         )
         server = _QuietServer(config)
         group.start_soon(self._serve, server, listener)
@@ -260,7 +264,7 @@ class Gateway:
                 await answer.body.aclose()  # a worker killed mid-answer closes its upstream request here
             record.duration_s = time.perf_counter() - began
             usage.finish(record)
-            if record.cost_usd is None:
+            if record.cost_usd is None and not record.cost_unreadable:
                 prices = lease.prices.get(record.model or "")
                 record.cost_usd = prices.cost(record) if prices is not None else None
             lease.count(record)
@@ -346,7 +350,8 @@ class _UsageReader:
 
     def _usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
-            self.found.update({k: v for k, v in usage.items() if isinstance(v, int)})
+            # Counts a budget is kept by: whole, not negative, of a size a request can have.
+            self.found.update({k: v for k, v in usage.items() if type(v) is int and 0 <= v <= MAX_TOKEN_COUNT})
 
     def finish(self, record: RequestRecord) -> None:
         if not self.streamed and self.buffer:
@@ -371,13 +376,23 @@ def _read_headers(record: RequestRecord, headers: Any) -> None:
         if value:
             setattr(record, name, value)
     fallbacks = headers.get("x-litellm-attempted-fallbacks")
-    if fallbacks and fallbacks.isdigit():
+    if fallbacks and fallbacks.isdigit() and len(fallbacks) <= 3:
         record.attempted_fallbacks = int(fallbacks)
     cost = headers.get("x-litellm-response-cost")
+    if cost:
+        # A cost the proxy told but that cannot be a cost (nan, -5, 1e400) is not replaced by prices: it is
+        # unknown, and a dollar budget ends on an unknown cost rather than lapse.
+        record.cost_usd = _cost(cost)
+        record.cost_unreadable = record.cost_usd is None
+
+
+def _cost(text: str) -> float | None:
+    """A request's cost in US dollars from the proxy's header: finite, not negative, at most MAX_REQUEST_COST."""
     try:
-        record.cost_usd = float(cost) if cost else None
+        value = float(text[:64])
     except ValueError:
-        record.cost_usd = None
+        return None
+    return value if 0 <= value <= MAX_REQUEST_COST else None  # NaN fails this too
 
 
 def _json_fields(body: bytes) -> dict[str, Any] | None:

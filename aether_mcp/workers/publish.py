@@ -21,6 +21,7 @@ import anyio
 
 from ..errors import AetherError
 from ..private_files import read_private, replace_private
+from ..profile.names import is_worker_id
 from .spawn_log import record_running
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def details(worker: Worker) -> dict[str, Any]:
 
 def read_details(state_dir: Path, worker_id: str) -> dict[str, Any] | None:
     """A worker's details, or None when there are none (or they are not a regular file of ours)."""
-    if "/" in worker_id or worker_id.startswith("."):
+    if not is_worker_id(worker_id):
         return None
     try:
         found = json.loads(read_private(details_dir(state_dir) / f"{worker_id}.json", MAX_DETAILS_BYTES))

@@ -16,6 +16,7 @@ from typing import Any
 from .. import procs
 from ..errors import AetherError
 from ..private_files import open_private, read_private, replace_private
+from ..profile.names import is_worker_id
 
 INTERRUPTED = "interrupted"
 
@@ -45,7 +46,7 @@ def read_spawn_log(path: Path, limit: int) -> list[dict[str, Any]]:
         for line in lines:
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or a number past what Python reads (over 4,300 digits)
                 continue
             if isinstance(entry, dict):
                 recent.append(entry)
@@ -56,19 +57,27 @@ def running_dir(state_dir: Path) -> Path:
     return state_dir / "running"
 
 
+def note_path(state_dir: Path, worker_id: str) -> Path:
+    """Where a worker's note is: named by its id, which must be a plain worker id (never a path)."""
+    if not is_worker_id(worker_id):
+        raise AetherError(f"{worker_id!r} is not a worker id.")
+    return running_dir(state_dir) / f"{worker_id}.json"
+
+
 def record_running(state_dir: Path, server_dir: Path, entry: dict[str, Any]) -> None:
     """Note a queued or running worker, with its server's identity (0600, replaced whole)."""
     record = {**entry, "server": procs.identity()}
-    replace_private(running_dir(state_dir) / f"{entry['worker_id']}.json", server_dir, json.dumps(record).encode())
+    replace_private(note_path(state_dir, entry["worker_id"]), server_dir, json.dumps(record).encode())
 
 
 def forget_running(state_dir: Path, worker_id: str) -> None:
-    (running_dir(state_dir) / f"{worker_id}.json").unlink(missing_ok=True)
+    note_path(state_dir, worker_id).unlink(missing_ok=True)
 
 
 def read_running(state_dir: Path) -> list[dict[str, Any]]:
     """The queued and running workers of every server in this project, newest first; a worker whose server
-    is gone has the status `interrupted`."""
+    is gone has the status `interrupted`. A note counts only when it is named by a worker id and names the
+    same one inside: a planted note can name no other file."""
     folder = running_dir(state_dir)
     found = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -76,7 +85,7 @@ def read_running(state_dir: Path) -> list[dict[str, Any]]:
             entry = json.loads(read_private(path, 1024 * 1024))
         except (OSError, ValueError, AetherError):  # a note planted as a link, a FIFO, or damaged: not ours
             continue
-        if isinstance(entry, dict):
+        if isinstance(entry, dict) and is_worker_id(path.stem) and entry.get("worker_id") == path.stem:
             if not procs.alive(str(entry.get("server"))):
                 entry["status"] = INTERRUPTED
             found.append(entry)

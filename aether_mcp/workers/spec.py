@@ -160,6 +160,7 @@ def _spawn_settings(request: WorkerShape) -> dict[str, Any]:
 
 
 def new_worker_id(caste: str) -> str:
+    """A new worker's id, of the form `names.WORKER_ID` (the caste's name passed `names.CASTE_NAME`)."""
     return f"{caste.lower().replace('_', '-')}-{uuid.uuid4().hex[:8]}"
 
 

@@ -34,6 +34,8 @@ log = logging.getLogger("aether_mcp")
 
 WarmIdentity = tuple[tuple[str, ...], str, tuple[tuple[str, str], ...]]
 EACH_ITS_OWN = "(each its own key)"  # stands for the gateway key in a warm process's identity
+# Warm workers in all, whatever the profile asks: each is a whole Claude Code CLI (about 200 MB resident).
+MAX_WARM_WORKERS = 8
 
 
 def warm_key(spec: WorkerSpec, environ: Mapping[str, str]) -> WarmIdentity:
@@ -173,12 +175,19 @@ def _alive(warm: Warm) -> bool:
 
 
 def warm_counts(catalog: CasteCatalog) -> dict[str, int]:
-    """Warm workers wanted per caste, keyed by the caste's own name."""
-    counts = {}
+    """Warm workers wanted per caste, keyed by the caste's own name; MAX_WARM_WORKERS in all, the first castes
+    listed first."""
+    counts: dict[str, int] = {}
+    room = MAX_WARM_WORKERS
     for name, count in catalog.profile.workers.warm_workers.items():
         try:
-            if count:
-                counts[catalog.find(name)] = count
+            caste = catalog.find(name)
         except UnknownCasteError:  # a typo there must not stop spawns: the caste just gets no warm workers
             log.warning("workers.warm_workers names no caste: %s", name)
+            continue
+        if count and room:
+            counts[caste] = min(count, room)
+            room -= counts[caste]
+        elif count:
+            log.warning("workers.warm_workers: no warm worker for %s, past the %d in all", caste, MAX_WARM_WORKERS)
     return counts

@@ -55,6 +55,7 @@ class RequestRecord:
     model_group: str | None = None
     attempted_fallbacks: int = 0
     cost_usd: float | None = None
+    cost_unreadable: bool = False  # the proxy told a cost that cannot be one: unknown, not priced
     refused: str | None = None  # why the gateway did not forward it
 
     @property
