@@ -11,6 +11,7 @@ import inspect
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from mcp import StdioServerParameters
 
 from aether_mcp.profile.store import ProfileStore
+from aether_mcp.testing.backend import Recorded
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -233,3 +235,33 @@ async def wait_for(predicate: Callable[[], object], seconds: float = 10, interva
         while not await holds():
             await anyio.sleep(interval)  # paces the polling: the condition is what ends the wait
     return await holds()
+
+
+def hand_over_ready(project: Path, seconds: float = 30) -> Callable[[Recorded], None]:
+    """A local backend's `before_answer` that holds a parent's first answer until the aether-mcp server of the
+    Claude Code session in `project` takes hand-overs: Claude Code in -p mode sends its first request without
+    waiting for its MCP servers, and a hook that runs before the server is up keeps the call instead."""
+    from aether_mcp.adapters.handoff import address
+
+    def sessions() -> list[int]:
+        found = []
+        for entry in os.scandir("/proc"):
+            try:
+                here = entry.name.isdigit() and os.readlink(f"/proc/{entry.name}/cwd") == str(project.resolve())
+                if here and b"-p" in Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+    def listening() -> bool:
+        names = {address(pid) for pid in sessions()} - {None}
+        table = Path("/proc/net/unix").read_text(errors="replace")
+        return any(f"@{name[1:]}" in table for name in names if name)
+
+    def hold(request: Recorded) -> None:
+        deadline = time.monotonic() + seconds
+        while not listening() and time.monotonic() < deadline:
+            time.sleep(0.05)  # paces the look at /proc: the server being up is what ends the wait
+
+    return hold

@@ -19,6 +19,7 @@ from helpers import (
     COMMIT_MY_NAME,
     TOKEN,
     as_another_user,
+    hand_over_ready,
     stdio_server,
     structured,
     write_aether_project,
@@ -239,7 +240,8 @@ def test_a_server_behind_a_wrapper_still_takes_its_sessions_calls(tmp_path: Path
     home.mkdir()
     call = {"description": "build", "prompt": "Add a greeting module.", "subagent_type": "aether-builder"}
     script = {PARENT_MODEL: [Turn(tool="Agent", tool_input=call), Turn(follow=True)]}
-    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
+    ready = hand_over_ready(project)
+    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script, before_answer=ready) as backend:
         write_aether_project(project, backend.url, token=DEMO_TOKEN)
         env = {
             **os.environ,
@@ -262,5 +264,5 @@ def test_a_server_behind_a_wrapper_still_takes_its_sessions_calls(tmp_path: Path
         parent = run_parent(find_cli(parse_profile("{}", "none"), os.environ).path, project, home, backend.url)
         parents = [r for r in backend.requests if r.model == PARENT_MODEL and r.path.startswith("/v1/messages")]
     assert parent.exit_code == 0, parent.stderr
-    assert "which has started it as worker builder-" in parents[1].conversation[-1]
+    assert any("which has started it as worker builder-" in said for said in parents[1].conversation)
     assert (parent.tool_results[-1]["caste"], parent.tool_results[-1]["routing_verified"]) == ("builder", True)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import AGENTS, ROOT, write_aether_project
+from helpers import AGENTS, ROOT, hand_over_ready, write_aether_project
 
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
 from aether_mcp.commands.doctor import check_routing
@@ -270,7 +270,8 @@ def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: P
             Turn(follow=True),
         ]
     }
-    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
+    ready = hand_over_ready(project)
+    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script, before_answer=ready) as backend:
         write_aether_project(project, backend.url, token=DEMO_TOKEN)
         settings = '{"permissions": {"allow": []}}\n'
         (project / ".claude" / "settings.local.json").write_text(settings)
@@ -295,7 +296,8 @@ def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: P
         [r for r in messages if r.model != PARENT_MODEL],
     )
     assert len(parents) == 3 and builder.model == "kimi-k2.5"
-    denial = parents[1].conversation[-1]
+    # the denial is the Agent call's result; Claude Code may add its MCP servers' instructions after it
+    denial = next(said for said in parents[1].conversation if "is an Aether caste" in said)
     assert "which has started it as worker builder-" in denial and prompt not in denial
     assert "BUILDER-RULES: write the failing test first" in builder.system
     assert prompt in builder.conversation[0]

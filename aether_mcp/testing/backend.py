@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -98,6 +98,7 @@ class LocalBackend:
         gather: int = 0,
         port: int = 0,
         answer_headers: dict[str, str] | None = None,
+        before_answer: Callable[[Recorded], None] | None = None,
     ) -> None:
         self.token = token
         self.claims = dict(claims or {})
@@ -114,6 +115,9 @@ class LocalBackend:
         self.delays = dict(delays or {})  # model -> seconds before each of its answers, in place of delay_s
         # Sent with every answer, as a proxy's own headers are (LiteLLM's x-litellm-response-cost, say).
         self.answer_headers = dict(answer_headers or {})
+        # Called with each Messages request before it is answered: a test holds an answer until what it needs
+        # is ready (a session's MCP server up, say), rather than racing it.
+        self.before_answer = before_answer
         self.started = time.monotonic()
         self._follows: dict[str, int] = {}
         # Hold each Messages request until this many are in flight (at most gather_timeout_s): side-by-side
@@ -251,30 +255,31 @@ def _handler_for(backend: LocalBackend) -> type[BaseHTTPRequestHandler]:
             tools = tuple(t.get("name", "") for t in body.get("tools") or [] if isinstance(t, dict))
             messages = body.get("messages") if isinstance(body.get("messages"), list) else []
             said = tuple(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
-            backend.record(
-                Recorded(
-                    "POST",
-                    self.path,
-                    model,
-                    bool(body.get("stream")),
-                    authorized,
-                    tools,
-                    said,
-                    system=_text_of(body.get("system")),
-                    size=len(raw),
-                    agent_id=self.headers.get("x-claude-code-agent-id"),
-                    session_id=self.headers.get("x-claude-code-session-id"),
-                    header_names=tuple(name.lower() for name in self.headers),
-                    at=backend.clock(),
-                    written=_written(messages),
-                )
+            recorded = Recorded(
+                "POST",
+                self.path,
+                model,
+                bool(body.get("stream")),
+                authorized,
+                tools,
+                said,
+                system=_text_of(body.get("system")),
+                size=len(raw),
+                agent_id=self.headers.get("x-claude-code-agent-id"),
+                session_id=self.headers.get("x-claude-code-session-id"),
+                header_names=tuple(name.lower() for name in self.headers),
+                at=backend.clock(),
+                written=_written(messages),
             )
+            backend.record(recorded)
             if not authorized:
                 return self._error(401, "authentication_error", "invalid x-api-key or bearer token")
             if not self.path.startswith("/v1/messages"):
                 return self._error(404, "not_found_error", f"no route {self.path}")
             if "count_tokens" in self.path:
                 return self._json(200, {"input_tokens": _tokens(body)})
+            if backend.before_answer is not None:
+                backend.before_answer(recorded)
             backend.enter()
             try:
                 self._messages(body)
