@@ -145,6 +145,24 @@ COMMIT_MY_NAME = (
 # --- the server and its answers ------------------------------------------------------------------------------
 
 
+def run_aether(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str = "", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The aether-mcp command as a user runs it in `cwd`, with this virtualenv's scripts first on PATH."""
+    environ = dict(env or os.environ)
+    environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
+    return subprocess.run(
+        [sys.executable, "-m", "aether_mcp", *args],
+        cwd=cwd,
+        env=environ,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def stdio_server(cwd: Path, *extra: str) -> StdioServerParameters:
     """`aether-mcp serve` over stdio in `cwd`, with the venv's scripts first on PATH."""
     env = dict(os.environ)

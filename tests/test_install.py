@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import AGENTS, ROOT, hand_over_ready, write_aether_project
+from helpers import run_aether as run
 
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
 from aether_mcp.commands.doctor import check_routing
@@ -41,21 +42,6 @@ SETTINGS_FILES = {
     "hooks without PreToolUse": '{"hooks": {"Stop": []}}',
     "empty PreToolUse": '{"hooks": {"PreToolUse": []}}\n',
 }
-
-
-def run(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    environ = env or dict(os.environ)
-    environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
-    return subprocess.run(
-        [sys.executable, "-m", "aether_mcp", *args],
-        cwd=cwd,
-        env=environ,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("mcp_name", list(MCP_FILES))

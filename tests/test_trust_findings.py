@@ -7,13 +7,12 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import anyio
 import pytest
-from helpers import SYSTEM_PYTHON, TOKEN, error_text, stdio_server, structured, write_profile
+from helpers import SYSTEM_PYTHON, TOKEN, error_text, run_aether, stdio_server, structured, write_profile
 from mcp import Client
 
 from aether_mcp import bounded_http
@@ -26,22 +25,6 @@ from aether_mcp.workers.warm import MAX_WARM_WORKERS, warm_counts
 pytestmark = pytest.mark.anyio
 
 ESC = "\x1b"
-
-
-def aether(*args: str, cwd: Path, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The aether-mcp command, as a user runs it in `cwd`."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.run(
-        [sys.executable, "-m", "aether_mcp", *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def plant(project: Path, relative: str, text: str) -> Path:
@@ -63,7 +46,7 @@ def test_finding_1_a_planted_note_deletes_nothing_outside_its_folder(isolated: P
     worker_id = str(victim.with_suffix("")) if named == "absolute" else "../../../elsewhere/package"
     note = {"worker_id": worker_id, "caste": "builder", "status": "running", "server": "1/0"}
     plant(isolated, ".aether/running/a.json", json.dumps(note))
-    listed = aether("workers", cwd=isolated)
+    listed = run_aether("workers", cwd=isolated)
     assert listed.returncode == 0, listed.stderr
     assert victim.exists()
     assert "Traceback" not in listed.stderr
@@ -81,7 +64,7 @@ def test_finding_2_installs_trust_listing_cannot_be_forged(isolated: Path) -> No
         ".claude/agents/ant/aether-builder.md",
         f"---\nname: aether-builder\ntools: {json.dumps(['Bash', 'Write', forged])}\n---\nBuild.\n",
     )
-    listed = aether("install", cwd=isolated, stdin="n\n")
+    listed = run_aether("install", cwd=isolated, stdin="n\n")
     assert ESC not in listed.stdout and "\r" not in listed.stdout
     assert "Bash, Write, \\x1b[2K\\r  1 agent file" in listed.stdout
 
@@ -120,11 +103,11 @@ def test_finding_4_a_malformed_agent_file_leaves_the_other_castes_routed(isolate
         "cwd": str(isolated),
         "hook_event_name": "PreToolUse",
     }
-    hook = aether("hook", "pre-tool-use", cwd=isolated, stdin=json.dumps(event))
+    hook = run_aether("hook", "pre-tool-use", cwd=isolated, stdin=json.dumps(event))
     assert hook.returncode == 0
     answer = json.loads(hook.stdout)["hookSpecificOutput"]
     assert answer["permissionDecision"] == "deny" and "aether-builder" in answer["permissionDecisionReason"]
-    listed = aether("caste-models", "list", cwd=isolated)
+    listed = run_aether("caste-models", "list", cwd=isolated)
     assert listed.returncode == 0 and "Traceback" not in listed.stderr
     assert "builder" in listed.stdout
 
@@ -134,13 +117,13 @@ def test_finding_4_a_sub_agent_call_the_hook_cannot_decide_is_denied_with_its_ca
     is stopped, with the cause and the fix, rather than let through to the parent's model unseen."""
     (isolated / "model-profiles.yaml").write_bytes(b"worker_models:\n  builder: \xff\xfe\n")
     event = {"tool_name": "Task", "tool_input": {"subagent_type": "builder", "prompt": "p"}, "cwd": str(isolated)}
-    hook = aether("hook", "pre-tool-use", cwd=isolated, stdin=json.dumps(event))
+    hook = run_aether("hook", "pre-tool-use", cwd=isolated, stdin=json.dumps(event))
     answer = json.loads(hook.stdout)["hookSpecificOutput"]
     assert answer["permissionDecision"] == "deny"
     assert "could not tell" in answer["permissionDecisionReason"]
     assert "aether-mcp doctor" in answer["permissionDecisionReason"]
     other = {"tool_name": "Read", "tool_input": {"file_path": "x"}, "cwd": str(isolated)}
-    assert aether("hook", "pre-tool-use", cwd=isolated, stdin=json.dumps(other)).stdout == ""  # not a sub-agent
+    assert run_aether("hook", "pre-tool-use", cwd=isolated, stdin=json.dumps(other)).stdout == ""  # not a sub-agent
 
 
 # --- 5: an untrusted profile starts hundreds of processes --------------------------------------------------------
@@ -230,7 +213,7 @@ def test_finding_7_installs_record_is_read_within_bounds(isolated: Path, command
     """Attacker: a cloned repository ships .aether/installed.json as a link to /dev/zero."""
     (isolated / ".aether").mkdir()
     (isolated / ".aether" / "installed.json").symlink_to("/dev/zero")
-    done = aether(command, cwd=isolated, stdin="n\n", timeout=30)
+    done = run_aether(command, cwd=isolated, stdin="n\n", timeout=30)
     assert "Traceback" not in done.stderr
 
 
@@ -252,7 +235,7 @@ def test_finding_8_the_spawn_logs_escape_sequences_never_reach_the_terminal(
         "cost_usd": 0.5,
     }
     plant(isolated, ".aether/spawn-log.jsonl", json.dumps(entry) + "\n")
-    shown = aether(*command, cwd=isolated)
+    shown = run_aether(*command, cwd=isolated)
     assert shown.returncode == 0, shown.stderr
     assert ESC not in shown.stdout and "\a" not in shown.stdout
     assert "\\x1b]52;c;" in shown.stdout
@@ -387,13 +370,13 @@ HUGE = "9" * 5000
 def test_finding_11_odd_numbers_in_the_log_show_as_unknown(isolated: Path, line: str, commands: list[str]) -> None:
     plant(isolated, ".aether/spawn-log.jsonl", line + "\n")
     for command in commands:
-        shown = aether(command, cwd=isolated)
+        shown = run_aether(command, cwd=isolated)
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, (command, shown.stderr[-500:])
 
 
 def test_finding_11_a_note_without_a_worker_id_is_skipped(isolated: Path) -> None:
     plant(isolated, ".aether/running/builder-0123abcd.json", json.dumps({"caste": "builder", "server": "1/0"}))
-    shown = aether("workers", cwd=isolated)
+    shown = run_aether("workers", cwd=isolated)
     assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr[-500:]
 
 

@@ -88,26 +88,16 @@ BudgetTokens = Annotated[
 ]
 
 
-class WorkerShape(BaseModel):
-    """What shapes a worker before its task: its caste, and what this spawn sets over the caste's settings.
-
-    A warm process is started from the shape of its caste's usual worker; a spawn adds the task."""
+class TurnOptions(BaseModel):
+    """What a spawn and a follow-up alike may set for one turn: its timeout and the answer's schema."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    caste: CasteName
-    cwd: WorkingDir = None
-    model: ModelChoice = None
     timeout_s: TimeoutSeconds = None
-    isolation: IsolationChoice = None
-    base: BaseRef = None
     output_schema: OutputSchema = None
-    max_budget_usd: BudgetUsd = None
-    max_tokens: BudgetTokens = None
-    description: Description = None
 
-    # The checks below raise AetherError, which pydantic passes on as it is: its message is the one the caller
-    # reads, naming the fix.
+    # The checks raise AetherError, which pydantic passes on as it is: its message is the one the caller reads,
+    # naming the fix.
     @field_validator("timeout_s")
     @classmethod
     def _timeout_fits(cls, timeout_s: float | None) -> float | None:
@@ -117,6 +107,21 @@ class WorkerShape(BaseModel):
     @classmethod
     def _schema_is_usable(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if schema is None else check_output_schema(schema)
+
+
+class WorkerShape(TurnOptions):
+    """What shapes a worker before its task: its caste, and what this spawn sets over the caste's settings.
+
+    A warm process is started from the shape of its caste's usual worker; a spawn adds the task."""
+
+    caste: CasteName
+    cwd: WorkingDir = None
+    model: ModelChoice = None
+    isolation: IsolationChoice = None
+    base: BaseRef = None
+    max_budget_usd: BudgetUsd = None
+    max_tokens: BudgetTokens = None
+    description: Description = None
 
 
 class SpawnRequest(WorkerShape):
@@ -130,30 +135,16 @@ class SpawnRequest(WorkerShape):
         return check_task(task)
 
 
-class FollowUpRequest(BaseModel):
+class FollowUpRequest(TurnOptions):
     """A follow-up turn in a finished worker's conversation: the message, and what this turn sets anew."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     worker_id: FinishedWorker
     message: FollowUpText
-    timeout_s: TimeoutSeconds = None
-    output_schema: OutputSchema = None
 
     @field_validator("message")
     @classmethod
     def _message_fits(cls, message: str) -> str:
         return check_task(message)
-
-    @field_validator("timeout_s")
-    @classmethod
-    def _timeout_fits(cls, timeout_s: float | None) -> float | None:
-        return check_timeout(timeout_s)
-
-    @field_validator("output_schema")
-    @classmethod
-    def _schema_is_usable(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if schema is None else check_output_schema(schema)
 
 
 def spawn_request(**values: Any) -> SpawnRequest:
