@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from helpers import hand_over_ready
+
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, parent_script, prepare_project, run_parent
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import Call, LocalBackend, Turn
@@ -18,7 +20,12 @@ def test_a_parent_session_spawns_a_builder_and_a_scout_on_their_own_models(tmp_p
     project, home = tmp_path / "project", tmp_path / "parent-home"
     project.mkdir()
     home.mkdir()
-    with LocalBackend(token=DEMO_TOKEN, models=list(CASTES.values()), scripts=parent_script(CASTES)) as backend:
+    # Claude Code in -p mode may send its first request before its MCP servers are up: the scripted parent
+    # answers it once the server is, and the tool is listed from the next request on.
+    ready = hand_over_ready(project)
+    with LocalBackend(
+        token=DEMO_TOKEN, models=list(CASTES.values()), scripts=parent_script(CASTES), before_answer=ready
+    ) as backend:
         prepare_project(project, home, backend.url, CASTES)
         # registered as the README says: the shipped mcp.json, as the project's .mcp.json
         assert json.loads((project / ".mcp.json").read_text()) == {
@@ -32,7 +39,7 @@ def test_a_parent_session_spawns_a_builder_and_a_scout_on_their_own_models(tmp_p
     # parent asks, builder worker, parent again, scout worker, parent's final answer
     assert [r.model for r in messages] == [PARENT_MODEL, "kimi-k2.5", PARENT_MODEL, "glm-5", PARENT_MODEL]
     assert len({r.model for r in messages}) == 3
-    assert all("mcp__aether__spawn_worker" in r.tool_names for r in messages if r.model == PARENT_MODEL)
+    assert all("mcp__aether__spawn_worker" in r.tool_names for r in messages[1:] if r.model == PARENT_MODEL)
     assert not any(n.startswith("mcp__aether__") for r in messages if r.model != PARENT_MODEL for n in r.tool_names)
     assert [(r["caste"], r["model"], r["routing_verified"]) for r in run.tool_results] == [
         ("builder", "kimi-k2.5", True),
