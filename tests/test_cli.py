@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -273,3 +275,41 @@ def test_spawn_progress_is_live_on_a_terminal(colony_profile: Path, cli_env: dic
     assert shell.returncode == 0
     assert screen.count("\r\x1b[K") > 2 and "running, turn 0" in screen
     assert "routing_verified: true" in screen
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["doctor"],
+        ["workers"],
+        ["workers", "--json"],
+        ["costs"],
+        ["caste-models", "list"],
+        ["caste-models", "list", "--json"],
+        ["profiles", "path"],
+        ["agents", "sync", "--check"],
+        ["install", "--help"],
+        ["--help"],
+    ],
+    ids=" ".join,
+)
+def test_every_command_ends_quietly_when_its_reader_goes_away(isolated: Path, command: list[str]) -> None:
+    """`aether-mcp doctor | head -1`: the reader has gone before the command writes. It ends with status 0 and
+    nothing on stderr, as `git log | head` does."""
+    (isolated / ".aether").mkdir()
+    (isolated / ".aether" / "spawn-log.jsonl").write_text('{"caste": "builder", "status": "succeeded"}\n')
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "aether_mcp", *command],
+            cwd=isolated,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr) == (0, "")

@@ -32,7 +32,13 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _command(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _command(words: list[str]) -> int:
     if words == HOOK_WORDS:
         # Claude Code runs the hook before every sub-agent call: it is run before the parser is built (a few ms)
         # and the profile store is never made (pydantic), so that each call waits as little as it can.
@@ -56,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_gone() -> int:
+    """The reader of our output went away (`aether-mcp workers | head`): end quietly, as `git log | head` does.
+    What is still buffered would fail again when Python flushes stdout at exit: it goes nowhere instead."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
