@@ -19,6 +19,34 @@ def _stat_fields(pid: int) -> list[str] | None:
     return text[text.rfind(")") + 2 :].split()
 
 
+def children() -> dict[int, list[int]]:
+    """Every process's children, by parent pid, as /proc tells them now."""
+    found: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            up = parent(int(entry.name))
+            if up is not None:
+                found.setdefault(up, []).append(int(entry.name))
+    return found
+
+
+def descendants(pid: int, depth: int) -> list[int]:
+    """`pid`'s children, their children, ... down to `depth` generations."""
+    tree, found, level = children(), [], [pid]
+    for _ in range(depth):
+        level = [child for up in level for child in tree.get(up, [])]
+        found += level
+    return found
+
+
+def command_line(pid: int) -> bytes:
+    """The process's arguments joined by spaces; empty when it is gone (or not ours to read)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
 def parent(pid: int) -> int | None:
     fields = _stat_fields(pid)
     return int(fields[1]) if fields and len(fields) > 1 else None

@@ -20,7 +20,7 @@ from aether_mcp.commands.install import SERVER_ENTRY, hook_entry, install, unins
 from aether_mcp.errors import AetherError
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.profile.store import ProfileStore
-from aether_mcp.testing.backend import LocalBackend, Turn
+from aether_mcp.testing.backend import Call, LocalBackend, Turn
 from aether_mcp.workers.claude_cli import find_cli
 
 ANT = Path(".claude") / "agents" / "ant"
@@ -292,6 +292,44 @@ def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: P
     assert run("uninstall", cwd=project, env=env).returncode == 0
     assert (project / ".claude" / "settings.local.json").read_text() == settings
     assert not (project / ".mcp.json").exists()
+
+
+@pytest.mark.parametrize("broken", ["declined", "cannot start"])
+def test_a_wave_without_the_sessions_server_stops_with_the_fix(tmp_path: Path, broken: str) -> None:
+    """A real parent whose aether-mcp server is declined at Claude Code's first start (recorded as a disabled
+    project server), or cannot start (its command is not on Claude Code's PATH): a wave of two aether-builder
+    calls. Each is stopped with what is wrong and the fix, and no call names a tool the session does not have."""
+    project, home = tmp_path / "project", tmp_path / "parent-home"
+    project.mkdir()
+    home.mkdir()
+    wave = tuple(
+        Call("Agent", {"description": f"build {i}", "prompt": f"Build part {i}.", "subagent_type": "aether-builder"})
+        for i in (1, 2)
+    )
+    script = {PARENT_MODEL: [Turn(calls=wave), Turn(follow=True)]}
+    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script) as backend:
+        write_aether_project(project, backend.url, token=DEMO_TOKEN)
+        env = {**os.environ, "HOME": str(home)}
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+        assert run("install", "--trust", cwd=project, env=env).returncode == 0
+        if broken == "declined":
+            settings = project / ".claude" / "settings.local.json"
+            settings.write_text(json.dumps({**json.loads(settings.read_text()), "disabledMcpjsonServers": ["aether"]}))
+        else:
+            servers = json.loads((project / ".mcp.json").read_text())
+            servers["mcpServers"]["aether"]["command"] = "aether-mcp-not-on-this-path"
+            (project / ".mcp.json").write_text(json.dumps(servers))
+        (home / ".claude.json").write_text(json.dumps({"projects": {str(project): {"hasTrustDialogAccepted": True}}}))
+        parent = run_parent(find_cli(parse_profile("{}", "none"), os.environ).path, project, home, backend.url)
+        parents = [r for r in backend.requests if r.model == PARENT_MODEL and r.path.startswith("/v1/messages")]
+    assert parent.exit_code == 0, parent.stderr
+    said = [text for request in parents for text in request.conversation]
+    results = "\n".join(parents[1].conversation)  # the two calls' results, in the parent's next request
+    assert results.count("aether-mcp is not running in this Claude Code session") == 2
+    assert results.count("run `aether-mcp doctor`") == 2
+    assert not any("No such tool available" in text for text in said)
+    assert not any(tool.startswith("mcp__aether__") for request in parents for tool, _ in request.written)
+    assert backend.models_asked().count("kimi-k2.5") == 0  # no worker ran
 
 
 def test_a_created_file_that_claude_code_added_to_still_uninstalls(isolated: Path) -> None:

@@ -43,6 +43,9 @@ from .local_socket import MAX_MESSAGE_BYTES, encode, peer, read_message, read_re
 
 WRAPPERS = 3  # processes that may stand between Claude Code and its stdio server (a shell, uvx, a venv's shim)
 HOOK_TIMEOUT_S = 15.0  # how long the hook waits for the server to accept a call
+STARTING_S = 15.0  # how long the hook waits for a server of its session that is still starting
+# The command line of an aether-mcp server: the script, the module, or either inside a wrapper's (sh -c, uvx).
+_SERVES = re.compile(rb"aether[-_]mcp\b.*\bserve\b")
 READ_TIMEOUT_S = 5.0  # how long the server waits for a connected hook to send its call
 
 Reply = dict[str, Any]
@@ -86,6 +89,30 @@ def hand_over(call: dict[str, Any], timeout_s: float = HOOK_TIMEOUT_S) -> Reply 
                 return read_reply(sock)
             except (OSError, ValueError):
                 return None
+    return None
+
+
+def session_claude() -> int | None:
+    """The Claude Code process that runs this hook (its nearest Claude Code ancestor); None outside one."""
+    return next((pid for pid in procs.ancestors(os.getpid()) if procs.is_claude_code(pid)), None)
+
+
+def server_running(claude_pid: int) -> bool:
+    """Whether an aether-mcp server runs below the Claude Code process `claude_pid` (itself, or through up to
+    WRAPPERS wrappers): one that has not yet opened its socket is still starting."""
+    return any(_SERVES.search(procs.command_line(pid)) for pid in procs.descendants(claude_pid, WRAPPERS + 1))
+
+
+def hand_over_when_up(call: dict[str, Any], claude_pid: int, wait_s: float = STARTING_S) -> Reply | None:
+    """Hand `call` over once the session's server, which is starting, takes calls; None when it does not within
+    `wait_s`, or stops running. Claude Code starts its MCP servers with the session and runs its first tool
+    calls without waiting for them."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and server_running(claude_pid):
+        reply = hand_over(call)
+        if reply is not None:
+            return reply
+        time.sleep(0.1)  # paces the knocks: the server taking the call is what ends the wait
     return None
 
 

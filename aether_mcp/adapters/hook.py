@@ -63,15 +63,31 @@ def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
     }
     probe = event.get(PROBE) is True
     reply = None if probe else handoff.hand_over(call)
+    session = None if probe or reply is not None else handoff.session_claude()
+    if session is not None and handoff.server_running(session):  # still starting: its socket is not open yet
+        reply = handoff.hand_over_when_up(call, session)
     background = tool_input.get("run_in_background") is not False  # as Claude Code runs a sub-agent by default
     if reply is not None and isinstance(reply.get("worker_id"), str):
         reason = _started(wanted, reply, background)
     elif reply is not None and isinstance(reply.get("error"), str):
         reason = f'"{wanted}" is an Aether caste routed by aether-mcp, which could not start it: {reply["error"]}'
+    elif session is not None and not handoff.server_running(session):
+        reason = _no_server(wanted, cwd)
     else:
         kept = None if probe else handoff.keep(call, environ)
         reason = _fallback(wanted, caste, kept, background, event["tool_name"])
     return _deny(reason)
+
+
+def _no_server(wanted: str, cwd: Path) -> str:
+    """The session has no aether-mcp server: declined at Claude Code's first start, disabled, or unable to start.
+    The first line is for the person; no tool is named, since the session has none of aether-mcp's."""
+    return (
+        f"aether-mcp is not running in this Claude Code session, so the Aether caste {json.dumps(wanted)} was "
+        "stopped rather than run on this session's model without proof. To fix it: quit, run `aether-mcp "
+        f'doctor` in {cwd}, and start claude again; when it asks about the project\'s MCP server "aether", '
+        "choose to use it. Tell the user exactly this; do not retry the call."
+    )
 
 
 def _deny(reason: str) -> dict[str, Any]:
