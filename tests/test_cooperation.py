@@ -12,7 +12,16 @@ from collections import deque
 from pathlib import Path
 
 import pytest
-from helpers import COMMIT_MY_NAME, claude_processes, git, live_processes, stdio_server, structured, wait_for
+from helpers import (
+    COMMIT_MY_NAME,
+    claude_processes,
+    git,
+    live_processes,
+    stdio_server,
+    structured,
+    wait_for,
+    write_profile,
+)
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server
@@ -244,3 +253,24 @@ async def test_a_server_killed_outright_leaves_interrupted_records_and_cleanable
     assert cleaned.stdout.count("its lock was stale") == 3, cleaned.stdout
     assert cleaned.stdout.count("removed aether/") == 2 and Path(trees[0]).exists()  # its work is kept
     assert "removed aether/" in run("workers", "clean", "--all").stdout and not Path(trees[0]).exists()
+
+
+async def test_a_wave_leaves_nothing_of_aether_mcps_in_git_status(isolated: Path, backend: LocalBackend) -> None:
+    """A project that commits Aether's own files in .aether/ and ignores nothing: after a wave (one worker in a
+    worktree), git status lists nothing, and Aether's file is as it was."""
+    git(isolated, "init", "-q", "-b", "main")
+    (isolated / ".aether").mkdir()
+    (isolated / ".aether" / "COLONY_STATE.json").write_text('{"goal": "x"}\n')
+    write_profile(isolated / "model-profiles.yaml", backend.url)
+    git(isolated, "add", ".")
+    git(isolated, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "first")
+    async with Client(build_server(ProfileStore())) as client:
+        for arguments in (
+            {"caste": "builder", "task": "hi"},
+            {"caste": "scout", "task": "hi", "isolation": "worktree"},
+        ):
+            done = structured(await client.call_tool("spawn_worker", arguments))
+            assert done["status"] == "succeeded", done["error"]
+    assert (isolated / ".aether" / "spawn-log.jsonl").is_file()
+    assert git(isolated, "status", "--porcelain", "--untracked-files=all") == ""
+    assert git(isolated, "ls-files", ".aether") == ".aether/COLONY_STATE.json"

@@ -67,6 +67,7 @@ def test_install_then_uninstall_gives_back_every_byte(isolated: Path, mcp_name: 
 
     assert [c.done for c in uninstall(isolated)] == ["removed", "removed"]
     assert {mcp: mcp.read_bytes(), settings: settings.read_bytes()} == before
+    assert not (isolated / ".aether" / "installed.json").exists()  # no record of what it removed
     assert [c.done for c in uninstall(isolated)] == ["not there", "not there"]
 
 

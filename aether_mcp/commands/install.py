@@ -23,6 +23,7 @@ from ..atomic import write_atomic
 from ..errors import AetherError
 from ..hook_settings import COMMAND, MATCHER, PROBE, hook_command, is_hook_command
 from ..json_edit import fragment, insert_first, remove_inserted, value_start
+from ..own_files import keep_out_of_git
 from ..private_files import read_regular, replace_private
 from ..profile.location import STATE_DIR
 
@@ -131,6 +132,7 @@ def install(project: Path, shared: bool = False) -> list[Change]:
             planned.append((entry, edited, "added"))
     if any(done in ("added", "created") for _, _, done in planned):
         replace_private(project / RECORD, project, json.dumps(record, indent=2).encode())
+        keep_out_of_git(project / STATE_DIR, project)
     for entry, new_text, _ in planned:
         if new_text is not None:
             entry.file.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +159,7 @@ def uninstall(project: Path, shared: bool = False) -> list[Change]:
             entry.file.unlink()
         elif new_text is not None:
             write_atomic(entry.file, new_text)
+    (project / RECORD).unlink(missing_ok=True)  # nothing of install's is left to find
     return [Change(str(entry.file), done) for entry, _, done in planned]
 
 

@@ -17,6 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..errors import AetherError
+from ..own_files import keep_out_of_git
 from ..procs import keep_environment_private
 from ..profile.catalog import CasteCatalog
 from ..profile.schema import ModelMetadata
@@ -65,6 +66,7 @@ class Colony:
 
     async def __aenter__(self) -> Colony:
         keep_environment_private()
+        keep_out_of_git(self.state_dir, self.store.cwd)
         async with AsyncExitStack() as stack:  # a failure while starting leaves nothing behind
             group = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._shut_down, group)  # before the group is left: it waits for nothing
@@ -226,7 +228,8 @@ class Colony:
             if not worker.done.is_set():
                 with anyio.CancelScope(shield=True):
                     if worker.live:  # its worktree is left as it is, for the user to look at
-                        worker.fail(self._redact(worker, f"The worker could not run: {exc}"))
+                        secrets = worker_secrets(worker.spec.settings, self._environ)
+                        worker.fail(redact(f"The worker could not run: {exc}", secrets) or "")
                     await self._record(worker)
 
     async def _run_one(self, worker: Worker) -> None:
@@ -279,9 +282,6 @@ class Colony:
     def _progress(self, worker: Worker, summary: StreamSummary) -> None:
         worker.progressed(summary.turns, summary.last_tool)
         self._publisher.touch(worker)
-
-    def _redact(self, worker: Worker, text: str) -> str:
-        return redact(text, worker_secrets(worker.spec.settings, self._environ)) or ""
 
     async def _finish(self, worker: Worker, outcome: RunOutcome | None) -> None:
         """End the worker as its run went (None: cancelled), settle its worktree, and record it."""
