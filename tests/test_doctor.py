@@ -139,10 +139,13 @@ def test_workers_lists_the_spawn_log_newest_first(isolated: Path, cli_env: dict[
             "finished_at": "2026-11-24T10:00:00+00:00",
         },
         {
+            "worker_id": "builder-0123abcd",
             "caste": "builder",
+            "description": "add the greeting",
             "model": "kimi-k2.5",
             "status": "failed",
             "routing_verified": False,
+            "routing_mismatches": [{"code": "answer_names_other", "asked": "kimi-k2.5", "seen": "x", "message": "m"}],
             "duration_s": 3.5,
             "usage": None,
             "cost_usd": None,
@@ -152,9 +155,12 @@ def test_workers_lists_the_spawn_log_newest_first(isolated: Path, cli_env: dict[
     log.write_text("".join(json.dumps(e) + "\n" for e in entries) + "not json\n")
     result = subprocess.run(["aether-mcp", "workers"], capture_output=True, text=True, env=cli_env, check=False)
     assert result.stdout.splitlines() == [
-        "WHEN                  CASTE    MODEL      VERIFIED  STATUS     TIME   TOKENS  COST",
-        "2026-11-24T11:00:00Z  builder  kimi-k2.5  NO        failed     3.5 s  -       -",
-        "2026-11-24T10:00:00Z  scout    glm-5      yes       succeeded  1.2 s  1,020   $0.0100",
+        "WHEN                  WORKER            CASTE    MODEL      VERIFIED                 STATUS     TIME   TOKENS"
+        "  COST     DESCRIPTION",
+        "2026-11-24T11:00:00Z  builder-0123abcd  builder  kimi-k2.5  NO (answer_names_other)  failed     3.5 s  -     "
+        "  -        add the greeting",
+        "2026-11-24T10:00:00Z  -                 scout    glm-5      yes                      succeeded  1.2 s  1,020 "
+        "  $0.0100",
     ]
     limited = subprocess.run(
         ["aether-mcp", "workers", "--json", "--limit", "1"], capture_output=True, text=True, env=cli_env, check=False

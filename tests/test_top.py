@@ -27,7 +27,7 @@ from textual.widgets import DataTable
 from aether_mcp import procs
 from aether_mcp.adapters import control
 from aether_mcp.adapters.top.app import ColonyApp, ConfirmCancel, WorkerScreen
-from aether_mcp.adapters.top.views import columns_for, timeline
+from aether_mcp.adapters.top.views import cell, columns_for, timeline
 from aether_mcp.commands.board import LIVENESS_S, Board, Row
 from aether_mcp.errors import AetherError
 from aether_mcp.testing.backend import LocalBackend
@@ -72,7 +72,7 @@ async def test_the_pilot_follows_real_workers(
     profile_for(isolated, litellm_proxy)
     app = ColonyApp(isolated / ".aether", isolated)
     with slow(routed_backend, "kimi-k2.5", 2.0), slow(second_backend, "glm-5", 2.0):
-        async with Client(stdio_server(isolated)) as client, app.run_test(size=(120, 36)) as pilot:
+        async with Client(stdio_server(isolated)) as client, app.run_test(size=(160, 36)) as pilot:
             assert app.query_one("#empty").display and "No workers yet" in str(app.query_one("#empty").render())
             spawn = {"task": "say hi", "wait": False}
             builder = structured(await client.call_tool("spawn_worker", {"caste": "builder", **spawn}))["worker_id"]
@@ -144,6 +144,20 @@ def test_columns_give_way_in_order() -> None:
     assert sum(width + 2 for _, _, width in columns_for(80)) + 2 <= 80
 
 
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_the_worker_column_takes_the_width_the_others_leave(width: int) -> None:
+    """At 120 columns a worker's description was cut to 3 characters: the worker column now fills the screen."""
+    columns = columns_for(width)
+    assert sum(cells + 2 for _, _, cells in columns) + 2 == width
+    assert columns[0][2] >= len("builder-0123abcd add the greeting") if width >= 120 else columns[0][2] >= 32
+
+
+def test_a_worker_verified_with_no_deployment_named_was_served_as_asked() -> None:
+    entry = {"worker_id": "b-1", "caste": "builder", "status": "succeeded", "routing_verified": True}
+    assert cell(Row.of(entry), "served", 0.0) == "as asked"
+    assert cell(Row.of({**entry, "routing_verified": False}), "served", 0.0) == "-"
+
+
 def test_the_timeline_shows_a_wave_side_by_side_and_states_in_words() -> None:
     def row(worker_id: str, status: str, started: float, finished: float | None) -> Row:
         entry = {"worker_id": worker_id, "caste": "builder", "status": status, "routing_verified": True}
@@ -176,7 +190,7 @@ async def test_top_in_a_real_terminal(
     command = f"env -u COLUMNS -u LINES {Path(sys.executable).parent / 'aether-mcp'} top; echo $? > {status_file}"
     tmux = ["tmux", "-L", session]  # a server of its own: the user's tmux sessions are not touched
     subprocess.run(
-        [*tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30", "-c", str(isolated), "sh", "-c", command],
+        [*tmux, "new-session", "-d", "-s", session, "-x", "120", "-y", "30", "-c", str(isolated), "sh", "-c", command],
         check=True,
     )
 
@@ -308,7 +322,7 @@ async def test_odd_values_on_disk_show_as_dashes(isolated: Path, cli_env: dict[s
     for name in ("scout-0dd00002", "a"):  # two notes that name one worker: one is its own, one planted
         (state / "running" / f"{name}.json").write_text('{"worker_id": "scout-0dd00002", "status": "running"}')
     app = ColonyApp(state, isolated)
-    async with app.run_test(size=(120, 36)) as pilot:
+    async with app.run_test(size=(160, 36)) as pilot:
         await pilot.pause(0.3)
         shown = cells(app)["builder-0dd00001"]
         assert (shown["cost"], shown["elapsed"], shown["requests"], shown["tokens"]) == ("-", "-", "-", "-")

@@ -402,7 +402,7 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
     if not entries:
         print(f"No workers logged yet in {log}.")
         return 0
-    rows = [("WHEN", "CASTE", "MODEL", "VERIFIED", "STATUS", "TIME", "TOKENS", "COST")]
+    rows = [("WHEN", "WORKER", "CASTE", "MODEL", "VERIFIED", "STATUS", "TIME", "TOKENS", "COST", "DESCRIPTION")]
     for e in entries:
         usage = e.get("usage")
         usage = usage if isinstance(usage, dict) else {}
@@ -411,17 +411,30 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
         rows.append(
             (
                 str(e.get("finished_at") or e.get("started_at") or "-").replace("+00:00", "Z"),
+                str(e.get("worker_id") or "-"),
                 str(e.get("caste")),
                 str(e.get("model") or "(CLI default)"),
-                "yes" if e.get("routing_verified") else "NO",
+                _verified(e),
                 str(e.get("status")),
                 f"{duration:.1f} s" if duration is not None else "-",
                 f"{tokens:,.0f}" if tokens else "-",
                 f"${cost:.4f}" if cost is not None else "-",
+                str(e.get("description") or "")[:60],
             )
         )
     print(table(rows))
     return 0
+
+
+def _verified(entry: dict[str, Any]) -> str:
+    """yes; NO with the codes of what contradicts the model (routing_mismatches); `…` while it runs."""
+    if entry.get("routing_verified") is True:
+        return "yes"
+    if entry.get("status") in ("queued", "running"):
+        return "…"
+    found = entry.get("routing_mismatches")
+    codes = [str(m.get("code")) for m in found if isinstance(m, dict)] if isinstance(found, list) else []
+    return "NO" + (f" ({', '.join(dict.fromkeys(codes))})" if codes else "")
 
 
 def _top(store: ProfileStore, args: argparse.Namespace) -> int:

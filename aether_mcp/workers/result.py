@@ -81,7 +81,7 @@ class WorkerResult(FlatRecord):
         default=False, description="True only when the evidence shows the assigned model."
     )
     routing_evidence: list[str] = Field(default_factory=list, description="What was checked and what it showed.")
-    routing_mismatches: list[Mismatch] = Field(
+    routing_mismatches: Annotated[list[Mismatch], LOGGED] = Field(
         default_factory=list, description="What contradicts the assigned model, each with a code; empty when verified."
     )
     requests_by_model: dict[str, int] = Field(

@@ -29,7 +29,7 @@ STATUS = {  # a symbol and a word for each state, so neither color nor symbol al
 
 # The table's columns, in the order they give way when the terminal is narrow (the first ones stay).
 COLUMNS: list[tuple[str, str, int]] = [
-    ("worker", "WORKER", 20),
+    ("worker", "WORKER", 32),  # its id (16) and the start of its description; it takes what the others leave
     ("status", "STATUS", 9),
     ("caste", "CASTE", 9),
     ("model", "MODEL", 12),
@@ -44,7 +44,8 @@ PADDING = 2  # DataTable's cell padding, both sides
 
 
 def columns_for(width: int) -> list[tuple[str, str, int]]:
-    """The columns that fit `width` cells, giving way from the last."""
+    """The columns that fit `width` cells, giving way from the last; the worker's (its id and description)
+    takes the width the others leave."""
     shown: list[tuple[str, str, int]] = []
     used = 2  # the scrollbar
     for column in COLUMNS:
@@ -52,6 +53,8 @@ def columns_for(width: int) -> list[tuple[str, str, int]]:
             break
         shown.append(column)
         used += column[2] + PADDING
+    key, label, least = shown[0]
+    shown[0] = (key, label, least + max(0, width - used))
     return shown
 
 
@@ -77,8 +80,8 @@ def cell(row: Row, key: str, now: float) -> Text | str:
     if key == "elapsed":
         elapsed = row.elapsed(now)
         return duration(elapsed, running=row.status == "running") if elapsed is not None else "-"
-    if key == "served":
-        return ", ".join(row.served_by) or "-"
+    if key == "served":  # verified with no deployment named (no /model/info): served as asked
+        return ", ".join(row.served_by) or ("as asked" if row.verified and not row.live else "-")
     if key == "cost":  # a running worker's cost is shown once an answer has one
         return f"${row.cost_usd:.4f}" if row.cost_usd is not None and (row.cost_usd or not row.live) else "-"
     if key == "tokens":
