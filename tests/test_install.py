@@ -155,6 +155,36 @@ def test_doctor_fails_a_hook_that_cannot_run(project: Path, monkeypatch: pytest.
     assert str(failed[0]["fix"]).startswith("Run aether-mcp install again")
 
 
+def server_checks(project: Path, environ: dict[str, str]) -> dict[str, dict[str, object]]:
+    report = check_routing(ProfileStore(cwd=project), environ)
+    return {c.name: c.model_dump() for c in report.checks if c.name.startswith("server")}
+
+
+def test_doctor_fails_when_claude_code_will_not_start_the_server(project: Path) -> None:
+    """The hook on and the server off stops every caste: doctor says which of the two ways in it is, with the
+    fix, where it said "Routing is healthy"."""
+    install(project)
+    environ = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    environ["HOME"] = str(project.parent)
+    first = server_checks(project, environ)
+    assert first["server command"]["verdict"] == "ok"
+    assert first["server approval"]["verdict"] == "note" and "Enter alone declines" in str(first["server approval"])
+    # started where the virtualenv is not on PATH: Claude Code cannot start `aether-mcp`
+    off_path = server_checks(project, {**environ, "PATH": "/usr/bin:/bin"})
+    assert off_path["server command"]["verdict"] == "fail"
+    assert "not on this PATH" in str(off_path["server command"]["detail"])
+    # declined at Claude Code's first start (recorded in the user's ~/.claude.json, or the project's settings)
+    (project.parent / ".claude.json").write_text(
+        json.dumps({"projects": {str(project): {"disabledMcpjsonServers": ["aether"]}}})
+    )
+    declined = server_checks(project, environ)["server approval"]
+    assert declined["verdict"] == "fail" and "/mcp" in str(declined["fix"])
+    (project.parent / ".claude.json").write_text(
+        json.dumps({"projects": {str(project): {"enabledMcpjsonServers": ["aether"]}}})
+    )
+    assert server_checks(project, environ)["server approval"]["verdict"] == "ok"
+
+
 def test_the_shipped_mcp_json_is_what_install_registers() -> None:
     assert json.loads((ROOT / "mcp.json").read_text())["mcpServers"]["aether"] == SERVER_ENTRY
 

@@ -7,14 +7,19 @@ mistake the seed made silently.
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from collections.abc import Mapping
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ..errors import AetherError, sentences
 from ..flat_schema import FlatRecord
 from ..hook_settings import COMMAND, hook_command
+from ..private_files import read_regular
 from ..profile.catalog import CasteCatalog
 from ..profile.schema import Profile
 from ..profile.store import ProfileStore
@@ -22,6 +27,7 @@ from ..workers.claude_cli import find_cli
 from ..workers.preflight import ModelList, ProxyChecker, ProxyError, TokenRejected
 
 Verdict = Literal["ok", "fail", "note"]
+MAX_SETTINGS_BYTES = 16 * 1024 * 1024  # ~/.claude.json grows with every project Claude Code has seen
 
 
 class Check(BaseModel):
@@ -55,7 +61,10 @@ def check_routing(
         return RoutingReport(healthy=False, checks=checks)
     catalog = store.catalog()
     checks += _agent_checks(store, catalog)
-    checks += _hook_checks(store, catalog)
+    hooks = _hook_checks(store, catalog)
+    checks += hooks
+    if any(check.name == "hook" and check.verdict == "ok" for check in hooks):  # the castes rely on the server
+        checks += _server_checks(store, environ)
     checks.append(_cli_check(profile, environ))
     castes = [catalog.find(caste)] if caste is not None else catalog.names()
     checks += _route_checks(catalog, castes, checker or ProxyChecker(ttl_s=0))
@@ -114,6 +123,88 @@ def _hook_checks(store: ProfileStore, catalog: CasteCatalog) -> list[Check]:
                 )
             )
     return checks
+
+
+def _server_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[Check]:
+    """What Claude Code will do with the project's server: find its command, and start it or not. With the hook
+    on and the server off, every caste's call is stopped."""
+    from .install import SERVER_NAME  # (loaded already, by the hook's check)
+
+    project = store.cwd
+    entry = _json_at(project / ".mcp.json", "mcpServers", SERVER_NAME)
+    if not isinstance(entry, dict) or not isinstance(entry.get("command"), str):
+        fix = "aether-mcp install"
+        return [Check(name="server", verdict="fail", detail=f"{project}/.mcp.json registers no aether server", fix=fix)]
+    command = entry["command"]
+    found = shutil.which(command, path=environ.get("PATH"))
+    ours = Path(sys.executable).parent / "aether-mcp"
+    checks = []
+    if found is None:
+        checks.append(
+            Check(
+                name="server command",
+                verdict="fail",
+                detail=f"Claude Code starts the server as `{command}`, which is not on this PATH",
+                fix=f"Start claude where {ours.parent} is on PATH (activate the virtualenv), or reinstall aether-mcp",
+            )
+        )
+    elif ours.exists() and Path(found).resolve() != ours.resolve():
+        checks.append(
+            Check(
+                name="server command",
+                verdict="fail",
+                detail=f"`{command}` is {found}, another installation than the hook's ({ours})",
+                fix=f"Put {ours.parent} first on PATH, or run aether-mcp install from the installation you use",
+            )
+        )
+    else:
+        checks.append(Check(name="server command", verdict="ok", detail=f"`{command}` is {found}"))
+    return [*checks, _approval_check(project, environ, SERVER_NAME)]
+
+
+def _approval_check(project: Path, environ: Mapping[str, str], name: str) -> Check:
+    """Whether Claude Code will start the project's server: approved, declined (disabled) or not yet asked."""
+    home = Path(environ.get("HOME") or Path.home())
+    places = [
+        _json_at(project / ".claude" / "settings.local.json"),
+        _json_at(project / ".claude" / "settings.json"),
+        _json_at(home / ".claude.json", "projects", str(project)),
+    ]
+    settings = [place for place in places if isinstance(place, dict)]
+    if any(name in _names(place.get("disabledMcpjsonServers")) for place in settings):
+        return Check(
+            name="server approval",
+            verdict="fail",
+            detail="Claude Code was told not to use the project's aether server (declined at its first start, "
+            "or disabled): every caste's call is stopped",
+            fix="In claude, run /mcp and enable aether (or remove it from disabledMcpjsonServers), then restart",
+        )
+    if any(
+        place.get("enableAllProjectMcpServers") is True or name in _names(place.get("enabledMcpjsonServers"))
+        for place in settings
+    ):
+        return Check(name="server approval", verdict="ok", detail="Claude Code uses the project's aether server")
+    return Check(
+        name="server approval",
+        verdict="note",
+        detail="Claude Code will ask about the project's aether server at its next start here; Enter alone declines",
+        fix='Choose "Use this and all future MCP servers in this project" (or "Use this MCP server")',
+    )
+
+
+def _json_at(path: Path, *keys: str) -> Any:
+    """The value at `keys` in the JSON file `path` (a regular file, read within bounds); None when there is none."""
+    try:
+        data: Any = json.loads(read_regular(path, MAX_SETTINGS_BYTES)[0])
+    except (OSError, ValueError, AetherError):
+        return None
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _names(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _failed(name: str, exc: AetherError, fix: str) -> Check:
