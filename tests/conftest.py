@@ -136,14 +136,21 @@ def litellm_proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """One LiteLLM proxy for the session, on loopback: kimi-k2.5 and glm-5 on two deployments of the local
-    backend, and flaky-5, whose deployment fails, with a router fallback to kimi-k2.5 that no caste declares."""
+    backend, flaky-5, whose deployment fails, with a router fallback to kimi-k2.5 that no caste declares, and
+    kimi-cheap, whose deployment calls glm-5."""
     binary = litellm_binary()
-    deployments = {"kimi-k2.5": routed_backend, "glm-5": second_backend, "flaky-5": broken_backend}
+    deployments = {
+        "kimi-k2.5": routed_backend,
+        "glm-5": second_backend,
+        "flaky-5": broken_backend,
+        "kimi-cheap": second_backend,  # a group named for one model whose deployment calls another (glm-5)
+    }
     config = deployments_config(
         {name: backend.url for name, backend in deployments.items()},
         api_key=BACKEND_KEY,
         master_key=MASTER_KEY,
         router="router_settings:\n  num_retries: 0\n  fallbacks: [{flaky-5: [kimi-k2.5]}]\n",
+        calls={"kimi-cheap": "glm-5"},
     )
     with running_proxy(binary, tmp_path_factory.mktemp("litellm"), config) as url:
         yield url

@@ -40,7 +40,7 @@ async def test_two_castes_through_litellm(
         assert result["served_by"] == [place]
         assert f"1 request(s) for {model}: {place}" in result["routing_evidence"]
         assert (
-            f"preflight: proxy {litellm_proxy} routes '{model}' (GET /v1/models lists 3 model(s))"
+            f"preflight: proxy {litellm_proxy} routes '{model}' (GET /v1/models lists 4 model(s))"
             in (result["routing_evidence"])
         )
 
@@ -79,14 +79,25 @@ async def test_a_proxy_side_fallback_nobody_declared_is_not_verified(
     assert chaos["served_by"] == [place]
 
 
-async def test_a_deployment_of_another_provider_is_flagged(isolated: Path, litellm_proxy: str) -> None:
-    metadata = "model_metadata:\n  kimi-k2.5: {provider: moonshot}\n"
+async def test_a_providers_anthropic_compatible_deployment_is_verified(isolated: Path, litellm_proxy: str) -> None:
+    """Kimi served as `anthropic/kimi-k2.5` at the provider's Anthropic-compatible api_base, with model_metadata
+    naming the provider as Aether's profiles do (kimi, which LiteLLM calls moonshot): no false alarm."""
+    metadata = "model_metadata:\n  kimi-k2.5: {provider: kimi}\n"
     profile_for(isolated, litellm_proxy, extra=metadata)
     async with Client(build_server(ProfileStore())) as client:
         builder = content(await client.call_tool("spawn_worker", {"caste": "builder", "task": "say hi"}))
-    assert builder["routing_verified"] is False
-    mismatches = [(m["code"], m["asked"], m["seen"]) for m in builder["routing_mismatches"]]
-    assert mismatches == [("provider_differs", "kimi-k2.5", "anthropic")], builder["routing_evidence"]
+    assert (builder["status"], builder["routing_verified"]) == ("succeeded", True), builder["routing_evidence"]
+    assert builder["routing_mismatches"] == []
+
+
+async def test_a_deployment_of_another_model_behind_the_group_is_flagged(isolated: Path, litellm_proxy: str) -> None:
+    """The group kimi-cheap's deployment calls glm-5, which the proxy also serves under its own name."""
+    profile_for(isolated, litellm_proxy, extra="  cheap: kimi-cheap\n", into="worker_models")
+    async with Client(build_server(ProfileStore())) as client:
+        cheap = content(await client.call_tool("spawn_worker", {"caste": "cheap", "task": "say hi"}))
+    assert cheap["routing_verified"] is False
+    mismatches = [(m["code"], m["asked"], m["seen"]) for m in cheap["routing_mismatches"]]
+    assert mismatches == [("deployment_serves_other", "kimi-cheap", "glm-5")], cheap["routing_evidence"]
 
 
 async def test_litellm_refusals(isolated: Path, litellm_proxy: str, routed_backend: LocalBackend) -> None:
@@ -95,7 +106,7 @@ async def test_litellm_refusals(isolated: Path, litellm_proxy: str, routed_backe
     async with Client(build_server(ProfileStore())) as client:
         unrouted = await client.call_tool("spawn_worker", {"caste": "watcher", "task": "hi"})
         assert unrouted.is_error
-        assert "does not route model 'minimax-2.5'. It routes: kimi-k2.5, glm-5, flaky-5." in unrouted.content[0].text
+        assert "does not route model 'minimax-2.5'. It routes: kimi-k2.5, glm-5, flaky-5, kimi-cheap." in unrouted.content[0].text
     profile_for(isolated, litellm_proxy, token="sk-not-the-key")
     async with Client(build_server(ProfileStore())) as client:
         started = time.monotonic()

@@ -15,11 +15,11 @@ from aether_mcp.profile.worker_settings import settings_for
 from aether_mcp.workers import proof
 from aether_mcp.workers.claude_cli import ClaudeCli, CliNotFoundError, find_cli
 from aether_mcp.workers.leases import lease_for
-from aether_mcp.workers.preflight import Preflight
+from aether_mcp.workers.preflight import Deployment, Preflight
 from aether_mcp.workers.secrets import worker_secrets
 from aether_mcp.workers.spec import WorkerSpec, build_command, build_env, write_worker_files
 from aether_mcp.workers.stream import StreamSummary
-from aether_mcp.workers.wire import KeyRouter
+from aether_mcp.workers.wire import KeyRouter, Lease, RequestRecord
 from aether_mcp.workers.worker import Worker, WorkerStateError
 from aether_mcp.workers.worktree import TreeOutcome, Worktree
 
@@ -404,3 +404,43 @@ async def test_a_worktree_is_concluded_once_and_can_then_be_removed() -> None:
         worker.conclude_tree(TreeOutcome([], None, removed=True))
     worker.remove_worktree()
     assert (worker.record().worktree, worker.record().branch, worker.worktree) == (None, None, None)
+
+
+def served_by(model_id: str, upstream: str, provider: str | None = None, group: str = "kimi-k2.5") -> Deployment:
+    return Deployment(model_id, group, upstream, "https://provider.example/anthropic", provider)
+
+
+LISTED = [
+    served_by("d-anthropic", "anthropic/kimi-k2.5", "anthropic"),
+    served_by("d-openai", "openai/kimi-k2.5", "openai"),
+    served_by("d-moonshot", "moonshot/kimi-k2.5", "moonshot"),
+    served_by("d-zai", "zai/glm-5", "zai", group="glm-5"),
+    served_by("d-minimax", "minimax/MiniMax-M2.5", "minimax", group="minimax-2.5"),
+    served_by("d-wrong", "anthropic/glm-5", "anthropic"),
+]
+
+
+@pytest.mark.parametrize(
+    ("asked", "model_id", "provider", "codes"),
+    [
+        ("kimi-k2.5", "d-anthropic", "kimi", []),  # the provider's Anthropic-compatible endpoint
+        ("kimi-k2.5", "d-openai", "kimi", []),
+        ("kimi-k2.5", "d-moonshot", "kimi", []),  # kimi in Aether's profiles is moonshot in LiteLLM
+        ("glm-5", "d-zai", "z.ai", []),
+        ("minimax-2.5", "d-minimax", "minimax", []),  # a group named as an alias: not judged by the name it calls
+        ("kimi-k2.5", "d-wrong", "kimi", ["deployment_serves_other"]),  # glm-5 behind kimi-k2.5's group
+        ("kimi-k2.5", "d-moonshot", "z.ai", ["provider_differs"]),
+    ],
+    ids=["anthropic/", "openai/", "moonshot/", "zai/", "minimax/", "another model", "another provider"],
+)
+def test_litellms_deployment_shapes_verify_and_a_misroute_does_not(
+    asked: str, model_id: str, provider: str, codes: list[str]
+) -> None:
+    lease = Lease("w", "builder", "http://proxy", None, (asked,))
+    lease.records.append(
+        RequestRecord("POST", "/v1/messages", asked, status=200, answered_model=asked, model_id=model_id)
+    )
+    preflight = Preflight(True, "preflight ok", {d.id: d for d in LISTED})
+    verdict = proof.judge_requests(asked, lease, preflight, provider)
+    assert [m.code for m in verdict.mismatches] == codes
+    assert verdict.verified is (codes == [])

@@ -27,12 +27,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def deployments_config(deployments: Mapping[str, str], api_key: str, master_key: str, router: str = "") -> str:
+def deployments_config(
+    deployments: Mapping[str, str],
+    api_key: str,
+    master_key: str,
+    router: str = "",
+    calls: Mapping[str, str] | None = None,
+) -> str:
     """A LiteLLM config routing each model name to the Anthropic-compatible address given for it, as the
-    deployment `deployment-<name>`; `router` is a `router_settings` section, whole."""
+    deployment `deployment-<name>` (calling the model of the same name there, or the one `calls` gives);
+    `router` is a `router_settings` section, whole."""
+    upstream = dict(calls or {})
     routes = "".join(
         f"  - model_name: {name}\n"
-        f"    litellm_params: {{model: anthropic/{name}, api_base: '{address}', api_key: {api_key}}}\n"
+        f"    litellm_params: {{model: anthropic/{upstream.get(name, name)}, api_base: '{address}', "
+        f"api_key: {api_key}}}\n"
         f"    model_info: {{id: deployment-{name}}}\n"
         for name, address in deployments.items()
     )

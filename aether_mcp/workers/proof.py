@@ -258,10 +258,45 @@ def _contradictions(
         fell = f" after {record.attempted_fallbacks} proxy-side fallback(s)" if record.attempted_fallbacks else ""
         message = f"asked for {asked}, answered{fell} by {place}, which serves {deployment.model_name}"
         found.append(Mismatch(code="deployment_serves_other", asked=asked, seen=deployment.model_name, message=message))
-    elif provider and deployment.provider and provider.lower() != deployment.provider.lower():
+    elif asked is not None and (other := _another_model(deployment, asked, deployments)) is not None:
+        message = f"asked for {asked}, answered by {place}, which calls {other}, another of the proxy's models"
+        found.append(Mismatch(code="deployment_serves_other", asked=asked, seen=other, message=message))
+    elif provider and deployment.provider and _provider_differs(provider, deployment.provider):
         message = f"{asked} is {provider}'s in model_metadata, but {place} is a {deployment.provider} one"
         found.append(Mismatch(code="provider_differs", asked=asked, seen=deployment.provider, message=message))
     return found
+
+
+def _another_model(deployment: Deployment, asked: str, deployments: dict[str, Deployment]) -> str | None:
+    """The model a deployment of `asked`'s group calls upstream, when that is another model: one the proxy also
+    serves under its own name, or not the one its siblings in the group call. A group whose name is an alias
+    (`fast` calling claude-haiku-4-5) is not judged by the name it calls."""
+    upstream = deployment.model.rsplit("/", 1)[-1] if deployment.model else None
+    if upstream is None or same_model(asked, upstream) is not None:
+        return None
+    others = {d.model_name for d in deployments.values()} - {asked}
+    siblings = [d.model for d in deployments.values() if d.model_name == asked and d.model]
+    named = any(same_model(asked, model.rsplit("/", 1)[-1]) is not None for model in siblings)
+    return upstream if upstream in others or named else None
+
+
+# LiteLLM prefixes that name the protocol a deployment speaks, not who serves it: Kimi, GLM and MiniMax are
+# served as `anthropic/<model>` at the provider's Anthropic-compatible api_base, or as `openai/<model>`.
+PROTOCOL_PREFIXES = frozenset({"anthropic", "openai", "openai_like", "custom_openai", "text-completion-openai"})
+# One provider's names: model_metadata's (as Aether's profiles write them) and LiteLLM's.
+PROVIDER_NAMES = {"kimi": "moonshot", "moonshotai": "moonshot", "zhipu": "zai", "zhipuai": "zai", "glm": "zai"}
+
+
+def _provider_differs(named: str, deployment_provider: str) -> bool:
+    """Whether a deployment's provider contradicts model_metadata's; a protocol prefix contradicts nothing."""
+    if deployment_provider.lower() in PROTOCOL_PREFIXES:
+        return False
+    return _provider_key(named) != _provider_key(deployment_provider)
+
+
+def _provider_key(name: str) -> str:
+    key = re.sub(r"[^a-z0-9]", "", name.lower())  # z.ai, Z-AI and zai are one
+    return PROVIDER_NAMES.get(key, key)
 
 
 def outcome_status(*, timed_out: bool, over_budget: bool, failed: bool) -> Status:
