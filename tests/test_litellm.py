@@ -106,7 +106,10 @@ async def test_litellm_refusals(isolated: Path, litellm_proxy: str, routed_backe
     async with Client(build_server(ProfileStore())) as client:
         unrouted = await client.call_tool("spawn_worker", {"caste": "watcher", "task": "hi"})
         assert unrouted.is_error
-        assert "does not route model 'minimax-2.5'. It routes: kimi-k2.5, glm-5, flaky-5, kimi-cheap." in unrouted.content[0].text
+        assert (
+            "does not route model 'minimax-2.5'. It routes: kimi-k2.5, glm-5, flaky-5, kimi-cheap."
+            in unrouted.content[0].text
+        )
     profile_for(isolated, litellm_proxy, token="sk-not-the-key")
     async with Client(build_server(ProfileStore())) as client:
         started = time.monotonic()

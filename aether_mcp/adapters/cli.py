@@ -539,6 +539,9 @@ def _trust(store: ProfileStore, args: argparse.Namespace) -> int:
 
 
 def _install(store: ProfileStore, args: argparse.Namespace) -> int:
+    import shutil
+    import textwrap
+
     from ..commands.install import command_on_path, install  # off the hook's path
 
     for change in install(store.cwd, shared=args.shared):
@@ -549,10 +552,22 @@ def _install(store: ProfileStore, args: argparse.Namespace) -> int:
         print("These settings can run programs, send secrets or let workers do more than read:")
         if profile_waits:
             print(f"  {store.location.path}: {', '.join(profile_waits)}")
+        width = min(shutil.get_terminal_size().columns, 120) - 1
         for grant, paths in _grants(store, agents).items():
-            print(f"  {len(paths)} agent file{'s' if len(paths) > 1 else ''} would be trusted for {grant}:")
-            print("\n".join(f"    {path}" for path in paths))
-        if args.trust or (sys.stdin.isatty() and input("Trust them? [y/N] ").strip().lower() in ("y", "yes")):
+            folders = {str(Path(path).parent) for path in paths}
+            where = f" in {folders.pop()}/" if len(folders) == 1 else ""
+            names = [Path(path).name if where else path for path in paths]
+            print(f"  {len(paths)} agent file{'s' if len(paths) > 1 else ''}{where} would be trusted for {grant}:")
+            print(
+                textwrap.fill(
+                    ", ".join(names), width, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+                )
+            )
+        question = (
+            "Trust them? y: their castes run with what is listed. n (the default): those castes are refused "
+            "until you run aether-mcp trust; the others run. [y/N] "
+        )
+        if args.trust or (sys.stdin.isatty() and input(question).strip().lower() in ("y", "yes")):
             for result in store.trust_project():
                 if result.settings:
                     print(f"Trusted {result.path}")
