@@ -112,6 +112,25 @@ async def test_workers_lists_the_queued_and_running_of_every_session(isolated: P
     assert len({e["server"] for e in json.loads(listed.stdout)}) == 2  # two servers' workers
 
 
+async def test_what_ran_recently_is_every_sessions_each_marked_mine_or_not(isolated: Path) -> None:
+    """ "What ran recently?": one session ran a builder, another a scout. Each sees only its own by default, and
+    both in the project's listing, its own marked mine."""
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5", "glm-5"]) as backend:
+        write_profile(isolated / "model-profiles.yaml", backend.url)
+        async with Client(stdio_server(isolated)) as first, Client(stdio_server(isolated)) as second:
+            built = structured(await first.call_tool("spawn_worker", {"caste": "builder", "task": "hi"}))
+            scouted = structured(await second.call_tool("spawn_worker", {"caste": "scout", "task": "hi"}))
+            own = structured(await first.call_tool("list_workers", {}))
+            project = structured(await first.call_tool("list_workers", {"scope": "project"}))
+    assert [w["worker_id"] for w in own["workers"]] == [built["worker_id"]]
+    listed = {w["worker_id"]: (w["caste"], w["status"], w["mine"]) for w in project["workers"]}
+    assert listed == {
+        built["worker_id"]: ("builder", "succeeded", True),
+        scouted["worker_id"]: ("scout", "succeeded", False),
+    }
+    assert [w["worker_id"] for w in project["workers"]] == [scouted["worker_id"], built["worker_id"]]  # newest first
+
+
 async def test_top_cancels_a_worker_through_its_server(isolated: Path) -> None:
     """The worker ends as its session's cancel would end it: killed with its processes, logged as cancelled."""
     marker = f"aether-cancel-{os.getpid()}"

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial, wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -48,6 +48,7 @@ from ..workers.request import (
     spawn_request,
 )
 from ..workers.result import WorkerLine, WorkerResult
+from ..workers.spawn_log import recent_lines
 from ..workers.worker import Worker
 from . import control, handoff, http
 from .hook import collect_call
@@ -65,7 +66,10 @@ LIST_PAGE = 20  # workers a listing shows unless asked for more: a parent's rece
 
 class WorkerList(FlatRecord):
     workers: list[WorkerLine] = Field(description="Newest first; one page of them.")
-    total: int = Field(description="How many workers this session has (finished ones are kept up to 200).")
+    total: int = Field(
+        description="How many workers there are to page through: this session's (finished ones are kept up to 200), "
+        "or, for the project, those read so far."
+    )
     next_offset: int | None = Field(description="Pass as offset for the next page; null: this is the last.")
 
 
@@ -330,13 +334,37 @@ async def list_workers(
     ctx: Ctx,
     limit: Annotated[int, Field(ge=1, le=200, description="At most this many workers.")] = LIST_PAGE,
     offset: Annotated[int, Field(ge=0, le=10_000, description="Skip this many of the newest first.")] = 0,
+    scope: Annotated[
+        Literal["session", "project"],
+        Field(
+            description="session: the workers this session started. project: the project's recent workers of "
+            "every session and server (running ones and the spawn log), each marked mine or not."
+        ),
+    ] = "session",
 ) -> WorkerList:
-    """The workers this session started, newest first: id, caste, description, model, status, verified,
-    duration, worktree and turn. A page at a time: see next_offset."""
-    every = _state(ctx).colony.list(_owner(ctx))
+    """Workers, newest first: id, caste, description, model, status, verified, duration, worktree, turn and
+    whether this session started it. By default this session's; scope "project" answers "what ran recently?"
+    across sessions. A page at a time: see next_offset."""
+    colony, owner = _state(ctx).colony, _owner(ctx)
+    if scope == "project":
+        every = await anyio.to_thread.run_sync(
+            lambda: recent_lines(
+                colony.state_dir, offset + limit + 1, lambda worker_id: _owns(colony, worker_id, owner)
+            )
+        )
+    else:
+        every = colony.list(owner)
     shown = every[offset : offset + limit]
     more = offset + len(shown) < len(every)
     return WorkerList(workers=shown, total=len(every), next_offset=offset + len(shown) if more else None)
+
+
+def _owns(colony: Colony, worker_id: str, owner: str) -> bool:
+    try:
+        colony.get(worker_id, owner)
+    except AetherError:
+        return False
+    return True
 
 
 async def cancel_worker(

@@ -149,11 +149,12 @@ class WorkerLine(BaseModel):
     caste: str
     description: str | None = None
     model: str | None
-    status: Status
+    status: Status | Literal["interrupted"]
     routing_verified: bool
     duration_s: float | None
     worktree: str | None = None
     turn: int = 1
+    mine: bool = Field(default=True, description="Started by this session (false: by another session or server).")
 
     @classmethod
     def of(cls, result: WorkerResult) -> WorkerLine:

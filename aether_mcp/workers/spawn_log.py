@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from .. import procs
 from ..errors import AetherError
 from ..private_files import open_private, read_private, replace_private
 from ..profile.names import is_worker_id
+from .result import WorkerLine
 
 INTERRUPTED = "interrupted"
 
@@ -102,3 +106,20 @@ def settle_interrupted(state_dir: Path, server_dir: Path) -> list[dict[str, Any]
             forget_running(state_dir, str(entry["worker_id"]))
             settled.append(entry)
     return settled
+
+
+def recent_lines(state_dir: Path, limit: int, mine: Callable[[str], bool]) -> list[WorkerLine]:
+    """The project's most recent workers of every session and server, newest first: the queued and running
+    (their notes), then the finished (the spawn log), at most `limit`; each marked `mine` as the caller says.
+    An entry that does not read as a worker is left out."""
+    lines: dict[str, WorkerLine] = {}
+    for entry in read_running(state_dir) + read_spawn_log(log_path(state_dir), limit):
+        worker_id = str(entry.get("worker_id"))
+        if not is_worker_id(worker_id) or worker_id in lines:
+            continue
+        try:
+            line = WorkerLine.model_validate({k: entry.get(k) for k in WorkerLine.model_fields if k in entry})
+        except ValidationError:
+            continue
+        lines[worker_id] = line.model_copy(update={"mine": mine(worker_id)})
+    return list(lines.values())[:limit]
