@@ -17,7 +17,6 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..errors import AetherError
-from ..own_files import keep_out_of_git
 from ..procs import keep_environment_private
 from ..profile.catalog import CasteCatalog
 from ..profile.schema import ModelMetadata
@@ -66,7 +65,6 @@ class Colony:
 
     async def __aenter__(self) -> Colony:
         keep_environment_private()
-        keep_out_of_git(self.state_dir, self.store.cwd)
         async with AsyncExitStack() as stack:  # a failure while starting leaves nothing behind
             group = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._shut_down, group)  # before the group is left: it waits for nothing

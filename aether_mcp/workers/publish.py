@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..errors import AetherError
+from ..own_files import keep_out_of_git
 from ..private_files import read_private, replace_private
 from ..profile.names import is_worker_id
 from .spawn_log import record_running
@@ -83,6 +84,7 @@ class Publisher:
         self._state_dir, self._server_dir = state_dir, server_dir
         self._changed: dict[str, Worker] = {}
         self._wake = anyio.Event()
+        self._kept_out_of_git = False  # .aether/.gitignore, written with the colony's first files
 
     def publish(self, worker: Worker) -> None:
         """Write now: a worker queued, started or finished (the moments `top` and `workers` must not miss)."""
@@ -106,6 +108,9 @@ class Publisher:
             await anyio.sleep(PUBLISH_S)
 
     def _write(self, worker: Worker) -> None:
+        if not self._kept_out_of_git:
+            keep_out_of_git(self._state_dir, self._server_dir)
+            self._kept_out_of_git = True
         try:
             if worker.live:
                 record_running(self._state_dir, self._server_dir, note(worker))
