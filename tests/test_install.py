@@ -168,7 +168,13 @@ def test_doctor_fails_when_claude_code_will_not_start_the_server(project: Path) 
     environ["HOME"] = str(project.parent)
     first = server_checks(project, environ)
     assert first["server command"]["verdict"] == "ok"
-    assert first["server approval"]["verdict"] == "note" and "Enter alone declines" in str(first["server approval"])
+    assert first["server approval"]["verdict"] == "ok"  # install recorded the user's consent
+    settings = project / ".claude" / "settings.local.json"
+    consented = settings.read_text()
+    settings.write_text(json.dumps({k: v for k, v in json.loads(consented).items() if k != "enabledMcpjsonServers"}))
+    pending = server_checks(project, environ)["server approval"]
+    assert pending["verdict"] == "note" and "Enter alone declines" in str(pending["detail"])
+    settings.write_text(consented)
     # started where the virtualenv is not on PATH: Claude Code cannot start `aether-mcp`
     off_path = server_checks(project, {**environ, "PATH": "/usr/bin:/bin"})
     assert off_path["server command"]["verdict"] == "fail"
@@ -363,13 +369,52 @@ def test_a_wave_without_the_sessions_server_stops_with_the_fix(tmp_path: Path, b
     assert backend.models_asked().count("kimi-k2.5") == 0  # no worker ran
 
 
+@pytest.mark.parametrize("allowed_by_install", [True, False], ids=["installed", "without its allow rules"])
+def test_a_parent_in_the_default_permission_mode_collects_a_wave_unasked(
+    tmp_path: Path, allowed_by_install: bool
+) -> None:
+    """A real parent in Claude Code's default permission mode (no --allowedTools): after install, the wave's
+    collecting get_worker calls run with no permission asked; without install's allow rules they are refused."""
+    project, home = tmp_path / "project", tmp_path / "parent-home"
+    project.mkdir()
+    home.mkdir()
+    call = {"description": "build", "prompt": "Add a greeting module.", "subagent_type": "aether-builder"}
+    script = {PARENT_MODEL: [Turn(tool="Agent", tool_input=call), Turn(follow=True)]}
+    ready = hand_over_ready(project)
+    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script, before_answer=ready) as backend:
+        write_aether_project(project, backend.url, token=DEMO_TOKEN)
+        env = {**os.environ, "HOME": str(home)}
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+        assert run("install", "--trust", cwd=project, env=env).returncode == 0
+        if not allowed_by_install:
+            settings = project / ".claude" / "settings.local.json"
+            settings.write_text(json.dumps({**json.loads(settings.read_text()), "permissions": {"allow": []}}))
+        (home / ".claude.json").write_text(json.dumps({"projects": {str(project): {"hasTrustDialogAccepted": True}}}))
+        parent = run_parent(
+            find_cli(parse_profile("{}", "none"), os.environ).path, project, home, backend.url, allow=None
+        )
+    assert parent.exit_code == 0, parent.stderr
+    collected = [r for r in parent.tool_results if r.get("caste") == "builder"]
+    if allowed_by_install:
+        assert [d for d in parent.denied if d.startswith("mcp__aether__")] == []
+        assert [(r["status"], r["routing_verified"]) for r in collected][-1:] == [("succeeded", True)]
+    else:
+        assert "mcp__aether__get_worker" in parent.denied and collected == []
+
+
 def test_a_created_file_that_claude_code_added_to_still_uninstalls(isolated: Path) -> None:
     install(isolated)
     settings = isolated / ".claude" / "settings.local.json"
     data = json.loads(settings.read_text())
-    assert data == {"hooks": {"PreToolUse": [hook_entry(shared=False)]}}
+    allowed = ["mcp__aether__get_caste_model", "mcp__aether__list_workers", "mcp__aether__get_worker"]
+    assert data == {
+        "permissions": {"allow": allowed},
+        "enabledMcpjsonServers": ["aether"],
+        "hooks": {"PreToolUse": [hook_entry(shared=False)]},
+    }
     # Claude Code records an approval in the same file, writing it back whole in its own layout
-    settings.write_text(json.dumps({"permissions": {"allow": ["Bash(ls)"]}, **data}, indent=2) + "\n")
+    data["permissions"]["allow"].insert(0, "Bash(ls)")
+    settings.write_text(json.dumps(data, indent=2) + "\n")
     changes = [c.done for c in uninstall(isolated)]
     assert changes == ["deleted", "removed (the file had been rewritten, so it was written back whole)"]
     assert settings.read_text() == json.dumps({"permissions": {"allow": ["Bash(ls)"]}}, indent=2) + "\n"

@@ -44,6 +44,7 @@ class ParentRun:
     final_text: str
     tool_results: list[dict[str, Any]]
     stderr: str
+    denied: list[str]  # the tools whose calls were denied (by a hook, or for want of a permission)
 
 
 def shipped_mcp_json() -> str:
@@ -71,8 +72,11 @@ def parent_script(castes: dict[str, str]) -> dict[str, list[Turn]]:
     return {PARENT_MODEL: calls}
 
 
-def run_parent(cli: str, project: Path, home: Path, endpoint: str, timeout_s: float = 300) -> ParentRun:
-    """Run `claude -p` as the parent session, with the settings a scripted parent needs.
+def run_parent(
+    cli: str, project: Path, home: Path, endpoint: str, *, timeout_s: float = 300, allow: str | None = "mcp__aether"
+) -> ParentRun:
+    """Run `claude -p` as the parent session, with the settings a scripted parent needs; `allow` pre-approves
+    tools (None: only the project's settings allow anything, as in Claude Code's default permission mode).
 
     The aether-mcp server it starts inherits this environment, so its workers run with the same CLI."""
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWLIST}
@@ -90,7 +94,8 @@ def run_parent(cli: str, project: Path, home: Path, endpoint: str, timeout_s: fl
         }
     )
     command = [cli, "-p", "--model", PARENT_MODEL, "--output-format", "stream-json", "--verbose"]
-    command += ["--allowedTools", "mcp__aether"]  # every tool of the server: spawn_worker, get_worker, ...
+    if allow is not None:
+        command += ["--allowedTools", allow]  # mcp__aether: every tool of the server, spawn_worker, get_worker, ...
     done = subprocess.run(
         command,
         input="Spawn one worker per caste.",
@@ -101,7 +106,7 @@ def run_parent(cli: str, project: Path, home: Path, endpoint: str, timeout_s: fl
         timeout=timeout_s,
         check=False,
     )
-    final, results = "", []
+    final, results, denied = "", [], []
     for line in done.stdout.splitlines():
         try:
             event = json.loads(line)
@@ -109,9 +114,13 @@ def run_parent(cli: str, project: Path, home: Path, endpoint: str, timeout_s: fl
             continue
         if event.get("type") == "result":
             final = str(event.get("result") or "")
+            denials = event.get("permission_denials")
+            denied = (
+                [str(d.get("tool_name")) for d in denials if isinstance(d, dict)] if isinstance(denials, list) else []
+            )
         elif event.get("type") == "user":
             results += _spawn_results(event)
-    return ParentRun(done.returncode, final, results, done.stderr[-2000:])
+    return ParentRun(done.returncode, final, results, done.stderr[-2000:], denied)
 
 
 def _spawn_results(event: dict[str, Any]) -> list[dict[str, Any]]:

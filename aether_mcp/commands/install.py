@@ -28,6 +28,8 @@ from ..private_files import read_regular, replace_private
 from ..profile.location import STATE_DIR
 
 SERVER_NAME = "aether"
+# The read-only tools install tells the parent to call (the hook's denial names get_worker): allowed by install.
+READ_ONLY_TOOLS = ("get_worker", "list_workers", "get_caste_model")
 SERVER_ENTRY: dict[str, Any] = {"type": "stdio", "command": "aether-mcp", "args": ["serve"], "env": {}}
 HOOK_CHECK_S = 20.0
 MAX_FILE_BYTES = 1024 * 1024
@@ -45,14 +47,24 @@ class Entry:
     file: Path
     path: tuple[str, ...]
     key: str | None
-    value: dict[str, Any]
+    value: Any
+
+    @property
+    def name(self) -> str:
+        """How install's record names the entry: its file, where it goes, and (in an array) which it is."""
+        which = self.key if self.key is not None else (self.value if isinstance(self.value, str) else "hook")
+        return f"{self.file}#{'/'.join((*self.path, which))}"
 
     def present(self, data: Any) -> bool:
         for name in self.path:
             data = data.get(name) if isinstance(data, dict) else None
         if self.key is not None:
             return isinstance(data, dict) and self.key in data
-        return isinstance(data, list) and any(_runs_our_hook(item) for item in data)
+        return isinstance(data, list) and any(self._is_ours(item) for item in data)
+
+    def _is_ours(self, item: Any) -> bool:
+        """An array's element is install's: the hook (whichever aether-mcp it runs), or this very value."""
+        return _runs_our_hook(item) if isinstance(self.value, dict) else item == self.value
 
     def take_out(self, data: dict[str, Any], added_from: int) -> None:
         """Remove the entry from parsed JSON, and the containers below `added_from` that held only it."""
@@ -63,7 +75,7 @@ class Entry:
         if self.key is not None:
             del inner[self.key]
         else:
-            inner[:] = [item for item in inner if not _runs_our_hook(item)]
+            inner[:] = [item for item in inner if not self._is_ours(item)]
         for depth in range(len(self.path), added_from, -1):
             if not chain[depth]:
                 del chain[depth - 1][self.path[depth - 1]]
@@ -98,10 +110,15 @@ def hook_entry(shared: bool) -> dict[str, Any]:
 
 
 def entries(project: Path, shared: bool) -> list[Entry]:
+    """What install adds: the server, the hook, the user's consent to the project's server (Claude Code's
+    first-start question would otherwise decline it on Enter), and the read-only tools the parent is told to
+    call, allowed (each wave's get_worker calls would otherwise ask)."""
     settings = project / ".claude" / ("settings.json" if shared else "settings.local.json")
     return [
         Entry(project / ".mcp.json", ("mcpServers",), SERVER_NAME, SERVER_ENTRY),
         Entry(settings, ("hooks", "PreToolUse"), None, hook_entry(shared)),
+        Entry(settings, ("enabledMcpjsonServers",), None, SERVER_NAME),
+        *(Entry(settings, ("permissions", "allow"), None, f"mcp__{SERVER_NAME}__{tool}") for tool in READ_ONLY_TOOLS),
     ]
 
 
@@ -117,56 +134,62 @@ def install(project: Path, shared: bool = False) -> list[Change]:
             if shared
             else "Reinstall aether-mcp, then run install again",
         )
-    planned: list[tuple[Entry, str | None, str]] = []
     record = _record(project)
-    for entry in entries(project, shared):
-        text = _read(entry.file, project)
+    planned: dict[Path, tuple[str | None, str]] = {}  # file -> (its new text, or None: unchanged; what was done)
+    for file, group in _by_file(entries(project, shared)):
+        text = _read(file, project)
+        done = "already there"
         if text is None:
-            record[str(entry.file)] = CREATED
-            planned.append((entry, _created(entry), "created"))
-        elif entry.present(_parse(entry.file, text)):
-            planned.append((entry, None, "already there"))
-        else:
-            where, edited = _insert(entry, text)
-            record[str(entry.file)] = list(where)
-            planned.append((entry, edited, "added"))
-    if any(done in ("added", "created") for _, _, done in planned):
+            record[str(file)] = CREATED
+            text, done = "{}\n", "created"
+        for entry in group:
+            if not entry.present(_parse(file, text)):
+                where, text = _insert(entry, text)
+                record[entry.name] = list(where)
+                done = "created" if done == "created" else "added"
+        planned[file] = (text if done != "already there" else None, done)
+    if any(done != "already there" for _, done in planned.values()):
         replace_private(project / RECORD, project, json.dumps(record, indent=2).encode())
         keep_out_of_git(project / STATE_DIR, project)
-    for entry, new_text, _ in planned:
+    for file, (new_text, _) in planned.items():
         if new_text is not None:
-            entry.file.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(entry.file, new_text)
-    return [Change(str(entry.file), done) for entry, _, done in planned]
+            file.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(file, new_text)
+    return [Change(str(file), done) for file, (_, done) in planned.items()]
 
 
 def uninstall(project: Path, shared: bool = False) -> list[Change]:
     """Take out exactly what install added; a file install created and nobody changed is deleted."""
-    planned: list[tuple[Entry, str | None, str]] = []
     record = _record(project)
-    for entry in entries(project, shared):
-        text = _read(entry.file, project)
-        where = record.get(str(entry.file))
-        if text is None or not entry.present(_parse(entry.file, text)):
-            planned.append((entry, None, "not there"))
-        elif where == CREATED and text == _created(entry):
-            planned.append((entry, "", "deleted"))  # install made it, and nothing else is in it
-        else:
-            recorded = [] if where == CREATED else where if isinstance(where, list) else None
-            planned.append((entry, *_remove(entry, text, recorded)))
-    for entry, new_text, _ in planned:
+    planned: dict[Path, tuple[str | None, str]] = {}
+    for file, group in _by_file(entries(project, shared)):
+        text = _read(file, project)
+        done = "not there"
+        # The last added first: each is taken out of the text as it stood right after it went in.
+        for entry in reversed(group) if text is not None else []:
+            if text is not None and entry.present(_parse(file, text)):
+                where = record.get(entry.name, record.get(str(file)))  # an older record names the file alone
+                recorded = where if isinstance(where, list) else [] if where == CREATED else None
+                text, how = _remove(entry, text, recorded)
+                done = how if done in ("not there", "removed") else done
+        if done != "not there" and record.get(str(file)) == CREATED and text == "{}\n":
+            done, text = "deleted", ""  # install made it, and nothing else is in it
+        planned[file] = (text if done != "not there" else None, done)
+    for file, (new_text, _) in planned.items():
         if new_text == "":
-            entry.file.unlink()
+            file.unlink()
         elif new_text is not None:
-            write_atomic(entry.file, new_text)
+            write_atomic(file, new_text)
     (project / RECORD).unlink(missing_ok=True)  # nothing of install's is left to find
-    return [Change(str(entry.file), done) for entry, _, done in planned]
+    return [Change(str(file), done) for file, (_, done) in planned.items()]
 
 
-def _created(entry: Entry) -> str:
-    """A file install makes: its entry inserted into `{}` as into any file, so uninstall finds the same text even
-    after Claude Code or the user has added to the file."""
-    return insert_first("{}\n", 0, entry.pieces()[0][1])
+def _by_file(found: list[Entry]) -> list[tuple[Path, list[Entry]]]:
+    """The entries of each file, the files in the order their first entry comes."""
+    files: dict[Path, list[Entry]] = {}
+    for entry in found:
+        files.setdefault(entry.file, []).append(entry)
+    return list(files.items())
 
 
 def command_on_path() -> bool:
