@@ -301,8 +301,11 @@ def test_a_parent_session_is_sent_from_the_task_tool_to_spawn_worker(tmp_path: P
         env = {**os.environ, "HOME": str(home)}  # install trusts the profile and agents for this user
         subprocess.run(["git", "init", "-q"], cwd=project, check=True)
         untrusted = run("install", cwd=project, env=env)  # not a terminal, no --trust: it lists, and trusts nothing
-        assert "1 agent file would be trusted for tools Read, Write, Edit, Bash:" in untrusted.stdout
-        assert ".claude/agents/ant/aether-builder.md" in untrusted.stdout and "Not trusted" in untrusted.stdout
+        assert (
+            "1 agent file in .claude/agents/ant/ would be trusted for tools Read, Write, Edit, Bash:"
+            in untrusted.stdout
+        )
+        assert "    aether-builder.md\n" in untrusted.stdout and "Not trusted" in untrusted.stdout
         installed = run("install", "--trust", cwd=project, env=env)
         assert installed.returncode == 0, installed.stderr
         assert "Trusted" in installed.stdout

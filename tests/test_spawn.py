@@ -65,7 +65,9 @@ async def test_progress_notifications_while_waiting(colony_profile: Path, backen
 
     async with Client(build_server(ProfileStore())) as client:
         await client.call_tool("spawn_worker", {"caste": "builder", "task": "hi"}, progress_callback=progress)
-    assert notes and notes[0] == (1, "builder: turn 1")
+    # from its start (before its first turn ends, which a one-turn worker's call would otherwise wait in silence)
+    assert [done for done, _ in notes] == list(range(1, len(notes) + 1))
+    assert "builder on kimi-k2.5: running, turn 1" in [message for _, message in notes]
 
 
 async def test_an_explicit_model_for_one_worker(colony_profile: Path, backend: LocalBackend) -> None:

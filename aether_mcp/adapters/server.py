@@ -500,16 +500,24 @@ def _with_next_call(result: WorkerResult) -> WorkerResult:
     return result.model_copy(update={"next_call": collect_call(result.worker_id)})
 
 
+def _progress(worker: Worker) -> str:
+    """A waiting call's progress note: Claude Code shows the message on the running tool's row."""
+    note = f"{worker.spec.caste} on {worker.spec.model or 'the CLI default model'}: {worker.status}"
+    note += f", turn {worker.turns}" if worker.turns else ""
+    return note + (f", last tool {worker.last_tool}" if worker.last_tool else "")
+
+
 async def _reply(ctx: Ctx, worker: Worker, wait: bool) -> WorkerResult:
     """The worker's record at once, or, with `wait`, when it ends (with progress notes meanwhile)."""
     if not wait:
         return _with_next_call(worker.record())
     try:
+        sent = 0  # MCP progress must grow with each note: the count of notes, the news in the message
         while not worker.done.is_set():
             await worker.news()
-            if worker.turns and not worker.done.is_set():
-                tool = f", last tool {worker.last_tool}" if worker.last_tool else ""
-                await ctx.report_progress(worker.turns, None, f"{worker.spec.caste}: turn {worker.turns}{tool}")
+            if not worker.done.is_set():
+                sent += 1
+                await ctx.report_progress(sent, None, _progress(worker))
     except anyio.get_cancelled_exc_class():
         _state(ctx).colony.cancel(worker.worker_id, _owner(ctx))
         raise
