@@ -3,6 +3,7 @@ docs/security.md: the third pass's 1-11)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import pytest
 from helpers import SYSTEM_PYTHON, TOKEN, error_text, run_aether, stdio_server, structured, write_profile
 from mcp import Client
 
-from aether_mcp import bounded_http
+from aether_mcp import bounded_http, procs
 from aether_mcp.profile.store import ProfileStore
 from aether_mcp.profile.worker_settings import WorkerSettings
 from aether_mcp.testing.backend import LocalBackend, Turn
@@ -244,10 +245,10 @@ def test_finding_8_the_spawn_logs_escape_sequences_never_reach_the_terminal(
 
 # --- 9: a worker reads the proxy token ---------------------------------------------------------------------------
 
-READ_PARENT = """
+# The server's stand-in: the server's own function, by its source (the other user may not reach this checkout).
+READ_PARENT = f"""
 import ctypes, os, subprocess, sys
-sys.path.insert(0, {root!r})
-from aether_mcp.procs import keep_environment_private
+{inspect.getsource(procs.keep_environment_private)}
 if sys.argv[1] == "private":
     keep_environment_private()
 child = subprocess.run(["cat", f"/proc/{{os.getpid()}}/environ"], capture_output=True)
@@ -265,7 +266,6 @@ def test_finding_9_a_worker_cannot_read_its_servers_environment(mode: str, expec
     """Attacker: a worker's Bash, running as the server's user below it, reads /proc/<server>/environ. The server's
     stand-in is a process of that user holding the token in its environment, with the server's own protection
     (or, to show the attack works, without it); its child reads its parent's environment."""
-    root = str(Path(__file__).resolve().parent.parent)
     done = subprocess.run(
         [
             "setpriv",
@@ -274,7 +274,7 @@ def test_finding_9_a_worker_cannot_read_its_servers_environment(mode: str, expec
             "--clear-groups",
             SYSTEM_PYTHON,
             "-c",
-            READ_PARENT.format(root=root),
+            READ_PARENT,
             mode,
         ],
         env={"PATH": "/usr/bin:/bin", "ANTHROPIC_AUTH_TOKEN": "sk-server-secret"},
