@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import TOKEN, write_profile
+from helpers import TOKEN, trusted, write_profile
 from mcp import Client
 
 from aether_mcp.adapters.server import build_server
@@ -99,6 +99,21 @@ def test_live_spawns_one_worker_per_model(colony_profile: Path, backend: LocalBa
         "live minimax-2.5 (as watcher)": "ok",
     }
     assert sorted(backend.models_asked()) == ["glm-5", "kimi-k2.5", "minimax-2.5"]
+
+
+def test_live_says_what_to_do_about_a_misroute(isolated: Path, cli_env: dict[str, str]) -> None:
+    """A backend that answers kimi-k2.5's requests as another model: the live check fails with a fix that names
+    the proxy's model_list, not only a transcript to read."""
+    with LocalBackend(token=TOKEN, models=["kimi-k2.5"], claims={"kimi-k2.5": "cheap-model-7b"}) as lying:
+        write_profile(isolated / "model-profiles.yaml", lying.url)
+        (isolated / "model-profiles.yaml").write_text(
+            (isolated / "model-profiles.yaml").read_text().replace("  scout: glm-5\n  watcher: minimax-2.5\n", "")
+        )
+        trusted(isolated / "model-profiles.yaml")
+        result = doctor("--live", "--json", env=cli_env)
+    live = next(c for c in json.loads(result.stdout)["checks"] if c["name"].startswith("live"))
+    assert live["verdict"] == "fail"
+    assert "The proxy served cheap-model-7b for kimi-k2.5" in live["fix"] and "model_list" in live["fix"]
 
 
 async def test_check_routing_tool(colony_profile: Path, backend: LocalBackend) -> None:

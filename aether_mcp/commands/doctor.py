@@ -297,6 +297,7 @@ def _route(caste: str, model: str | None, listing: ModelList) -> Check:
 async def live_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[Check]:
     """Spawn one one-turn worker per distinct model and check that its routing is verified."""
     from ..workers.colony import Colony  # the worker engine loads only for a live check
+    from ..workers.proof import fix_for
     from ..workers.request import spawn_request
 
     catalog = store.catalog(trusted=True)
@@ -321,12 +322,13 @@ async def live_checks(store: ProfileStore, environ: Mapping[str, str]) -> list[C
                     Check(name=name, verdict="ok", detail=f"verified: {'; '.join(result.routing_evidence[-2:])}")
                 )
             else:
+                fixes = sentences(*dict.fromkeys(fix_for(m, caste) for m in result.routing_mismatches))
                 checks.append(
                     Check(
                         name=name,
                         verdict="fail",
                         detail=result.error or result.status,
-                        fix=f"See {result.transcript_path}",
+                        fix=fixes or f"See the worker's transcript: {result.transcript_path}",
                     )
                 )
     return checks

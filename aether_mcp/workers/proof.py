@@ -299,6 +299,23 @@ def _provider_key(name: str) -> str:
     return PROVIDER_NAMES.get(key, key)
 
 
+def fix_for(mismatch: Mismatch, caste: str) -> str:
+    """What to do about a mismatch, by its code."""
+    model = mismatch.asked or "the caste's model"
+    if mismatch.code in ("answer_names_other", "deployment_serves_other", "unlisted_deployment", "other_model"):
+        served = mismatch.seen or "another model"
+        return f"The proxy served {served} for {model}: correct {model}'s deployments in its model_list"
+    if mismatch.code == "provider_differs":
+        return f"Correct model_metadata.{model}.provider in the profile, or the proxy's deployment of {model}"
+    if mismatch.code == "proxy_unconfirmed":
+        return f"Make the proxy list {model} (GET /v1/models), or move the caste to a model it routes"
+    if mismatch.code == "no_model":
+        return f"Give the caste a model: aether-mcp caste-models set {caste}=MODEL"
+    if mismatch.code == "no_requests":
+        return "The worker went around the gateway: check workers.env_passthrough and the user's Claude Code settings"
+    return "The backend did not answer as it should: see the proxy's log and the worker's transcript"
+
+
 def outcome_status(*, timed_out: bool, over_budget: bool, failed: bool) -> Status:
     """How a worker that ran ended, by precedence: a timeout explains everything after it, a spent budget
     explains a failure it caused, and only a worker with no failure succeeded."""
