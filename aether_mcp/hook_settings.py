@@ -6,6 +6,7 @@ all of them. Standard library only: the hook loads this module before every sub-
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -17,6 +18,13 @@ HOOK_WORDS = ["hook", "pre-tool-use"]  # what follows the program in the command
 COMMAND = "aether-mcp hook pre-tool-use"
 # An event with this key set is doctor's probe: the answer is given, and no worker is started or call kept.
 PROBE = "aether_mcp_probe"
+GET_TOOL = "mcp__aether__get_worker"
+COLLECT_WAIT_S = 900  # get_worker's wait: as long as a worker usually takes, short of its timeout
+
+
+def collect_call(worker_id: str) -> str:
+    """The exact call that collects a running worker: the tool's full name, then its arguments as JSON."""
+    return f"{GET_TOOL} {json.dumps({'worker_id': worker_id, 'wait_s': COLLECT_WAIT_S})}"
 
 
 def hook_command(executable: str = sys.executable) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..git import project_root
-from ..hook_settings import PROBE
+from ..hook_settings import GET_TOOL, PROBE, collect_call
 from ..profile.agents import agent_dirs, scan_agents
 from ..profile.location import locate
 from ..profile.names import caste_key, caste_name
@@ -35,8 +35,6 @@ from . import handoff
 
 SUBAGENT_TOOLS = ("Task", "Agent")
 SPAWN_TOOL = "mcp__aether__spawn_worker"
-GET_TOOL = "mcp__aether__get_worker"
-COLLECT_WAIT_S = 900  # get_worker's wait: as long as a worker usually takes, short of its timeout
 # What of a sub-agent call the worker takes: its prompt, a description naming it, a worktree of its own.
 HANDED_OVER = ("subagent_type", "prompt", "description", "isolation", "run_in_background")
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # a hook event carries the sub-agent's prompt: bounded, generously
@@ -98,11 +96,6 @@ def _deny(reason: str) -> dict[str, Any]:
             "permissionDecisionReason": reason,
         }
     }
-
-
-def collect_call(worker_id: str) -> str:
-    """The exact call that collects a running worker: the tool's full name, then its arguments as JSON."""
-    return f"{GET_TOOL} {json.dumps({'worker_id': worker_id, 'wait_s': COLLECT_WAIT_S})}"
 
 
 def _started(wanted: str, reply: Mapping[str, Any], background: bool) -> str:

@@ -51,7 +51,6 @@ from ..workers.result import WorkerLine, WorkerResult
 from ..workers.spawn_log import recent_lines
 from ..workers.worker import Worker
 from . import control, handoff, http
-from .hook import collect_call
 
 log = logging.getLogger("aether_mcp")
 
@@ -317,7 +316,7 @@ async def get_worker(
     if wait_s:
         with anyio.move_on_after(wait_s):
             await worker.done.wait()
-    return _with_next_call(worker.record(offset, limit))
+    return worker.record(offset, limit)
 
 
 async def discard_worker(
@@ -493,13 +492,6 @@ def _owner(ctx: Ctx) -> str:
     return f"{person}: session {session_id}" if session_id else f"{person}: sessionless"
 
 
-def _with_next_call(result: WorkerResult) -> WorkerResult:
-    """A running worker's record names the exact call that collects it, so that no model has to compose it."""
-    if result.finished_at is not None:
-        return result
-    return result.model_copy(update={"next_call": collect_call(result.worker_id)})
-
-
 def _progress(worker: Worker) -> str:
     """A waiting call's progress note: Claude Code shows the message on the running tool's row."""
     note = f"{worker.spec.caste} on {worker.spec.model or 'the CLI default model'}: {worker.status}"
@@ -510,7 +502,7 @@ def _progress(worker: Worker) -> str:
 async def _reply(ctx: Ctx, worker: Worker, wait: bool) -> WorkerResult:
     """The worker's record at once, or, with `wait`, when it ends (with progress notes meanwhile)."""
     if not wait:
-        return _with_next_call(worker.record())
+        return worker.record()
     try:
         sent = 0  # MCP progress must grow with each note: the count of notes, the news in the message
         while not worker.done.is_set():

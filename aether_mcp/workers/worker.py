@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import anyio
 
 from ..errors import sentences
+from ..hook_settings import collect_call
 from .preflight import Preflight
 from .proof import OUTPUT_PAGE, Settlement, WireTally, page, tally
 from .result import LIVE, Status, WorkerLine, WorkerResult
@@ -227,6 +228,8 @@ class Worker:
             started_at=self._started_at,
             finished_at=self._finished_at,
             error=self._error if outcome is None or outcome.error is None else sentences(self._error, outcome.error),
+            # While it runs, the exact call that collects it, so that no model has to compose it.
+            next_call=collect_call(spec.worker_id) if self.live else None,
         )
 
     def _live_tally(self) -> WireTally | None:
