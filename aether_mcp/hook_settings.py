@@ -14,6 +14,8 @@ from pathlib import Path
 
 MATCHER = "Task|Agent"
 HOOK_WORDS = ["hook", "pre-tool-use"]  # what follows the program in the command install registers
+# The hooks that tell a wrapped session's gateway of each sub-agent: Claude Code's event -> the command's word.
+WIRE_EVENTS = {"SubagentStart": "subagent-start", "SubagentStop": "subagent-stop"}
 # The command an older install registered, found by PATH; still recognised, so uninstall takes it out.
 COMMAND = "aether-mcp hook pre-tool-use"
 # An event with this key set is doctor's probe: the answer is given, and no worker is started or call kept.
@@ -27,21 +29,21 @@ def collect_call(worker_id: str) -> str:
     return f"{GET_TOOL} {json.dumps({'worker_id': worker_id, 'wait_s': COLLECT_WAIT_S})}"
 
 
-def hook_command(executable: str = sys.executable) -> str:
-    """The hook's command for Claude Code's shell: this installation's own aether-mcp by its absolute path, so
+def hook_command(executable: str = sys.executable, word: str = HOOK_WORDS[1]) -> str:
+    """A hook's command for Claude Code's shell: this installation's own aether-mcp by its absolute path, so
     that it runs whatever PATH Claude Code has (a hook that cannot run lets every caste run unrouted)."""
     script = Path(executable).parent / "aether-mcp"
     program = [str(script)] if os.access(script, os.X_OK) else [executable, "-m", "aether_mcp"]
-    return shlex.join([*program, *HOOK_WORDS])
+    return shlex.join([*program, "hook", word])
 
 
-def is_hook_command(command: str) -> bool:
-    """Whether `command` runs this hook: some aether-mcp's (by path or on PATH), or `python -m aether_mcp`'s."""
+def is_hook_command(command: str, word: str = HOOK_WORDS[1]) -> bool:
+    """Whether `command` runs the hook `word`: some aether-mcp's (by path or on PATH), or `python -m aether_mcp`'s."""
     try:
         words = shlex.split(command)
     except ValueError:
         return False
-    program = words[: -len(HOOK_WORDS)]
-    if words[-len(HOOK_WORDS) :] != HOOK_WORDS:
+    program = words[:-2]
+    if words[-2:] != ["hook", word]:
         return False
     return (len(program) == 1 and Path(program[0]).name == "aether-mcp") or program[1:] == ["-m", "aether_mcp"]

@@ -413,7 +413,11 @@ def test_a_created_file_that_claude_code_added_to_still_uninstalls(isolated: Pat
     assert data == {
         "permissions": {"allow": allowed},
         "enabledMcpjsonServers": ["aether"],
-        "hooks": {"PreToolUse": [hook_entry(shared=False)]},
+        "hooks": {
+            "SubagentStop": [hook_entry(shared=False, word="subagent-stop")],
+            "SubagentStart": [hook_entry(shared=False, word="subagent-start")],
+            "PreToolUse": [hook_entry(shared=False)],
+        },
     }
     # Claude Code records an approval in the same file, writing it back whole in its own layout
     data["permissions"]["allow"].insert(0, "Bash(ls)")

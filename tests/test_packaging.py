@@ -15,7 +15,7 @@ from aether_mcp.workers.claude_cli import ClaudeCli, _bundled_cli
 PINNED_CLAUDE_CODE = "2.1.332"
 # How high each part of aether_mcp sits: a module imports from its own floor or below, never from above. The
 # top-level modules (errors, atomic, procs, ...) are floor 0; `__main__`, the program, sits on top.
-FLOORS = {"profile": 1, "workers": 2, "testing": 3, "commands": 4, "adapters": 5, "__main__": 6}
+FLOORS = {"profile": 1, "workers": 2, "session": 3, "testing": 3, "commands": 4, "adapters": 5, "__main__": 6}
 
 
 def test_an_install_carries_aether_mcp_and_its_subpackages_only() -> None:
@@ -27,6 +27,7 @@ def test_an_install_carries_aether_mcp_and_its_subpackages_only() -> None:
         "aether_mcp.adapters.top",
         "aether_mcp.commands",
         "aether_mcp.profile",
+        "aether_mcp.session",
         "aether_mcp.testing",
         "aether_mcp.workers",
     }  # no top-level bench, no tests

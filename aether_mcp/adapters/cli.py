@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import terminal
 from ..errors import AetherError
-from ..hook_settings import HOOK_WORDS
+from ..hook_settings import HOOK_WORDS, WIRE_EVENTS
 from ..tables import table
-from .hook import main as run_hook
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -42,7 +41,15 @@ def _command(words: list[str]) -> int:
     if words == HOOK_WORDS:
         # Claude Code runs the hook before every sub-agent call: it is run before the parser is built (a few ms)
         # and the profile store is never made (pydantic), so that each call waits as little as it can.
+        from .hook import main as run_hook
+
         return run_hook()
+    if len(words) == 2 and words[0] == "hook" and words[1] in WIRE_EVENTS.values():
+        from ..session.hook import main as tell_gateway  # the standard library alone: each sub-agent waits for it
+
+        return tell_gateway(words[1])
+    if words[:1] in (["run"], ["claude"]):
+        return _wrapped(words)
     parser = _parser()
     args = parser.parse_args(words)
     if not hasattr(args, "run"):
@@ -64,6 +71,40 @@ def _command(words: list[str]) -> int:
         return 130
 
 
+def _wrapped(words: list[str]) -> int:
+    """`aether-mcp run [--profiles FILE] [--] COMMAND...` and `aether-mcp claude ARGS...`: read by hand, since
+    every word after the command is the command's own (argparse would take `claude --help` for ours)."""
+    from ..profile.store import ProfileStore
+    from ..session.run import run_command
+
+    rest, profiles = words[1:], None
+    if words[0] == "run":
+        if rest[:1] in (["-h"], ["--help"]):
+            print(WRAPPED_HELP)
+            return 0
+        if rest[:1] == ["--profiles"] and len(rest) > 1:
+            profiles, rest = rest[1], rest[2:]
+        rest = rest[1:] if rest[:1] == ["--"] else rest
+    store = ProfileStore(profiles)
+    try:
+        if words[0] == "claude":
+            from ..workers.claude_cli import find_cli
+
+            rest = [find_cli(store.load()[0], os.environ).path, *rest]
+        return run_command(rest, store, os.environ, sys.stderr)
+    except AetherError as exc:
+        print(f"Error: {terminal.shown(str(exc))}", file=sys.stderr)
+        return 1
+
+
+WRAPPED_HELP = """usage: aether-mcp run [--profiles FILE] [--] COMMAND [ARGS...]
+       aether-mcp claude [CLAUDE ARGS...]
+
+Run COMMAND (Claude Code, or anything that starts it) with every model request passing through aether-mcp's
+gateway: each Aether caste's sub-agents go to the caste's model, with proof in the spawn log (mode wire). The
+terminal, the arguments and the exit status are the command's own. `aether-mcp claude` runs the Claude Code CLI."""
+
+
 def _reader_gone() -> int:
     """The reader of our output went away (`aether-mcp workers | head`): end quietly, as `git log | head` does.
     What is still buffered would fail again when Python flushes stdout at exit: it goes nowhere instead."""
@@ -82,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     _add_serve(commands, common)
+    # Listed for --help only: main reads their words itself (every word after the command is the command's).
+    commands.add_parser("run", help="run a command (claude) with each caste's sub-agents routed at the wire")
+    commands.add_parser("claude", help="the same as `aether-mcp run -- claude ARGS...`")
 
     demo = commands.add_parser("demo", parents=[common], help="show routing through a real MCP session (no API key)")
     demo.set_defaults(run=_demo)
@@ -179,7 +223,7 @@ def _add_project_commands(commands: Any, common: argparse.ArgumentParser) -> Non
 
     # Listed for --help only: main runs the hook itself, as Claude Code calls it (HOOK_WORDS), and nothing else.
     hook = commands.add_parser("hook", help="Claude Code hooks (run by Claude Code, not by hand)")
-    hook.add_argument("event", choices=HOOK_WORDS[1:])
+    hook.add_argument("event", choices=[HOOK_WORDS[1], *WIRE_EVENTS.values()])
 
     agents = commands.add_parser("agents", parents=[common], help="native mode: the agents' own model: lines")
     agent_verbs = agents.add_subparsers(title="verbs", metavar="VERB", required=True)

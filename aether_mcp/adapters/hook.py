@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import procs
 from ..git import project_root
 from ..hook_settings import GET_TOOL, PROBE, collect_call
 from ..profile.agents import agent_dirs, scan_agents
@@ -53,7 +54,7 @@ def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
         return None
     cwd = Path(str(event.get("cwd") or os.getcwd()))
     caste = routed_castes(cwd, environ).get(caste_key(wanted))
-    if caste is None:
+    if caste is None or (event.get(PROBE) is not True and routed_at_the_wire(environ)):
         return None
     call = {
         "tool_input": {key: tool_input[key] for key in HANDED_OVER if key in tool_input},
@@ -75,6 +76,21 @@ def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
         kept = None if probe else handoff.keep(call, environ)
         reason = _fallback(wanted, caste, kept, background, event["tool_name"])
     return _deny(reason)
+
+
+def routed_at_the_wire(environ: Mapping[str, str]) -> bool:
+    """Whether this session runs through `aether-mcp run`, whose gateway routes each caste's sub-agent itself: its
+    variables are set, its gateway answers to its key, and it is an ancestor of this hook. (Variables alone could
+    come from a project's settings, and would let castes run unrouted.)"""
+    from ..session import hook as wire_hook
+
+    if not environ.get(wire_hook.URL_VAR):
+        return False
+    try:
+        pid = wire_hook.call(environ, "GET", "session").get("pid")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(pid, int) and pid in procs.ancestors(os.getpid())
 
 
 def _no_server(wanted: str, cwd: Path) -> str:

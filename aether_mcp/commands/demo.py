@@ -73,10 +73,18 @@ def parent_script(castes: dict[str, str]) -> dict[str, list[Turn]]:
 
 
 def run_parent(
-    cli: str, project: Path, home: Path, endpoint: str, *, timeout_s: float = 300, allow: str | None = "mcp__aether"
+    cli: str,
+    project: Path,
+    home: Path,
+    endpoint: str,
+    *,
+    timeout_s: float = 300,
+    allow: str | None = "mcp__aether",
+    wrapper: tuple[str, ...] = (),
 ) -> ParentRun:
     """Run `claude -p` as the parent session, with the settings a scripted parent needs; `allow` pre-approves
-    tools (None: only the project's settings allow anything, as in Claude Code's default permission mode).
+    tools (None: only the project's settings allow anything, as in Claude Code's default permission mode);
+    `wrapper` runs it through a command (`aether-mcp run --`).
 
     The aether-mcp server it starts inherits this environment, so its workers run with the same CLI."""
     env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWLIST}
@@ -93,7 +101,7 @@ def run_parent(
             "CLAUDE_CODE_MAX_RETRIES": "0",
         }
     )
-    command = [cli, "-p", "--model", PARENT_MODEL, "--output-format", "stream-json", "--verbose"]
+    command = [*wrapper, cli, "-p", "--model", PARENT_MODEL, "--output-format", "stream-json", "--verbose"]
     if allow is not None:
         command += ["--allowedTools", allow]  # mcp__aether: every tool of the server, spawn_worker, get_worker, ...
     done = subprocess.run(

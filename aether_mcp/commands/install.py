@@ -21,7 +21,7 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..errors import AetherError
-from ..hook_settings import COMMAND, MATCHER, PROBE, hook_command, is_hook_command
+from ..hook_settings import HOOK_WORDS, MATCHER, PROBE, WIRE_EVENTS, hook_command, is_hook_command
 from ..json_edit import fragment, insert_first, remove_inserted, value_start
 from ..own_files import keep_out_of_git
 from ..private_files import read_regular, replace_private
@@ -64,7 +64,7 @@ class Entry:
 
     def _is_ours(self, item: Any) -> bool:
         """An array's element is install's: the hook (whichever aether-mcp it runs), or this very value."""
-        return _runs_our_hook(item) if isinstance(self.value, dict) else item == self.value
+        return _runs_our_hook(item, _hook_word(self.value)) if isinstance(self.value, dict) else item == self.value
 
     def take_out(self, data: dict[str, Any], added_from: int) -> None:
         """Remove the entry from parsed JSON, and the containers below `added_from` that held only it."""
@@ -102,11 +102,18 @@ class Change:
     done: str  # added, created, already there, removed, deleted, not there
 
 
-def hook_entry(shared: bool) -> dict[str, Any]:
-    """The hook's settings entry. In the user's own settings it runs this installation by its absolute path;
-    in the shared ones (a file the team commits) it runs the aether-mcp each user has on PATH."""
-    command = COMMAND if shared else hook_command()
-    return {"matcher": MATCHER, "hooks": [{"type": "command", "command": command}]}
+def hook_entry(shared: bool, word: str = HOOK_WORDS[1]) -> dict[str, Any]:
+    """A hook's settings entry. In the user's own settings it runs this installation by its absolute path;
+    in the shared ones (a file the team commits) it runs the aether-mcp each user has on PATH. The sub-agent
+    call's hook matches the sub-agent tools; the wire hooks take every sub-agent."""
+    command = f"aether-mcp hook {word}" if shared else hook_command(word=word)
+    found: dict[str, Any] = {"matcher": MATCHER} if word == HOOK_WORDS[1] else {}
+    return {**found, "hooks": [{"type": "command", "command": command}]}
+
+
+def _hook_word(entry: dict[str, Any]) -> str:
+    """Which of aether-mcp's hooks an entry of install's runs: the last word of its command."""
+    return str(entry["hooks"][0]["command"]).rsplit(" ", 1)[-1]
 
 
 def entries(project: Path, shared: bool) -> list[Entry]:
@@ -117,6 +124,8 @@ def entries(project: Path, shared: bool) -> list[Entry]:
     return [
         Entry(project / ".mcp.json", ("mcpServers",), SERVER_NAME, SERVER_ENTRY),
         Entry(settings, ("hooks", "PreToolUse"), None, hook_entry(shared)),
+        # A session run through `aether-mcp run` learns each sub-agent's caste from these; elsewhere they do nothing.
+        *(Entry(settings, ("hooks", event), None, hook_entry(shared, word)) for event, word in WIRE_EVENTS.items()),
         Entry(settings, ("enabledMcpjsonServers",), None, SERVER_NAME),
         *(Entry(settings, ("permissions", "allow"), None, f"mcp__{SERVER_NAME}__{tool}") for tool in READ_ONLY_TOOLS),
     ]
@@ -287,10 +296,10 @@ def _parse(path: Path, text: str) -> Any:
         ) from None
 
 
-def _runs_our_hook(item: Any) -> bool:
+def _runs_our_hook(item: Any, word: str) -> bool:
     hooks = item.get("hooks") if isinstance(item, dict) else None
     return isinstance(hooks, list) and any(
-        isinstance(h, dict) and is_hook_command(str(h.get("command"))) for h in hooks
+        isinstance(h, dict) and is_hook_command(str(h.get("command")), word) for h in hooks
     )
 
 

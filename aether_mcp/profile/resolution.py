@@ -11,7 +11,9 @@ from .agents import Agent
 from .names import caste_key
 from .schema import ModelMetadata, Profile
 
-Source = Literal["override", "profile", "slot", "agent", "inherit", "task", "default", "explicit", "cli_default"]
+Source = Literal[
+    "override", "profile", "slot", "agent", "inherit", "task", "default", "explicit", "cli_default", "asked"
+]
 INHERIT = "inherit"
 
 
@@ -32,7 +34,8 @@ class CasteModel(BaseModel):
             "Why this model: override (user_overrides), profile (worker_models), slot (worker_models names a "
             "model_slots entry), agent (the agent file's model: line), inherit (the parent session's model), "
             "task (task_routing keyword match), default (task_routing.default_model), explicit (given for one "
-            "worker), cli_default (no model: the Claude Code CLI picks its own)."
+            "worker), cli_default (no model: the Claude Code CLI picks its own), asked (not a caste: the model its "
+            "requests asked for, passed on)."
         )
     )
     slot: str | None = Field(default=None, description="The model slot the entry named (opus, sonnet, haiku, inherit).")

@@ -42,6 +42,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+# (method, path, headers, JSON fields) -> (status, JSON answer): a caller's own paths, answered by the gateway.
+Control = Callable[[str, str, dict[str, str], dict[str, Any] | None], tuple[int, dict[str, Any]]]
+CONTROL_PREFIX = "/aether-mcp/"
 
 HOST = "127.0.0.1"
 BACKLOG = 2048  # uvicorn's own default: connections a colony's workers open at once wait here, not refused
@@ -90,8 +93,9 @@ class Gateway:
     """The loopback server. Which route each request takes is its router's to say; it forwards, records and
     keeps the route's budget."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, control: Control | None = None) -> None:
         self._router = router
+        self._control = control  # answers CONTROL_PREFIX paths itself (a wrapped session's hooks), if given
         self._upstreams: dict[str, Upstream] = {}
         self._server: _QuietServer | None = None
         self.url: str | None = None
@@ -145,17 +149,25 @@ class Gateway:
         if scope["type"] != "http":
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        lease = self._router.route(headers)
-        if lease is None:
-            await _error(send, 401, "authentication_error", "aether-mcp gateway: this key is not (or no longer) valid")
-            return
         body = await _read_body(receive)
         if body is None:
             await _error(send, 413, "request_too_large", f"aether-mcp gateway: a request may be at most {MAX_BODY:,}")
             return
+        fields = _json_fields(body)  # parsed once: the route, the model and the options are read from one parse
+        if self._control is not None and scope["path"].startswith(CONTROL_PREFIX):
+            status, answer = self._control(scope["method"], scope["path"], headers, fields)
+            await _json(send, status, answer)
+            return
+        lease = self._router.route(headers, fields)
+        if lease is None:
+            await _error(send, 401, "authentication_error", "aether-mcp gateway: this key is not (or no longer) valid")
+            return
         path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
-        fields = _json_fields(body)  # parsed once: the model and the options are read from the same parse
-        record = RequestRecord(scope["method"], path, _asked_model(fields))
+        asked = _asked_model(fields)
+        sent = lease.send_model if lease.send_model is not None and asked is not None else asked
+        record = RequestRecord(scope["method"], path, sent, asked_model=asked if sent != asked else None)
+        if sent != asked and sent is not None and fields is not None:
+            body = _with_model(body, fields, sent)
         lease.records.append(record)
         lease.changed()
         one_at_a_time = lease.turn if lease.budgeted and is_message(path) else contextlib.nullcontext()
@@ -227,10 +239,9 @@ class Gateway:
         # x-litellm-* (tags route a request to other deployments) is the proxy's to set, not a worker's.
         outgoing = [(k, v) for k, v in headers.items() if k not in DROPPED_REQUEST and not k.startswith("x-litellm-")]
         if lease.token:
-            # The same kind of credential the worker used, with the real token in it.
-            outgoing.append(
-                ("x-api-key", lease.token) if "x-api-key" in headers else ("authorization", f"Bearer {lease.token}")
-            )
+            # The kind of credential the route names, else the kind the worker used, with the real token in it.
+            kind = lease.credential or ("x-api-key" if "x-api-key" in headers else "authorization")
+            outgoing.append(("x-api-key", lease.token) if kind == "x-api-key" else (kind, f"Bearer {lease.token}"))
         upstream = self._upstreams.get(lease.upstream)
         if upstream is None:
             upstream = self._upstreams[lease.upstream] = Upstream(lease.upstream)
@@ -239,7 +250,27 @@ class Gateway:
         except UpstreamError as exc:  # the upstream's failure is the worker's answer, not the server's
             record.status, record.refused = 502, f"upstream unreachable: {exc}"
             record.duration_s = time.perf_counter() - began
-            await _error(send, 502, "api_error", f"aether-mcp gateway: the upstream {lease.upstream} did not answer")
+            await _error(
+                send,
+                502,
+                "api_error",
+                f"aether-mcp gateway: {_whose(lease, record)} endpoint {lease.upstream} did not answer ({exc}). "
+                "Fix: start it (or point the profile's proxy.endpoint at one that runs), then try again; "
+                "`aether-mcp doctor` checks it.",
+            )
+            return
+        if answer.status in (401, 403):
+            # The endpoint refused the real token: its own words would send the user after the session's key.
+            await answer.body.aclose()
+            record.status, record.duration_s = answer.status, time.perf_counter() - began
+            await _error(
+                send,
+                answer.status,
+                "authentication_error",
+                f"aether-mcp gateway: {lease.upstream} refused the token aether-mcp holds for {_whose(lease, record)} "
+                f"requests (HTTP {answer.status}). Fix: set the right proxy.auth_token (or the caste's auth_token) "
+                "in the profile; `aether-mcp doctor` checks it.",
+            )
             return
         told = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers}
         usage = _UsageReader(told.get("content-type", ""))
@@ -405,6 +436,25 @@ def _json_fields(body: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _whose(lease: Lease, record: RequestRecord) -> str:
+    """Whose request it is, in words: the caste's and its model, or the session's."""
+    model = f" (model {record.model})" if record.model else ""
+    return f"the {lease.caste} caste's{model}" if lease.caste else f"this session's{model}"
+
+
+_LEADING_MODEL = re.compile(rb'\A\s*\{\s*"model"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def _with_model(body: bytes, fields: dict[str, Any], sent: str) -> bytes:
+    """The body with its model replaced. Claude Code writes `model` first: that string alone is replaced, every
+    other byte kept; any other layout is written again from its parse. (A body naming `model` twice would keep
+    its second at the proxy: the answer then names the asked model, and the proof says so.)"""
+    found = _LEADING_MODEL.match(body)
+    if found is not None and json.loads(found.group(1)) == fields.get("model"):
+        return body[: found.start(1)] + json.dumps(sent).encode() + body[found.end(1) :]
+    return json.dumps({**fields, "model": sent}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def _asked_model(fields: dict[str, Any] | None) -> str | None:
     model = fields.get("model") if fields is not None else None
     return model if isinstance(model, str) else None
@@ -440,7 +490,11 @@ async def _read_body(receive: Receive) -> bytes | None:
 
 
 async def _error(send: Send, status: int, kind: str, message: str) -> None:
-    data = json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+    await _json(send, status, {"type": "error", "error": {"type": kind, "message": message}})
+
+
+async def _json(send: Send, status: int, answer: dict[str, Any]) -> None:
+    data = json.dumps(answer).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data, "more_body": False})

@@ -178,10 +178,11 @@ def tally(lease: Lease, deployments: dict[str, Deployment] | None, assigned: str
 
 
 def judge_requests(
-    assigned: str | None, lease: Lease, preflight: Preflight | None, provider: str | None
+    assigned: str | None, lease: Lease, preflight: Preflight | None, provider: str | None, *, as_asked: bool = False
 ) -> RoutingVerdict:
-    """Weigh what the gateway saw of a route: every request, what it asked for, and who the proxy says
-    answered it. A proxy that lies about its own deployments is beyond this."""
+    """Weigh what the gateway saw of a route: every request, what it went upstream with, and who the proxy says
+    answered it. `as_asked`: the route has no model of its own (a session passed on as it asks), so each request
+    is held to its own. A proxy that lies about its own deployments is beyond this."""
     deployments = preflight.deployments if preflight is not None else None
     counted = tally(lease, deployments, assigned)
     problems: list[Mismatch] = []
@@ -211,7 +212,7 @@ def judge_requests(
                 message=f"no request was answered (HTTP {statuses}), so nothing shows which model served the worker",
             )
         )
-    if assigned is None:
+    if assigned is None and not as_asked:
         problems.append(
             Mismatch(code="no_model", message="no model was assigned, so there is nothing to hold the requests to")
         )

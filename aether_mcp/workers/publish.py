@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -26,7 +26,33 @@ from ..profile.names import is_worker_id
 from .spawn_log import record_running
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .result import WorkerResult
+    from .wire import Lease
+
+
+class Worker(Protocol):
+    """What is published of a worker: a colony's process worker, or a wrapped session's conversation."""
+
+    @property
+    def worker_id(self) -> str: ...
+
+    @property
+    def task_head(self) -> str: ...
+
+    @property
+    def turns(self) -> int: ...
+
+    @property
+    def last_tool(self) -> str | None: ...
+
+    @property
+    def live(self) -> bool: ...
+
+    @property
+    def lease(self) -> Lease | None: ...
+
+    def record(self) -> WorkerResult: ...
+
 
 log = logging.getLogger("aether_mcp")
 

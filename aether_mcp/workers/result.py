@@ -54,6 +54,17 @@ class WorkerResult(FlatRecord):
         description="Pass to get_worker, continue_worker, cancel_worker or discard_worker."
     )
     caste: Annotated[str, LOGGED]
+    mode: Annotated[Literal["process", "wire"], LOGGED] = Field(
+        default="process",
+        description="process: its own Claude Code process, started by aether-mcp; wire: a Claude Code sub-agent "
+        "(or session) of a session run through `aether-mcp run`, routed at the gateway.",
+    )
+    agent_id: Annotated[str | None, LOGGED] = Field(
+        default=None, description="wire: Claude Code's id of the sub-agent (null: a session's own conversation)."
+    )
+    parent_agent_id: Annotated[str | None, LOGGED] = Field(
+        default=None, description="wire: the sub-agent that started this one, when it is nested."
+    )
     description: Annotated[str | None, LOGGED] = Field(
         default=None, description="What the worker is for, in a few words (a sub-agent call's description)."
     )
@@ -84,8 +95,12 @@ class WorkerResult(FlatRecord):
     routing_mismatches: Annotated[list[Mismatch], LOGGED] = Field(
         default_factory=list, description="What contradicts the assigned model, each with a code; empty when verified."
     )
-    requests_by_model: dict[str, int] = Field(
-        default_factory=dict, description="Requests the gateway saw, by the model each asked for."
+    requests_by_model: Annotated[dict[str, int], LOGGED] = Field(
+        default_factory=dict, description="Requests the gateway saw, by the model each went upstream with."
+    )
+    requests_by_asked_model: Annotated[dict[str, int], LOGGED] = Field(
+        default_factory=dict,
+        description="wire: requests whose body named another model than the one the gateway sent, by that model.",
     )
     requests_by_deployment: dict[str, int] = Field(
         default_factory=dict, description="Requests the gateway saw, by the proxy deployment that answered each."
@@ -109,7 +124,9 @@ class WorkerResult(FlatRecord):
     fallback_used: Annotated[list[str], LOGGED] = Field(
         default_factory=list, description="Declared fallback models that served some of its requests."
     )
-    session_id: str | None = None
+    session_id: Annotated[str | None, LOGGED] = Field(
+        default=None, description="The Claude Code session its conversation is in."
+    )
     transcript_path: Annotated[str | None, LOGGED] = None
     cli: str | None = Field(
         default=None, description="The Claude Code CLI that ran the worker, and which rule chose it."

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -41,7 +41,8 @@ class RequestRecord:
 
     method: str
     path: str
-    model: str | None  # what the worker asked for
+    model: str | None  # the model the request went upstream with (what the route holds it to)
+    asked_model: str | None = None  # what the client's body named, when the route sent another model in its place
     status: int | None = None
     ttfb_s: float | None = None
     duration_s: float | None = None
@@ -77,6 +78,10 @@ class Lease:
     upstream: str
     token: str | None
     models: tuple[str, ...] | None  # the caste's model first, then its declared fallbacks; None: any
+    # Set: every request goes upstream on this model, whatever model its body names (routing at the wire).
+    send_model: str | None = None
+    # How the real token goes upstream: "x-api-key" or "authorization"; None: as the client sent its key.
+    credential: str | None = None
     prices: dict[str, Prices] = field(default_factory=dict)
     max_tokens: int | None = None
     max_budget_usd: float | None = None
@@ -124,9 +129,15 @@ class Lease:
 
 
 class Router(Protocol):
-    """Which route a request takes, from its headers (lower-cased names); None: no route, refused."""
+    """Which route a request takes, from its headers (lower-cased names) and its body's JSON fields (None: no
+    JSON object); None: no route, refused."""
 
-    def route(self, headers: Mapping[str, str]) -> Lease | None: ...
+    def route(self, headers: Mapping[str, str], fields: Mapping[str, Any] | None) -> Lease | None: ...
+
+
+def presented_key(headers: Mapping[str, str]) -> str:
+    """The key a request carries as its credential: x-api-key, else a Bearer authorization."""
+    return headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
 class KeyRouter:
@@ -135,9 +146,8 @@ class KeyRouter:
     def __init__(self) -> None:
         self._leases: dict[str, Lease] = {}
 
-    def route(self, headers: Mapping[str, str]) -> Lease | None:
-        key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return self._leases.get(key)
+    def route(self, headers: Mapping[str, str], fields: Mapping[str, Any] | None = None) -> Lease | None:
+        return self._leases.get(presented_key(headers))
 
     def issue(self, lease: Lease) -> Key:
         """A new key for `lease`, valid until its holder releases it."""
