@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from helpers import AETHER_PROFILE, run_aether, write_aether_project
+from helpers import AETHER_PROFILE, MASTER_KEY, hand_over_ready, run_aether, write_aether_project
 
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, ParentRun, run_parent
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import Call, LocalBackend, Recorded, Turn
 from aether_mcp.workers.claude_cli import find_cli
 from aether_mcp.workers.spawn_log import log_path, read_spawn_log
+from aether_mcp.workers.spec import ENV_ALLOWLIST
 
 CASTE_MODELS = {"builder": "kimi-k2.5", "scout": "glm-5", "watcher": "minimax-2.5"}
 WRAPPER = (sys.executable, "-m", "aether_mcp", "run", "--")
@@ -30,18 +32,20 @@ def agent_call(agent: str, n: int) -> Call:
     return Call("Agent", {"description": f"{agent} {n}", "prompt": f"task {n} for {agent}", "subagent_type": agent})
 
 
-def wire_project(project: Path, home: Path, endpoint: str, castes: dict[str, str] = CASTE_MODELS) -> None:
+def wire_project(
+    project: Path, home: Path, endpoint: str, castes: dict[str, str] = CASTE_MODELS, token: str = DEMO_TOKEN
+) -> None:
     """An Aether-shaped project, installed (server, hooks) and trusted, whose profile gives each caste a model."""
     project.mkdir()
     home.mkdir(exist_ok=True)
-    write_aether_project(project, endpoint, token=DEMO_TOKEN)
+    write_aether_project(project, endpoint, token=token)
     (project / ".claude" / "agents" / "ant" / "aether-builder.md").write_text(NESTING_BUILDER)
     models = "worker_models:\n" + "".join(f"  {caste}: {model}\n" for caste, model in castes.items())
     profile = project / "model-profiles.yaml"
     profile.write_text(
         AETHER_PROFILE.replace("worker_models:\n  watcher: minimax-2.5\n", models)
         .replace("ENDPOINT", endpoint)
-        .replace("TOKEN", DEMO_TOKEN)
+        .replace("TOKEN", token)
     )
     env = {**os.environ, "HOME": str(home)}
     installed = run_aether("install", "--trust", cwd=project, env=env)
@@ -57,9 +61,20 @@ def wire_records(project: Path) -> list[dict[str, Any]]:
     return [e for e in read_spawn_log(log_path(project / ".aether"), 100) if e.get("mode") == "wire"]
 
 
-def run_wrapped(project: Path, home: Path, endpoint: str) -> ParentRun:
-    cli = find_cli(parse_profile("{}", "none"), os.environ)
-    return run_parent(cli.path, project, home, endpoint, wrapper=WRAPPER, allow="Agent")
+def cli_path() -> str:
+    return find_cli(parse_profile("{}", "none"), os.environ).path
+
+
+def run_wrapped(project: Path, home: Path, endpoint: str, allow: str = "Agent") -> ParentRun:
+    return run_parent(cli_path(), project, home, endpoint, wrapper=WRAPPER, allow=allow)
+
+
+def requests_by_agent(messages: list[Recorded]) -> dict[str | None, set[str | None]]:
+    """The models each conversation's requests reached the backend on, by agent id (None: a session's own)."""
+    found: dict[str | None, set[str | None]] = {}
+    for request in messages:
+        found.setdefault(request.agent_id, set()).add(request.model)
+    return found
 
 
 def test_a_wrapped_sessions_sub_agents_run_on_their_castes_models_with_proof(tmp_path: Path) -> None:
@@ -80,9 +95,7 @@ def test_a_wrapped_sessions_sub_agents_run_on_their_castes_models_with_proof(tmp
     assert parent.exit_code == 0, parent.stderr
     assert parent.denied == []
     assert all(r.authorized for r in backend.requests)  # the real token reached the backend, never the key
-    by_agent: dict[str | None, set[str | None]] = {}
-    for request in messages:
-        by_agent.setdefault(request.agent_id, set()).add(request.model)
+    by_agent = requests_by_agent(messages)
     assert by_agent.pop(None) == {PARENT_MODEL}
     routed = sorted(next(iter(models)) or "" for models in by_agent.values())
     assert routed == sorted(["kimi-k2.5"] * 4 + ["glm-5", "minimax-2.5"]), by_agent
@@ -102,3 +115,99 @@ def test_a_wrapped_sessions_sub_agents_run_on_their_castes_models_with_proof(tmp
         assert details["routing_evidence"][0].startswith("told apart by Claude Code's SubagentStart hook")
     (session,) = [r for r in records if r["agent_id"] is None]
     assert session["caste"] == "session" and session["requests_by_model"] == {PARENT_MODEL: session["requests"]}
+
+
+def test_through_the_real_litellm_proxy_each_sub_agent_names_its_deployment(
+    tmp_path: Path, litellm_proxy: str, routed_backend: LocalBackend, second_backend: LocalBackend
+) -> None:
+    """The parent's own requests go to its endpoint; 2 builders and a scout go through LiteLLM, each on its
+    caste's model, and each wire record names the deployment that served it."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    calls = (agent_call("aether-builder", 1), agent_call("aether-builder", 2), agent_call("aether-scout", 3))
+    before = (len(routed_backend.models_asked()), len(second_backend.models_asked()))
+    with LocalBackend(token=DEMO_TOKEN, scripts={PARENT_MODEL: [Turn(calls=calls), Turn(follow=True)]}) as parent_end:
+        wire_project(project, home, litellm_proxy, {"builder": "kimi-k2.5", "scout": "glm-5"}, token=MASTER_KEY)
+        parent = run_wrapped(project, home, parent_end.url)
+        assert {r.model for r in messages_of(parent_end)} == {PARENT_MODEL}
+
+    assert parent.exit_code == 0, parent.stderr
+    assert sorted(routed_backend.models_asked()[before[0] :]) == ["kimi-k2.5", "kimi-k2.5"]
+    assert second_backend.models_asked()[before[1] :] == ["glm-5"]
+    subagents = [r for r in wire_records(project) if r["agent_id"] is not None]
+    assert sorted(r["caste"] for r in subagents) == ["builder", "builder", "scout"]
+    for record in subagents:
+        model = record["model"]
+        backend = routed_backend if model == "kimi-k2.5" else second_backend
+        assert record["routing_verified"], record["routing_mismatches"]
+        assert record["served_by"] == [f"deployment deployment-{model} (anthropic/{model} at {backend.url})"]
+
+
+AGENT_SESSIONS = """
+"$CLI" -p --agent aether-builder "build one" > one.out 2>&1 &
+"$CLI" -p --agent aether-builder "build two" > two.out 2>&1 &
+wait
+"""
+
+
+def test_sessions_started_as_a_caste_inside_the_wrapped_command_are_routed_by_their_prompt(tmp_path: Path) -> None:
+    """A script (as Aether's dispatcher runs castes) starts two `claude -p --agent aether-builder` sessions:
+    they carry no agent id, and each is told by its system prompt, so both reach the backend on the builder's
+    model, with a verified wire record each."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    with LocalBackend(token=DEMO_TOKEN) as backend:
+        wire_project(project, home, backend.url)
+        env = {
+            **{k: v for k, v in os.environ.items() if k in ENV_ALLOWLIST},
+            "HOME": str(home),
+            "CLI": cli_path(),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "ANTHROPIC_BASE_URL": backend.url,
+            "ANTHROPIC_AUTH_TOKEN": DEMO_TOKEN,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+        }
+        done = subprocess.run(
+            [*WRAPPER, "sh", "-c", AGENT_SESSIONS],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        messages = messages_of(backend)
+
+    assert done.returncode == 0, done.stderr
+    assert all("served-by kimi-k2.5" in (project / name).read_text() for name in ("one.out", "two.out"))
+    assert {r.model for r in messages} == {"kimi-k2.5"} and len({r.session_id for r in messages}) == 2
+    records = wire_records(project)
+    assert sorted(r["caste"] for r in records) == ["builder", "builder"]
+    assert all(r["routing_verified"] and r["agent_id"] is None for r in records)
+    assert all(r["requests_by_asked_model"] == {"claude-sonnet-5-5": r["requests"]} for r in records)
+
+
+def test_set_caste_model_between_two_waves_applies_to_the_next_one(tmp_path: Path) -> None:
+    """The parent runs a wave of 2 builders, calls set_caste_model builder glm-5 on its session's server, then
+    runs a second wave: the first wave's builders reach the backend on kimi-k2.5, the second's on glm-5, with no
+    restart."""
+    project, home = tmp_path / "project", tmp_path / "home"
+
+    def wave(first: int) -> Turn:
+        calls = [agent_call("aether-builder", n) for n in (first, first + 1)]
+        return Turn(calls=tuple(Call(c.tool, {**c.tool_input, "run_in_background": False}) for c in calls))
+
+    switch = Turn(tool="mcp__aether__set_caste_model", tool_input={"caste": "builder", "model": "glm-5"})
+    script = {PARENT_MODEL: [wave(1), switch, wave(3), Turn(text="done")]}
+    project.mkdir()
+    with LocalBackend(token=DEMO_TOKEN, scripts=script, before_answer=hand_over_ready(project)) as backend:
+        project.rmdir()
+        wire_project(project, home, backend.url)
+        parent = run_wrapped(project, home, backend.url, allow="Agent,mcp__aether")
+        messages = messages_of(backend)
+
+    assert parent.exit_code == 0, parent.stderr
+    tasks = {n: [r.model for r in messages if r.agent_id and f"task {n} for" in r.conversation[0]] for n in range(1, 5)}
+    assert tasks == {1: ["kimi-k2.5"], 2: ["kimi-k2.5"], 3: ["glm-5"], 4: ["glm-5"]}, tasks
+    records = sorted((r for r in wire_records(project) if r["agent_id"]), key=lambda r: str(r["started_at"]))
+    assert [r["model"] for r in records] == ["kimi-k2.5", "kimi-k2.5", "glm-5", "glm-5"]
+    assert [r["model_source"] for r in records] == ["profile", "profile", "override", "override"]

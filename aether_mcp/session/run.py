@@ -149,7 +149,8 @@ class WireSession:
         lease = agent.lease
         deployments = await anyio.to_thread.run_sync(self.checker.deployments, lease.upstream, lease.token)
         metadata = (self.store.load()[0].model_metadata or {}).get(agent.model or "")
-        preflight = Preflight(True, f"the endpoint {lease.upstream}", deployments)
+        listed = f"lists {len(deployments)} deployment(s)" if deployments is not None else "lists no deployments"
+        preflight = Preflight(True, f"the endpoint {lease.upstream} {listed} (GET /model/info)", deployments)
         agent.end(preflight, metadata.provider if metadata else None, stopped=stopped)
         self.publisher.publish(agent)
         state = self.store.state_dir
