@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,73 @@ def test_set_caste_model_between_two_waves_applies_to_the_next_one(tmp_path: Pat
     records = sorted((r for r in wire_records(project) if r["agent_id"]), key=lambda r: str(r["started_at"]))
     assert [r["model"] for r in records] == ["kimi-k2.5", "kimi-k2.5", "glm-5", "glm-5"]
     assert [r["model_source"] for r in records] == ["profile", "profile", "override", "override"]
+
+
+def test_doctor_follows_a_caste_through_the_installed_hook_to_its_route(tmp_path: Path) -> None:
+    """doctor runs the SubagentStart hook install wrote against a session's own router, and says where a
+    caste's sub-agent would go, and where the session's own requests would."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    wire_project(project, home, "http://127.0.0.1:9")
+    done = run_aether("doctor", cwd=project, env={**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": ""})
+    lines = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
+    assert (
+        "OK" in lines["run: a caste's route"]
+        and "aether-builder, told apart by the SubagentStart hook, would go to kimi-k2.5 at http://127.0.0.1:9"
+        in done.stdout
+    )
+    assert "(from the proxy of" in lines["run: the session's endpoint"]
+
+
+def test_a_setting_that_would_send_requests_past_the_gateway_stops_the_session_first(tmp_path: Path) -> None:
+    """A project's settings.json whose env sets ANTHROPIC_BASE_URL would replace the gateway in Claude Code, and
+    every caste would run unrouted: run refuses, naming the file and the setting, and runs nothing."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    wire_project(project, home, "http://127.0.0.1:9")
+    (project / ".claude" / "settings.json").write_text(json.dumps({"env": {"ANTHROPIC_BASE_URL": "http://x"}}))
+    env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+    done = run_aether("run", "--", "touch", "ran", cwd=project, env=env)
+    assert done.returncode == 1 and not (project / "ran").exists()
+    assert f"{project / '.claude' / 'settings.json'}: env ANTHROPIC_BASE_URL" in done.stderr
+    doctor = run_aether("doctor", cwd=project, env=env)
+    assert "run: settings" in doctor.stdout and doctor.returncode != 0
+
+
+CASTE_CALL = json.dumps({"tool_name": "Agent", "tool_input": {"subagent_type": "aether-builder", "prompt": "p"}})
+
+
+def test_the_sub_agent_hook_steps_aside_only_below_its_own_wrapped_session(tmp_path: Path) -> None:
+    """Inside a wrapped session the PreToolUse hook lets a caste's Agent call through (the gateway routes it).
+    Attacker: a project's settings can set the session's variables for Claude Code; pointed at a real session's
+    gateway with its key, from outside that session, the hook still stops the call."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    wire_project(project, home, "http://127.0.0.1:9")
+    env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    inside = "aether-mcp hook pre-tool-use > inside.json; env | grep ^AETHER_MCP_WIRE > wire.env; sleep 30"
+    session = subprocess.Popen(
+        [*WRAPPER, "sh", "-c", inside], cwd=project, env=env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert session.stdin is not None
+        session.stdin.write(CASTE_CALL.encode())
+        session.stdin.close()
+        deadline = time.monotonic() + 30
+        while not (project / "wire.env").exists() or not (project / "wire.env").read_text():
+            assert time.monotonic() < deadline and session.poll() is None
+            time.sleep(0.1)
+        stolen = dict(line.split("=", 1) for line in (project / "wire.env").read_text().split())
+        outside = subprocess.run(
+            [sys.executable, "-m", "aether_mcp", "hook", "pre-tool-use"],
+            input=CASTE_CALL,
+            cwd=project,
+            env={**env, **stolen},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        session.kill()
+        session.wait()
+    assert (project / "inside.json").read_text() == ""  # no opinion: the call goes ahead, to the gateway
+    assert '"permissionDecision": "deny"' in outside.stdout

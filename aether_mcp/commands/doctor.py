@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import AetherError, sentences
 from ..flat_schema import FlatRecord
-from ..hook_settings import COMMAND, hook_command
+from ..hook_settings import COMMAND, WIRE_EVENTS, hook_command
 from ..private_files import read_regular
 from ..profile.catalog import CasteCatalog
 from ..profile.schema import Profile
@@ -65,6 +65,7 @@ def check_routing(
     checks += hooks
     if any(check.name == "hook" and check.verdict == "ok" for check in hooks):  # the castes rely on the server
         checks += _server_checks(store, environ)
+    checks += _wire_checks(store, catalog, environ)
     checks.append(_cli_check(profile, environ))
     castes = [catalog.find(caste)] if caste is not None else catalog.names()
     checks += _route_checks(catalog, castes, checker or ProxyChecker(ttl_s=0))
@@ -205,6 +206,53 @@ def _json_at(path: Path, *keys: str) -> Any:
 
 def _names(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _wire_checks(store: ProfileStore, catalog: CasteCatalog, environ: Mapping[str, str]) -> list[Check]:
+    """`aether-mcp run`: the hooks that tell its gateway of each sub-agent, where a session's own requests would
+    go, no Claude Code setting that would send them past the gateway, and a caste's sub-agent routed end to end
+    (the installed SubagentStart hook run as Claude Code runs it, against a session's own router)."""
+    from ..session.probe import probe_route  # the gateway's modules load only for this check
+    from ..session.run import main_route, settings_overrides
+    from .install import installed_hooks
+
+    hooks = {event: installed_hooks(store.cwd, event, word) for event, word in WIRE_EVENTS.items()}
+    missing = [event for event, found in hooks.items() if not found]
+    if not catalog.scan.agents:
+        return []
+    if missing:
+        detail = f"the {' and '.join(missing)} hook is not installed: it tells sub-agents apart by their prompts alone"
+        return [Check(name="run (wire)", verdict="note", detail=detail, fix="aether-mcp install")]
+    checks = []
+    overriding = settings_overrides(store.cwd, environ)
+    if overriding:
+        checks.append(
+            Check(
+                name="run: settings",
+                verdict="fail",
+                detail=f"these would send a wrapped session's requests past the gateway: {'; '.join(overriding)}",
+                fix="Move them into the shell's environment (aether-mcp run passes them on as the session's own)",
+            )
+        )
+    try:
+        main = main_route(environ, store)
+    except AetherError as exc:
+        return [*checks, _failed("run: the session's endpoint", exc, "Set ANTHROPIC_BASE_URL")]
+    detail = f"a wrapped session's own requests would go to {main.upstream} (from {main.source})"
+    checks.append(Check(name="run: the session's endpoint", verdict="ok", detail=detail))
+    path, command = hooks["SubagentStart"][0]
+    word = WIRE_EVENTS["SubagentStart"]
+    if command not in (f"aether-mcp hook {word}", hook_command(word=word)):  # a settings file names no program
+        fix = "aether-mcp uninstall, then aether-mcp install"
+        return [*checks, Check(name="run: a caste's route", verdict="fail", detail=f"{path}: another hook", fix=fix)]
+    agent = next(iter(sorted(catalog.scan.agents.values(), key=lambda a: a.name)))
+    route = probe_route(store, main, command, agent.name, environ)
+    if route.problem is not None:
+        fix = "Run the hook's command by hand to see why; aether-mcp install writes it again"
+        checks.append(Check(name="run: a caste's route", verdict="fail", detail=route.problem, fix=fix))
+    else:
+        checks.append(Check(name="run: a caste's route", verdict="ok", detail=route.detail))
+    return checks
 
 
 def _failed(name: str, exc: AetherError, fix: str) -> Check:

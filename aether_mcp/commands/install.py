@@ -303,8 +303,9 @@ def _runs_our_hook(item: Any, word: str) -> bool:
     )
 
 
-def installed_hooks(project: Path) -> list[tuple[Path, str]]:
-    """Each of this hook's commands in the project's Claude Code settings, with the file it is in."""
+def installed_hooks(project: Path, event: str = "PreToolUse", word: str = HOOK_WORDS[1]) -> list[tuple[Path, str]]:
+    """Each command of aether-mcp's hook `word` under `event` in the project's Claude Code settings, with the
+    file it is in."""
     found = []
     for name in ("settings.local.json", "settings.json"):
         path = project / ".claude" / name
@@ -312,11 +313,11 @@ def installed_hooks(project: Path) -> list[tuple[Path, str]]:
             data = json.loads(_read(path, project) or "{}")
         except (AetherError, json.JSONDecodeError):
             continue
-        entries = data.get("hooks", {}).get("PreToolUse") if isinstance(data.get("hooks"), dict) else None
+        entries = data.get("hooks", {}).get(event) if isinstance(data.get("hooks"), dict) else None
         for item in entries if isinstance(entries, list) else []:
             hooks = item.get("hooks") if isinstance(item, dict) else None
             for hook in hooks if isinstance(hooks, list) else []:
-                if isinstance(hook, dict) and is_hook_command(str(hook.get("command"))):
+                if isinstance(hook, dict) and is_hook_command(str(hook.get("command")), word):
                     found.append((path, str(hook["command"])))
     return found
 
