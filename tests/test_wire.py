@@ -198,7 +198,8 @@ def test_set_caste_model_between_two_waves_applies_to_the_next_one(tmp_path: Pat
         return Turn(calls=tuple(Call(c.tool, {**c.tool_input, "run_in_background": False}) for c in calls))
 
     switch = Turn(tool="mcp__aether__set_caste_model", tool_input={"caste": "builder", "model": "glm-5"})
-    script = {PARENT_MODEL: [wave(1), switch, wave(3), Turn(text="done")]}
+    look = Turn(tool="mcp__aether__get_caste_model", tool_input={"caste": "builder"})
+    script = {PARENT_MODEL: [wave(1), switch, look, wave(3), Turn(text="done")]}
     project.mkdir()
     with LocalBackend(token=DEMO_TOKEN, scripts=script, before_answer=hand_over_ready(project)) as backend:
         project.rmdir()
@@ -212,6 +213,8 @@ def test_set_caste_model_between_two_waves_applies_to_the_next_one(tmp_path: Pat
     records = sorted((r for r in wire_records(project) if r["agent_id"]), key=lambda r: str(r["started_at"]))
     assert [r["model"] for r in records] == ["kimi-k2.5", "kimi-k2.5", "glm-5", "glm-5"]
     assert [r["model_source"] for r in records] == ["profile", "profile", "override", "override"]
+    (table,) = [result for result in parent.tool_results if "castes" in result]
+    assert table["routing"] == "wire" and table["castes"][0]["model"] == "glm-5"  # the server knows its session
 
 
 def test_doctor_follows_a_caste_through_the_installed_hook_to_its_route(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ from ..workers.result import WorkerLine, WorkerResult
 from ..workers.spawn_log import recent_lines
 from ..workers.worker import Worker
 from . import control, handoff, http
+from .hook import routed_at_the_wire
 
 log = logging.getLogger("aether_mcp")
 
@@ -155,6 +156,7 @@ class ServerState:
 
     store: ProfileStore
     colony: Colony
+    routing: Literal["process", "wire"] = "process"  # wire: the session runs through `aether-mcp run`
 
 
 Ctx = Context[ServerState]
@@ -189,7 +191,8 @@ async def get_caste_model(
     workers, or when the user asks which model a caste uses."""
     # In the event loop, not a worker thread: a look-up is a stat() and a few dict reads (the file is
     # parsed only after it changed), and this call comes on every turn of the parent.
-    return _state(ctx).store.caste_models(caste, task)
+    state = _state(ctx)
+    return state.store.caste_models(caste, task).model_copy(update={"routing": state.routing})
 
 
 def set_caste_model(
@@ -405,7 +408,9 @@ def build_server(store: ProfileStore, *, take_handoffs: bool = False) -> MCPServ
             if take_handoffs:
                 address = await group.start(handoff.serve, partial(_take_call, colony))
                 log.info("taking the hook's sub-agent calls: %s", "yes" if address else "no (socket in use)")
-            yield ServerState(store, colony)
+            # Asked once: a server's session runs through `aether-mcp run` from its start to its end, or never.
+            wired = await anyio.to_thread.run_sync(routed_at_the_wire, os.environ)
+            yield ServerState(store, colony, "wire" if wired else "process")
             group.cancel_scope.cancel()
 
     arguments = _RejectUnknownArguments()

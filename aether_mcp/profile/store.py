@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -42,6 +42,13 @@ class CasteModels(FlatRecord):
     )
     agent_problems: list[str] = Field(
         default_factory=list, description="Agent files that could not be read in full: path and reason."
+    )
+    routing: Literal["process", "wire"] = Field(
+        default="process",
+        description="How this session's castes run. process: a caste's sub-agent call is handed to spawn_worker, "
+        "which runs it as a Claude Code process of its own on the caste's model. wire: the session runs through "
+        "`aether-mcp run`, whose gateway sends each caste's own sub-agents (the Agent tool, as usual) to the "
+        "caste's model.",
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +59,8 @@ class WireAgent:
         self.last_tool: str | None = None
         self._status: Status = "running"
         self._started_at = _now()
+        self._began = time.monotonic()
+        self._duration_s: float | None = None
         self._finished_at: str | None = None
         self._error: str | None = None
         self._verdict: RoutingVerdict | None = None
@@ -94,6 +97,7 @@ class WireAgent:
         else:
             self._status, self._error = "failed", "None of its requests was answered; see routing_evidence."
         self._finished_at = _now()
+        self._duration_s = round(time.monotonic() - self._began, 3)
 
     def line(self) -> WorkerLine:
         return WorkerLine.of(self.record())
@@ -103,6 +107,10 @@ class WireAgent:
         verdict = self._verdict
         wire = verdict.wire if verdict is not None and verdict.wire is not None else tally(self.lease, None, self.model)
         asked = Counter(r.asked_model for r in self.lease.records if r.asked_model is not None)
+        # A conversation passed on as asked is shown on the model it asked for most (a session's own model).
+        model = (
+            self.model or next(iter(Counter(r.model for r in self.lease.records if r.model).most_common(1)), ("",))[0]
+        )
         how = {
             "hook": f"told apart by Claude Code's SubagentStart hook ({self.identity.agent_type})",
             "prompt": f"told apart by its system prompt, which is the {self.identity.agent_type} agent's",
@@ -117,8 +125,8 @@ class WireAgent:
             mode="wire",
             agent_id=self.identity.agent_id,
             parent_agent_id=self.identity.parent_agent_id,
-            description=self.identity.agent_type,
-            model=self.model,
+            description=self._description(),
+            model=model or None,
             model_source=self.model_source,
             status=self._status,
             routing_verified=verdict.verified if verdict is not None else False,
@@ -135,10 +143,16 @@ class WireAgent:
             session_id=self.identity.session_id or None,
             transcript_path=self.transcript_path,
             cwd=str(self.cwd),
+            duration_s=self._duration_s,
             started_at=self._started_at,
             finished_at=self._finished_at,
             error=self._error,
         )
+
+    def _description(self) -> str:
+        """Where it ran and as what (never its task: the log keeps what ran and how, not what it was told)."""
+        who = self.identity.agent_type or ("session" if self.identity.agent_id is None else UNATTRIBUTED)
+        return f"wire: {who}"
 
 
 def _worker_id(kind: str, identity: Identity) -> str:
