@@ -285,3 +285,32 @@ def test_the_sub_agent_hook_steps_aside_only_below_its_own_wrapped_session(tmp_p
         session.wait()
     assert (project / "inside.json").read_text() == ""  # no opinion: the call goes ahead, to the gateway
     assert '"permissionDecision": "deny"' in outside.stdout
+
+
+def test_a_caste_model_with_a_smaller_window_is_compacted_in_time(tmp_path: Path) -> None:
+    """The builder's model has a 16,000-token window (model_metadata), far below what Claude Code assumes for the
+    name it asks for. When its conversation outgrows it (a large file read), the gateway answers as Anthropic's
+    API would ("prompt is too long"), Claude Code compacts the sub-agent's conversation and goes on, and the
+    proof counts no refusal."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    scripts = {
+        PARENT_MODEL: [Turn(calls=(agent_call("aether-builder", 1),)), Turn(follow=True)],
+        "kimi-k2.5": [Turn(tool="Read", tool_input={"file_path": str(project / "big.txt")})],
+    }
+    with LocalBackend(token=DEMO_TOKEN, scripts=scripts) as backend:
+        wire_project(project, home, backend.url)
+        profile = project / "model-profiles.yaml"
+        profile.write_text(profile.read_text().replace("context_window: 256000", "context_window: 16000"))
+        run_aether("trust", str(profile), cwd=project, env={**os.environ, "HOME": str(home)})
+        (project / "big.txt").write_text("".join(f"line {n}: the quick brown fox jumps over it\n" for n in range(1500)))
+        parent = run_wrapped(project, home, backend.url)
+        builder = [r for r in messages_of(backend) if r.agent_id is not None]
+
+    assert parent.exit_code == 0, parent.stderr
+    assert {r.model for r in builder} == {"kimi-k2.5"}
+    assert any("<summary>" in said for r in builder for said in r.conversation)  # Claude Code compacted
+    (record,) = [r for r in wire_records(project) if r["agent_id"] is not None]
+    assert (record["status"], record["routing_verified"]) == ("succeeded", True), record["routing_mismatches"]
+    details = json.loads((project / ".aether" / "details" / f"{record['worker_id']}.json").read_text())
+    asked = [r for r in details["requests"] if r["compaction_asked"]]
+    assert asked and all(r["status"] == 400 and r["refused"] is None for r in asked)

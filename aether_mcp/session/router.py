@@ -59,6 +59,7 @@ class _Aim:
     credential: str | None
     max_tokens: int | None
     max_budget_usd: float | None
+    context_window: int | None
 
 
 class SessionRouter:
@@ -218,6 +219,7 @@ class SessionRouter:
                 credential=None if own else self.main.credential,
                 max_tokens=settings.max_tokens,
                 max_budget_usd=settings.max_budget_usd,
+                context_window=entry.metadata.context_window if entry.metadata else None,
             )
             if len(self._aims) < 4096:
                 self._aims[cache_key] = aim
@@ -227,6 +229,7 @@ class SessionRouter:
         lease.models = (aim.model,) if aim.model else None
         lease.upstream, lease.token, lease.credential = aim.upstream, aim.token, aim.credential
         lease.max_tokens, lease.max_budget_usd = aim.max_tokens, aim.max_budget_usd
+        lease.context_window = aim.context_window
 
 
 def _profile_tokens(store: ProfileStore) -> list[str]:

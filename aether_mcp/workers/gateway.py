@@ -75,6 +75,9 @@ MAX_BODY = 32 * 1024 * 1024  # a request the CLI sends: conversation, tools, ima
 MAX_JSON_ANSWER = 8 * 1024 * 1024  # a non-streamed answer kept to read its usage
 MAX_REQUEST_COST = 10_000.0  # US dollars: past this, a cost header is not a cost
 MAX_TOKEN_COUNT = 1_000_000_000  # tokens of one request: past this, a usage count is not one
+# Of a model's window, what a prompt may fill before the gateway asks Claude Code to compact (the rest is kept
+# for the answer). Claude Code compacts and retries on Anthropic's own "prompt is too long" error.
+CONTEXT_FILL = 0.9
 MAX_SSE_LINE = 1024 * 1024  # a streamed answer's line kept to read its usage (a message_start is a few hundred bytes)
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 # Not passed on: the hop's own framing, the credentials (replaced), and compression (so usage can be read).
@@ -189,9 +192,9 @@ class Gateway:
     ) -> None:
         """Refuse the request, or forward it and record how that went."""
         receive, send = wire
-        refusal = self._refusal(lease, record, fields)
+        refusal = self._refusal(lease, record, fields, body)
         if refusal is not None:
-            record.refused, record.status = refusal[2], refusal[0]
+            record.refused, record.status = (None if record.compaction_asked else refusal[2]), refusal[0]
             await _error(send, *refusal)
             return
         began = time.perf_counter()
@@ -205,7 +208,7 @@ class Gateway:
             record.refused = "dropped: the worker closed its connection before the answer came"
 
     def _refusal(
-        self, lease: Lease, record: RequestRecord, fields: dict[str, Any] | None
+        self, lease: Lease, record: RequestRecord, fields: dict[str, Any] | None, body: bytes
     ) -> tuple[int, str, str] | None:
         route = (record.method, record.path.split("?", maxsplit=1)[0].rstrip("/"))
         if route not in ROUTES and not (record.method == "HEAD" and route[1] in HEAD_PATHS):
@@ -225,6 +228,13 @@ class Gateway:
                 f"aether-mcp gateway: model '{record.model}' is not the {lease.caste} caste's model or one of its "
                 f"declared fallbacks ({allowed})",
             )
+        if is_message(record.path) and lease.context_window is not None:
+            estimate = lease.prompt_estimate(len(body))
+            limit = int(lease.context_window * CONTEXT_FILL)
+            if estimate is not None and estimate > limit:
+                lease.context_seen = None  # the compaction request that follows goes through
+                record.compaction_asked = True
+                return (400, "invalid_request_error", f"prompt is too long: {estimate} tokens > {limit} maximum")
         if is_message(record.path):
             spent = lease.over_budget()
             if spent is not None:
@@ -295,6 +305,9 @@ class Gateway:
                 await answer.body.aclose()  # a worker killed mid-answer closes its upstream request here
             record.duration_s = time.perf_counter() - began
             usage.finish(record)
+            if record.status == 200 and is_message(record.path):
+                prompt = record.input_tokens + record.cache_read_tokens + record.cache_write_tokens
+                lease.context_seen = (prompt + record.output_tokens, len(body))
             if record.cost_usd is None and not record.cost_unreadable:
                 prices = lease.prices.get(record.model or "")
                 record.cost_usd = prices.cost(record) if prices is not None else None

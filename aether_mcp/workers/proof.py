@@ -158,7 +158,7 @@ def tally(lease: Lease, deployments: dict[str, Deployment] | None, assigned: str
     served: Counter[tuple[str, str]] = Counter()
     by_deployment: Counter[str] = Counter()
     for record in records:
-        if record.refused is None and record.model is not None:
+        if record.refused is None and record.model is not None and not record.compaction_asked:
             served[(record.model, _place(record, deployments)[0])] += 1
             by_deployment[record.model_id or ENDPOINT] += 1
     return WireTally(
@@ -187,6 +187,8 @@ def judge_requests(
     counted = tally(lease, deployments, assigned)
     problems: list[Mismatch] = []
     for record in lease.records:
+        if record.compaction_asked:
+            continue  # answered by the gateway, so that Claude Code compacts: nothing was routed
         if record.refused is not None:
             route = f"{record.method} {record.path.split('?')[0]}"
             problems.append(

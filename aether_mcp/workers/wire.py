@@ -58,6 +58,9 @@ class RequestRecord:
     cost_usd: float | None = None
     cost_unreadable: bool = False  # the proxy told a cost that cannot be one: unknown, not priced
     refused: str | None = None  # why the gateway did not forward it
+    # The gateway answered "prompt is too long" itself: the conversation outgrew its model's window, and Claude
+    # Code compacts on that answer. Not forwarded, and not a refusal of the route.
+    compaction_asked: bool = False
 
     @property
     def tokens(self) -> int:
@@ -93,6 +96,10 @@ class Lease:
     # A budgeted route's Messages requests go one at a time: each is checked against what the ones before it
     # spent, so side-by-side requests cannot all pass the check before any is counted.
     turn: anyio.Lock = field(default_factory=anyio.Lock, repr=False)
+    # model_metadata's window of the model its requests are sent on, when the route sends another than asked.
+    context_window: int | None = None
+    # The last answered Messages request: its tokens (prompt and answer, as the usage told) and body's bytes.
+    context_seen: tuple[int, int] | None = None
     # Told when a request starts and when it ends: the colony publishes the worker's live figures.
     on_change: Callable[[], object] | None = field(default=None, repr=False)
 
@@ -116,6 +123,14 @@ class Lease:
     def cost_usd(self) -> float | None:
         """What the route spent, from the wire; None when a request's cost is unknown."""
         return None if self.cost_unknown else round(self.spent_usd, 6)
+
+    def prompt_estimate(self, body_bytes: int) -> int | None:
+        """About how many tokens a prompt of `body_bytes` holds: the last answered request's, and a token for
+        every 4 bytes the body has grown since (None before any was answered)."""
+        if self.context_seen is None:
+            return None
+        tokens, previous = self.context_seen
+        return max(0, tokens + (body_bytes - previous) // 4)
 
     def over_budget(self) -> str | None:
         if self.max_tokens is not None and self.spent_tokens >= self.max_tokens:
