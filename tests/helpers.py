@@ -283,3 +283,27 @@ def hand_over_ready(project: Path, seconds: float = 30) -> Callable[[Recorded], 
             time.sleep(0.05)  # paces the look at /proc: the server being up is what ends the wait
 
     return hold
+
+
+# --- aether-mcp top, driven by Textual's pilot ------------------------------------------------------------------
+
+
+def table_cells(app: Any) -> dict[str, dict[str, str]]:
+    """top's worker table as shown: worker id -> column key -> the cell's text."""
+    from textual.widgets import DataTable
+
+    table = app.query_one("#workers", DataTable)
+    keys = [str(column.key.value) for column in table.columns.values()]
+    shown = {}
+    for row_key in table.rows:
+        values = table.get_row(row_key)
+        shown[str(row_key.value)] = {key: str(getattr(v, "plain", v)) for key, v in zip(keys, values, strict=True)}
+    return shown
+
+
+async def pilot_until(pilot: Any, holds: Callable[[], object], seconds: float = 30) -> None:
+    """Wait until `holds()`, letting the app run: the pilot's pause, not a sleep, gives it its turns."""
+    deadline = time.monotonic() + seconds
+    while not holds():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await pilot.pause(0.1)  # paces the polling, and the app handles its messages meanwhile

@@ -17,10 +17,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import profile_for, stdio_server, structured, wait_for
+from helpers import pilot_until, profile_for, stdio_server, structured, table_cells, wait_for
 from mcp import Client
 from textual.widgets import DataTable
 
@@ -45,25 +44,6 @@ def slow(backend: LocalBackend, model: str, seconds: float) -> Iterator[None]:
         backend.delays.pop(model, None)
 
 
-def cells(app: ColonyApp) -> dict[str, dict[str, str]]:
-    """The table as shown: worker id -> column key -> the cell's text."""
-    table = app.query_one("#workers", DataTable)
-    keys = [str(column.key.value) for column in table.columns.values()]
-    shown = {}
-    for row_key in table.rows:
-        values = table.get_row(row_key)
-        shown[str(row_key.value)] = {key: str(getattr(v, "plain", v)) for key, v in zip(keys, values, strict=True)}
-    return shown
-
-
-async def until(pilot: Any, holds: Any, seconds: float = 30) -> None:
-    """Wait until `holds()`, letting the app run: the pilot's pause, not a sleep, gives it its turns."""
-    deadline = time.monotonic() + seconds
-    while not holds():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        await pilot.pause(0.1)  # paces the polling, and the app handles its messages meanwhile
-
-
 async def test_the_pilot_follows_real_workers(
     isolated: Path, litellm_proxy: str, routed_backend: LocalBackend, second_backend: LocalBackend
 ) -> None:
@@ -77,17 +57,18 @@ async def test_the_pilot_follows_real_workers(
             spawn = {"task": "say hi", "wait": False}
             builder = structured(await client.call_tool("spawn_worker", {"caste": "builder", **spawn}))["worker_id"]
             scout = structured(await client.call_tool("spawn_worker", {"caste": "scout", **spawn}))["worker_id"]
-            await until(pilot, lambda: {builder, scout} <= set(cells(app)))
-            shown = cells(app)
+            await pilot_until(pilot, lambda: {builder, scout} <= set(table_cells(app)))
+            shown = table_cells(app)
             assert (shown[builder]["caste"], shown[builder]["model"]) == ("builder", "kimi-k2.5")
             assert (shown[scout]["caste"], shown[scout]["model"]) == ("scout", "glm-5")
             assert {shown[builder]["status"], shown[scout]["status"]} <= {"· queued", "▶ running"}
             counted_running = ("▶ running", "1")  # its first request, counted before it is answered
-            await until(
-                pilot, lambda: (cells(app)[builder]["status"], cells(app)[builder]["requests"]) == counted_running
+            await pilot_until(
+                pilot,
+                lambda: (table_cells(app)[builder]["status"], table_cells(app)[builder]["requests"]) == counted_running,
             )
-            await until(pilot, lambda: all(cells(app)[w]["status"] == "✓ done" for w in (builder, scout)))
-            shown = cells(app)
+            await pilot_until(pilot, lambda: all(table_cells(app)[w]["status"] == "✓ done" for w in (builder, scout)))
+            shown = table_cells(app)
             assert shown[builder]["served"] == "deployment-kimi-k2.5" and shown[builder]["verified"] == "✓"
             assert shown[scout]["served"] == "deployment-glm-5" and shown[scout]["verified"] == "✓"
 
@@ -105,22 +86,22 @@ async def test_the_pilot_follows_real_workers(
             assert not isinstance(app.screen, WorkerScreen)
 
             await pilot.press("slash", "s", "c", "o", "enter")
-            assert set(cells(app)) == {scout}
+            assert set(table_cells(app)) == {scout}
             await pilot.press("escape")
-            assert set(cells(app)) == {builder, scout}
+            assert set(table_cells(app)) == {builder, scout}
 
             with slow(routed_backend, "kimi-k2.5", 60.0):
                 long = structured(await client.call_tool("spawn_worker", {"caste": "builder", **spawn}))["worker_id"]
-                await until(pilot, lambda: cells(app).get(long, {}).get("status") == "▶ running")
+                await pilot_until(pilot, lambda: table_cells(app).get(long, {}).get("status") == "▶ running")
                 table.move_cursor(row=table.get_row_index(long))
                 await pilot.press("c")
                 assert isinstance(app.screen, ConfirmCancel)
                 await pilot.press("n")  # kept: nothing is sent
                 assert not isinstance(app.screen, ConfirmCancel)
                 await pilot.pause(1.0)
-                assert cells(app)[long]["status"] == "▶ running"
+                assert table_cells(app)[long]["status"] == "▶ running"
                 await pilot.press("c", "y")
-                await until(pilot, lambda: cells(app)[long]["status"] == "■ cancel")
+                await pilot_until(pilot, lambda: table_cells(app)[long]["status"] == "■ cancel")
                 final = structured(await client.call_tool("get_worker", {"worker_id": long}))
     assert final["status"] == "cancelled"
 
@@ -324,10 +305,10 @@ async def test_odd_values_on_disk_show_as_dashes(isolated: Path, cli_env: dict[s
     app = ColonyApp(state, isolated)
     async with app.run_test(size=(160, 36)) as pilot:
         await pilot.pause(0.3)
-        shown = cells(app)["builder-0dd00001"]
+        shown = table_cells(app)["builder-0dd00001"]
         assert (shown["cost"], shown["elapsed"], shown["requests"], shown["tokens"]) == ("-", "-", "-", "-")
         assert shown["verified"] == "✗"  # "yes" is not true
-        assert set(cells(app)) == {"builder-0dd00001", "scout-0dd00002"}
+        assert set(table_cells(app)) == {"builder-0dd00001", "scout-0dd00002"}
         table = app.query_one("#workers", DataTable)
         table.move_cursor(row=table.get_row_index("builder-0dd00001"))
         await pilot.press("enter")

@@ -11,8 +11,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import AETHER_PROFILE, MASTER_KEY, hand_over_ready, run_aether, write_aether_project
+import anyio
+import pytest
+from helpers import (
+    AETHER_PROFILE,
+    MASTER_KEY,
+    hand_over_ready,
+    pilot_until,
+    run_aether,
+    table_cells,
+    write_aether_project,
+)
 
+from aether_mcp.adapters.top.app import ColonyApp
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, ParentRun, run_parent
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import Call, LocalBackend, Recorded, Turn
@@ -314,3 +325,34 @@ def test_a_caste_model_with_a_smaller_window_is_compacted_in_time(tmp_path: Path
     details = json.loads((project / ".aether" / "details" / f"{record['worker_id']}.json").read_text())
     asked = [r for r in details["requests"] if r["compaction_asked"]]
     assert asked and all(r["status"] == 400 and r["refused"] is None for r in asked)
+
+
+@pytest.mark.anyio
+async def test_top_shows_a_wrapped_sessions_sub_agents_live(tmp_path: Path) -> None:
+    """While a wave of two builders runs (their model takes 4 s), `aether-mcp top` shows each as running on the
+    caste's model, then done and verified, beside the session's own conversation."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    calls = (agent_call("aether-builder", 1), agent_call("aether-builder", 2))
+    script = {PARENT_MODEL: [Turn(calls=calls), Turn(follow=True)]}
+    finished: list[ParentRun] = []
+
+    def builders() -> dict[str, dict[str, str]]:
+        return {worker: row for worker, row in table_cells(app).items() if worker.startswith("builder-")}
+
+    def all_builders(**cells: str) -> bool:
+        rows = builders().values()
+        return len(rows) == 2 and all(row[key] == value for row in rows for key, value in cells.items())
+
+    with LocalBackend(token=DEMO_TOKEN, scripts=script, delays={"kimi-k2.5": 4.0}) as backend:
+        wire_project(project, home, backend.url)
+        app = ColonyApp(project / ".aether", project)
+        async with app.run_test(size=(160, 36)) as pilot, anyio.create_task_group() as group:
+
+            async def parent() -> None:
+                finished.append(await anyio.to_thread.run_sync(run_wrapped, project, home, backend.url))
+
+            group.start_soon(parent)
+            await pilot_until(pilot, lambda: all_builders(status="▶ running", model="kimi-k2.5"))
+            await pilot_until(pilot, lambda: all_builders(status="✓ done", verified="✓"), seconds=60)
+            assert any(worker.startswith("session-") for worker in table_cells(app))
+    assert finished and finished[0].exit_code == 0
