@@ -22,8 +22,9 @@ from helpers import (
     table_cells,
     write_aether_project,
 )
+from textual.widgets import DataTable
 
-from aether_mcp.adapters.top.app import ColonyApp
+from aether_mcp.adapters.top.app import ColonyApp, ConfirmCancel
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, ParentRun, run_parent
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import Call, LocalBackend, Recorded, Turn
@@ -353,6 +354,10 @@ async def test_top_shows_a_wrapped_sessions_sub_agents_live(tmp_path: Path) -> N
 
             group.start_soon(parent)
             await pilot_until(pilot, lambda: all_builders(status="▶ running", model="kimi-k2.5"))
+            table = app.query_one("#workers", DataTable)
+            table.move_cursor(row=table.get_row_index(next(iter(builders()))))
+            await pilot.press("c")  # Claude Code's own sub-agent: top says where to stop it, and asks nothing
+            assert not isinstance(app.screen, ConfirmCancel)
             await pilot_until(pilot, lambda: all_builders(status="✓ done", verified="✓"), seconds=60)
             assert any(worker.startswith("session-") for worker in table_cells(app))
     assert finished and finished[0].exit_code == 0

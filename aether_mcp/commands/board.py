@@ -49,6 +49,7 @@ class Row:
     duration_s: float | None
     server: str | None  # `<pid>/<start time>` of the server running it: where a cancel goes
     transcript: str | None
+    wire: bool = False  # a wrapped session's conversation: Claude Code's own, stopped in that session
 
     @property
     def live(self) -> bool:
@@ -77,6 +78,7 @@ class Row:
             duration_s=_number(entry.get("duration_s"), float),
             server=_text(entry.get("server")),
             transcript=_text(entry.get("transcript_path")),
+            wire=entry.get("mode") == "wire",
         )
 
 

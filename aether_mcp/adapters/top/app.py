@@ -213,6 +213,9 @@ class ColonyApp(App[int]):
         if row is None or not row.live or row.server is None:
             self.notify("Select a queued or running worker to cancel.", severity="warning")
             return
+        if row.wire:  # nothing of aether-mcp's runs it: Claude Code does, in the wrapped session
+            self.notify("A sub-agent of a wrapped session is Claude Code's own: stop it in that session.")
+            return
 
         def confirmed(yes: bool | None) -> None:
             if yes and row.server is not None:
