@@ -361,3 +361,17 @@ async def test_top_shows_a_wrapped_sessions_sub_agents_live(tmp_path: Path) -> N
             await pilot_until(pilot, lambda: all_builders(status="✓ done", verified="✓"), seconds=60)
             assert any(worker.startswith("session-") for worker in table_cells(app))
     assert finished and finished[0].exit_code == 0
+
+
+def test_the_wrapped_command_never_holds_the_real_token(tmp_path: Path) -> None:
+    """Attacker: anything the session runs (Claude Code's Bash, a hook, a script): its environment has the
+    session's key where the token was. (The wrapper is kept from /proc as the server is: finding 26.)"""
+    project, home = tmp_path / "project", tmp_path / "home"
+    wire_project(project, home, "http://127.0.0.1:9")
+    secret = "sk-real-token-4d9a1c"
+    env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+    env.update({"ANTHROPIC_AUTH_TOKEN": secret, "ANTHROPIC_API_KEY": secret})
+    done = run_aether("run", "--", "env", cwd=project, env=env)
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stdout and secret not in done.stderr
+    assert "ANTHROPIC_AUTH_TOKEN=aether-session-" in done.stdout and "ANTHROPIC_API_KEY" not in done.stdout
