@@ -375,3 +375,24 @@ def test_the_wrapped_command_never_holds_the_real_token(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert secret not in done.stdout and secret not in done.stderr
     assert "ANTHROPIC_AUTH_TOKEN=aether-session-" in done.stdout and "ANTHROPIC_API_KEY" not in done.stdout
+
+
+def test_the_exit_status_and_signals_are_the_commands_own(tmp_path: Path) -> None:
+    """The wrapped command's exit status comes back as it is; a command killed by a signal ends the wrapper
+    the same way; a SIGTERM sent to the wrapper reaches the command, which ends as it chooses."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    wire_project(project, home, "http://127.0.0.1:9")
+    env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+    assert run_aether("run", "--", "sh", "-c", "exit 7", cwd=project, env=env).returncode == 7
+    assert run_aether("run", "--", "sh", "-c", "kill -KILL $$", cwd=project, env=env).returncode == -9
+    trap = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done"
+    wrapper = subprocess.Popen(
+        [*WRAPPER, "sh", "-c", trap], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert wrapper.stdout is not None and wrapper.stdout.readline() == "ready\n"
+        wrapper.terminate()
+        assert wrapper.wait(timeout=30) == 3 and wrapper.stdout.read() == "got-term\n"
+    finally:
+        wrapper.kill()
+        wrapper.wait()

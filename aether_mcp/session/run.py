@@ -11,6 +11,7 @@ conversation leaves a record in the spawn log, with mode `wire`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -118,14 +119,20 @@ class WireSession:
                 file=stderr,
                 flush=True,
             )
-            try:
-                process = await anyio.open_process(
-                    command, stdin=None, stdout=None, stderr=None, env=session_env(self.environ, url, self.router.key)
-                )
-            except OSError as exc:
-                group.cancel_scope.cancel()
-                raise AetherError(f"Cannot run {command[0]}: {exc.strerror or exc}") from None
+            # Signals are taken before the command starts: one that came between would end this process alone,
+            # and leave the command running with no gateway. They wait in the receiver until passed on.
             with anyio.open_signal_receiver(*FORWARDED) as signals:
+                try:
+                    process = await anyio.open_process(
+                        command,
+                        stdin=None,
+                        stdout=None,
+                        stderr=None,
+                        env=session_env(self.environ, url, self.router.key),
+                    )
+                except OSError as exc:
+                    group.cancel_scope.cancel()
+                    raise AetherError(f"Cannot run {command[0]}: {exc.strerror or exc}") from None
                 group.start_soon(_forward_signals, signals, process)
                 code = await process.wait()
             for agent in self.router.end_all():
@@ -191,7 +198,8 @@ def run_command(command: list[str], store: ProfileStore, environ: Mapping[str, s
     code = anyio.run(session.run, command, stderr)
     _summary(session, stderr)
     if code < 0:  # killed by a signal: end the same way, so that a shell sees what it would have seen
-        signal.signal(-code, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL's and SIGSTOP's cannot be set: they are default
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 
@@ -202,8 +210,8 @@ def _summary(session: WireSession, stderr: Any) -> None:
     verified = sum(1 for a in agents if a.record().routing_verified)
     if not requests:
         print(
-            "aether-mcp: no model request of this session came through the gateway, so nothing was routed "
-            "(was the command Claude Code?)",
+            "aether-mcp: no model request of this session came through the gateway: nothing was asked, or the "
+            "command does not start Claude Code",
             file=stderr,
         )
         return
