@@ -84,6 +84,7 @@ class SessionRouter:
         self._aims: dict[tuple[int, str, str | None], _Aim] = {}
         # What a task shown in `top` must not hold: the tokens this session passes on, and its key.
         self._secrets = [v for v in (main.token, self.key, *_profile_tokens(store)) if v]
+        self._current_catalog()  # a profile or agents that cannot be read stop the session before it starts
 
     # --- the gateway's questions --------------------------------------------------------------------------
 

@@ -106,6 +106,7 @@ class WireSession:
         self.checker = ProxyChecker()
         self.settled: list[WireAgent] = []
         self._group: TaskGroup | None = None
+        self._closing = False
 
     async def run(self, command: list[str], stderr: Any) -> int:
         async with anyio.create_task_group() as group:
@@ -135,6 +136,7 @@ class WireSession:
                     raise AetherError(f"Cannot run {command[0]}: {exc.strerror or exc}") from None
                 group.start_soon(_forward_signals, signals, process)
                 code = await process.wait()
+            self._closing = True  # what is still open is settled here, as ended with the session
             for agent in self.router.end_all():
                 await self._settle(agent, stopped=agent.identity.agent_id is None)
             await self.gateway.close()
@@ -146,7 +148,8 @@ class WireSession:
         self.publisher.publish(agent)
 
     def _ended(self, agent: WireAgent) -> None:
-        if self._group is not None and agent.identity.agent_id is not None:
+        """Claude Code said a sub-agent stopped: it is judged in the background (deployments are asked for)."""
+        if self._group is not None and not self._closing and agent.identity.agent_id is not None:
             self._group.start_soon(self._settle, agent)
 
     async def _settle(self, agent: WireAgent, stopped: bool = True) -> None:
