@@ -222,7 +222,10 @@ def test_set_caste_model_between_two_waves_applies_to_the_next_one(tmp_path: Pat
     assert parent.exit_code == 0, parent.stderr
     tasks = {n: [r.model for r in messages if r.agent_id and f"task {n} for" in r.conversation[0]] for n in range(1, 5)}
     assert tasks == {1: ["kimi-k2.5"], 2: ["kimi-k2.5"], 3: ["glm-5"], 4: ["glm-5"]}, tasks
-    records = sorted((r for r in wire_records(project) if r["agent_id"]), key=lambda r: str(r["started_at"]))
+    task_of = {
+        r.agent_id: n for n in range(1, 5) for r in messages if r.agent_id and f"task {n} for" in r.conversation[0]
+    }
+    records = sorted((r for r in wire_records(project) if r["agent_id"]), key=lambda r: task_of[r["agent_id"]])
     assert [r["model"] for r in records] == ["kimi-k2.5", "kimi-k2.5", "glm-5", "glm-5"]
     assert [r["model_source"] for r in records] == ["profile", "profile", "override", "override"]
     (table,) = [result for result in parent.tool_results if "castes" in result]

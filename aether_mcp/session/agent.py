@@ -88,14 +88,15 @@ class WireAgent:
             return
         self._verdict = judge_requests(self.model, self.lease, preflight, provider, as_asked=self.caste is None)
         answered = any(r.status == 200 and r.refused is None and is_message(r.path) for r in self.lease.records)
-        if not stopped:
-            self._status, self._error = "cancelled", "The session ended before this conversation did."
-        elif self.lease.budget_exceeded:
+        if self.lease.budget_exceeded:
             self._status, self._error = "budget_exceeded", self.lease.over_budget()
-        elif answered or not self.lease.records:
-            self._status = "succeeded"
-        else:
+        elif not answered and self.lease.records:
+            # Claude Code says nothing (no SubagentStop) of a sub-agent an API error ended.
             self._status, self._error = "failed", "None of its requests was answered; see routing_evidence."
+        elif not stopped:
+            self._status, self._error = "cancelled", "The session ended before this conversation did."
+        else:
+            self._status = "succeeded"
         self._finished_at = _now()
         self._duration_s = round(time.monotonic() - self._began, 3)
 
