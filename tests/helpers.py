@@ -8,6 +8,7 @@ as a top-level module.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,8 @@ import pytest
 from mcp import StdioServerParameters
 
 from aether_mcp.profile.store import ProfileStore
-from aether_mcp.testing.backend import Recorded
+from aether_mcp.testing.backend import LocalBackend, Recorded
+from aether_mcp.workers.spawn_log import log_path, read_spawn_log
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -307,3 +309,47 @@ async def pilot_until(pilot: Any, holds: Callable[[], object], seconds: float = 
     while not holds():
         assert time.monotonic() < deadline, "not within the time allowed"
         await pilot.pause(0.1)  # paces the polling, and the app handles its messages meanwhile
+
+
+# --- a session run through `aether-mcp run` ---------------------------------------------------------------------
+
+WRAPPER = (sys.executable, "-m", "aether_mcp", "run", "--")  # the wrapper, as a user runs it, before the command
+WIRE_CASTES = {"builder": "kimi-k2.5", "scout": "glm-5", "watcher": "minimax-2.5"}
+
+
+def wire_project(
+    project: Path,
+    home: Path,
+    endpoint: str,
+    token: str,
+    castes: dict[str, str] = WIRE_CASTES,
+    *,
+    first_run: bool = False,
+) -> None:
+    """An Aether-shaped project, installed (server, hooks) and trusted, whose profile gives each caste a model
+    (not its agent file's `model:` line); `first_run`: Claude Code has been started in this HOME before
+    (onboarding done, a theme chosen), as an interactive session needs."""
+    project.mkdir()
+    home.mkdir(exist_ok=True)
+    write_aether_project(project, endpoint, token=token)
+    models = "worker_models:\n" + "".join(f"  {caste}: {model}\n" for caste, model in castes.items())
+    (project / "model-profiles.yaml").write_text(
+        AETHER_PROFILE.replace("worker_models:\n  watcher: minimax-2.5\n", models)
+        .replace("ENDPOINT", endpoint)
+        .replace("TOKEN", token)
+    )
+    installed = run_aether("install", "--trust", cwd=project, env={**os.environ, "HOME": str(home)})
+    assert installed.returncode == 0, installed.stderr
+    seen: dict[str, Any] = {"hasCompletedOnboarding": True, "theme": "dark"} if first_run else {}
+    seen["projects"] = {str(project): {"hasTrustDialogAccepted": True}}
+    (home / ".claude.json").write_text(json.dumps(seen))
+
+
+def messages_of(backend: LocalBackend) -> list[Recorded]:
+    """The Messages requests the backend saw (not count_tokens), in arrival order."""
+    return [r for r in backend.requests if r.path.startswith("/v1/messages") and "count_tokens" not in r.path]
+
+
+def wire_records(project: Path) -> list[dict[str, Any]]:
+    """The spawn log's records of a wrapped session's conversations, newest first."""
+    return [e for e in read_spawn_log(log_path(project / ".aether"), 100) if e.get("mode") == "wire"]

@@ -9,18 +9,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from helpers import (
-    AETHER_PROFILE,
     MASTER_KEY,
+    WIRE_CASTES,
+    WRAPPER,
     hand_over_ready,
+    messages_of,
     pilot_until,
     run_aether,
     table_cells,
-    write_aether_project,
+    wire_project,
+    wire_records,
 )
 from textual.widgets import DataTable
 
@@ -29,11 +31,9 @@ from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, ParentRun, run_pa
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import Call, LocalBackend, Recorded, Turn
 from aether_mcp.workers.claude_cli import find_cli
-from aether_mcp.workers.spawn_log import log_path, read_spawn_log
 from aether_mcp.workers.spec import ENV_ALLOWLIST
 
-CASTE_MODELS = {"builder": "kimi-k2.5", "scout": "glm-5", "watcher": "minimax-2.5"}
-WRAPPER = (sys.executable, "-m", "aether_mcp", "run", "--")
+CASTE_MODELS = WIRE_CASTES
 # A builder that may start sub-agents of its own (Aether's builders have no Agent tool; this one nests a watcher).
 NESTING_BUILDER = (
     "---\nname: aether-builder\ndescription: Writes code test-first\ntools: Read, Agent\nmodel: sonnet\n---\n\n"
@@ -41,37 +41,16 @@ NESTING_BUILDER = (
 )
 
 
+def nesting_project(project: Path, home: Path, endpoint: str) -> None:
+    """helpers.wire_project, with a builder that may start sub-agents of its own (trusted to)."""
+    wire_project(project, home, endpoint, DEMO_TOKEN)
+    builder = project / ".claude" / "agents" / "ant" / "aether-builder.md"
+    builder.write_text(NESTING_BUILDER)
+    assert run_aether("trust", str(builder), cwd=project, env={**os.environ, "HOME": str(home)}).returncode == 0
+
+
 def agent_call(agent: str, n: int) -> Call:
     return Call("Agent", {"description": f"{agent} {n}", "prompt": f"task {n} for {agent}", "subagent_type": agent})
-
-
-def wire_project(
-    project: Path, home: Path, endpoint: str, castes: dict[str, str] = CASTE_MODELS, token: str = DEMO_TOKEN
-) -> None:
-    """An Aether-shaped project, installed (server, hooks) and trusted, whose profile gives each caste a model."""
-    project.mkdir()
-    home.mkdir(exist_ok=True)
-    write_aether_project(project, endpoint, token=token)
-    (project / ".claude" / "agents" / "ant" / "aether-builder.md").write_text(NESTING_BUILDER)
-    models = "worker_models:\n" + "".join(f"  {caste}: {model}\n" for caste, model in castes.items())
-    profile = project / "model-profiles.yaml"
-    profile.write_text(
-        AETHER_PROFILE.replace("worker_models:\n  watcher: minimax-2.5\n", models)
-        .replace("ENDPOINT", endpoint)
-        .replace("TOKEN", token)
-    )
-    env = {**os.environ, "HOME": str(home)}
-    installed = run_aether("install", "--trust", cwd=project, env=env)
-    assert installed.returncode == 0, installed.stderr
-    (home / ".claude.json").write_text(json.dumps({"projects": {str(project): {"hasTrustDialogAccepted": True}}}))
-
-
-def messages_of(backend: LocalBackend) -> list[Recorded]:
-    return [r for r in backend.requests if r.path.startswith("/v1/messages") and "count_tokens" not in r.path]
-
-
-def wire_records(project: Path) -> list[dict[str, Any]]:
-    return [e for e in read_spawn_log(log_path(project / ".aether"), 100) if e.get("mode") == "wire"]
 
 
 def cli_path() -> str:
@@ -101,7 +80,7 @@ def test_a_wrapped_sessions_sub_agents_run_on_their_castes_models_with_proof(tmp
         "kimi-k2.5": [Turn(calls=(agent_call("aether-watcher", 6),)), Turn(follow=True)],
     }
     with LocalBackend(token=DEMO_TOKEN, scripts=scripts) as backend:
-        wire_project(project, home, backend.url)
+        nesting_project(project, home, backend.url)
         parent = run_wrapped(project, home, backend.url)
         messages = messages_of(backend)
 
@@ -139,7 +118,7 @@ def test_through_the_real_litellm_proxy_each_sub_agent_names_its_deployment(
     calls = (agent_call("aether-builder", 1), agent_call("aether-builder", 2), agent_call("aether-scout", 3))
     before = (len(routed_backend.models_asked()), len(second_backend.models_asked()))
     with LocalBackend(token=DEMO_TOKEN, scripts={PARENT_MODEL: [Turn(calls=calls), Turn(follow=True)]}) as parent_end:
-        wire_project(project, home, litellm_proxy, {"builder": "kimi-k2.5", "scout": "glm-5"}, token=MASTER_KEY)
+        wire_project(project, home, litellm_proxy, MASTER_KEY, {"builder": "kimi-k2.5", "scout": "glm-5"})
         parent = run_wrapped(project, home, parent_end.url)
         assert {r.model for r in messages_of(parent_end)} == {PARENT_MODEL}
 
@@ -168,7 +147,7 @@ def test_sessions_started_as_a_caste_inside_the_wrapped_command_are_routed_by_th
     model, with a verified wire record each."""
     project, home = tmp_path / "project", tmp_path / "home"
     with LocalBackend(token=DEMO_TOKEN) as backend:
-        wire_project(project, home, backend.url)
+        wire_project(project, home, backend.url, DEMO_TOKEN)
         env = {
             **{k: v for k, v in os.environ.items() if k in ENV_ALLOWLIST},
             "HOME": str(home),
@@ -215,7 +194,7 @@ def test_set_caste_model_between_two_waves_applies_to_the_next_one(tmp_path: Pat
     project.mkdir()
     with LocalBackend(token=DEMO_TOKEN, scripts=script, before_answer=hand_over_ready(project)) as backend:
         project.rmdir()
-        wire_project(project, home, backend.url)
+        wire_project(project, home, backend.url, DEMO_TOKEN)
         parent = run_wrapped(project, home, backend.url, allow="Agent,mcp__aether")
         messages = messages_of(backend)
 
@@ -236,7 +215,7 @@ def test_doctor_follows_a_caste_through_the_installed_hook_to_its_route(tmp_path
     """doctor runs the SubagentStart hook install wrote against a session's own router, and says where a
     caste's sub-agent would go, and where the session's own requests would."""
     project, home = tmp_path / "project", tmp_path / "home"
-    wire_project(project, home, "http://127.0.0.1:9")
+    wire_project(project, home, "http://127.0.0.1:9", DEMO_TOKEN)
     done = run_aether("doctor", cwd=project, env={**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": ""})
     lines = {line.split("  ")[0]: line for line in done.stdout.splitlines()}
     assert (
@@ -251,7 +230,7 @@ def test_a_setting_that_would_send_requests_past_the_gateway_stops_the_session_f
     """A project's settings.json whose env sets ANTHROPIC_BASE_URL would replace the gateway in Claude Code, and
     every caste would run unrouted: run refuses, naming the file and the setting, and runs nothing."""
     project, home = tmp_path / "project", tmp_path / "home"
-    wire_project(project, home, "http://127.0.0.1:9")
+    wire_project(project, home, "http://127.0.0.1:9", DEMO_TOKEN)
     (project / ".claude" / "settings.json").write_text(json.dumps({"env": {"ANTHROPIC_BASE_URL": "http://x"}}))
     env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
     done = run_aether("run", "--", "touch", "ran", cwd=project, env=env)
@@ -269,7 +248,7 @@ def test_the_sub_agent_hook_steps_aside_only_below_its_own_wrapped_session(tmp_p
     Attacker: a project's settings can set the session's variables for Claude Code; pointed at a real session's
     gateway with its key, from outside that session, the hook still stops the call."""
     project, home = tmp_path / "project", tmp_path / "home"
-    wire_project(project, home, "http://127.0.0.1:9")
+    wire_project(project, home, "http://127.0.0.1:9", DEMO_TOKEN)
     env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     inside = "aether-mcp hook pre-tool-use > inside.json; env | grep ^AETHER_MCP_WIRE > wire.env; sleep 30"
@@ -313,7 +292,7 @@ def test_a_caste_model_with_a_smaller_window_is_compacted_in_time(tmp_path: Path
         "kimi-k2.5": [Turn(tool="Read", tool_input={"file_path": str(project / "big.txt")})],
     }
     with LocalBackend(token=DEMO_TOKEN, scripts=scripts) as backend:
-        wire_project(project, home, backend.url)
+        wire_project(project, home, backend.url, DEMO_TOKEN)
         profile = project / "model-profiles.yaml"
         profile.write_text(profile.read_text().replace("context_window: 256000", "context_window: 16000"))
         run_aether("trust", str(profile), cwd=project, env={**os.environ, "HOME": str(home)})
@@ -348,7 +327,7 @@ async def test_top_shows_a_wrapped_sessions_sub_agents_live(tmp_path: Path) -> N
         return len(rows) == 2 and all(row[key] == value for row in rows for key, value in cells.items())
 
     with LocalBackend(token=DEMO_TOKEN, scripts=script, delays={"kimi-k2.5": 4.0}) as backend:
-        wire_project(project, home, backend.url)
+        wire_project(project, home, backend.url, DEMO_TOKEN)
         app = ColonyApp(project / ".aether", project)
         async with app.run_test(size=(160, 36)) as pilot, anyio.create_task_group() as group:
 
@@ -370,7 +349,7 @@ def test_the_wrapped_command_never_holds_the_real_token(tmp_path: Path) -> None:
     """Attacker: anything the session runs (Claude Code's Bash, a hook, a script): its environment has the
     session's key where the token was. (The wrapper is kept from /proc as the server is: finding 26.)"""
     project, home = tmp_path / "project", tmp_path / "home"
-    wire_project(project, home, "http://127.0.0.1:9")
+    wire_project(project, home, "http://127.0.0.1:9", DEMO_TOKEN)
     secret = "sk-real-token-4d9a1c"
     env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
     env.update({"ANTHROPIC_AUTH_TOKEN": secret, "ANTHROPIC_API_KEY": secret})
@@ -384,7 +363,7 @@ def test_the_exit_status_and_signals_are_the_commands_own(tmp_path: Path) -> Non
     """The wrapped command's exit status comes back as it is; a command killed by a signal ends the wrapper
     the same way; a SIGTERM sent to the wrapper reaches the command, which ends as it chooses."""
     project, home = tmp_path / "project", tmp_path / "home"
-    wire_project(project, home, "http://127.0.0.1:9")
+    wire_project(project, home, "http://127.0.0.1:9", DEMO_TOKEN)
     env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
     assert run_aether("run", "--", "sh", "-c", "exit 7", cwd=project, env=env).returncode == 7
     assert run_aether("run", "--", "sh", "-c", "kill -KILL $$", cwd=project, env=env).returncode == -9

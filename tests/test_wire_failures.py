@@ -20,16 +20,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from helpers import run_aether, wait_for, write_aether_project
+from helpers import WRAPPER, messages_of, run_aether, wait_for, wire_records, write_aether_project
 
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.testing.backend import Call, LocalBackend, Recorded, Turn
 from aether_mcp.workers.claude_cli import find_cli
-from aether_mcp.workers.spawn_log import log_path, read_spawn_log
 from aether_mcp.workers.spec import ENV_ALLOWLIST
 
-WRAPPER = (sys.executable, "-m", "aether_mcp", "run", "--")
 BUILDER_MODEL = "kimi-k2.5"  # the builder's model in helpers.AETHER_PROFILE (its agent file says `sonnet`)
 WRONG_TOKEN = "sk-wrong-proxy-token-3e8b1f"  # distinctive, so a leak is easy to find
 REFUSED_KEY = "aether-mcp gateway: this key is not (or no longer) valid"
@@ -208,19 +206,11 @@ def dead_endpoint() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def wire_records(project: Path) -> list[dict[str, Any]]:
-    return [e for e in read_spawn_log(log_path(project / ".aether"), 100) if e.get("mode") == "wire"]
-
-
 def the_record(project: Path, **match: Any) -> dict[str, Any]:
     """The one wire record in the spawn log that has `match`'s values: a conversation is recorded once."""
     found = [r for r in wire_records(project) if all(r.get(k) == v for k, v in match.items())]
     assert len(found) == 1, f"{len(found)} wire records of {match}: {[(r['worker_id'], r['status']) for r in found]}"
     return found[0]
-
-
-def messages_of(backend: LocalBackend) -> list[Recorded]:
-    return [r for r in backend.requests if r.path.startswith("/v1/messages") and "count_tokens" not in r.path]
 
 
 def start_builder() -> dict[str, list[Turn]]:

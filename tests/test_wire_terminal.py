@@ -3,7 +3,6 @@ with `aether-mcp claude`, whose wave of sub-agents runs on the caste's model whi
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -11,56 +10,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import AETHER_PROFILE, claude_processes, run_aether, wait_for, write_aether_project
+from helpers import WIRE_CASTES, claude_processes, messages_of, wait_for, wire_project, wire_records
 
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL
 from aether_mcp.profile.parsing import parse_profile
-from aether_mcp.testing.backend import Call, LocalBackend, Recorded, Turn
+from aether_mcp.testing.backend import Call, LocalBackend, Turn
 from aether_mcp.workers.claude_cli import CLI_ENV_VAR, find_cli
-from aether_mcp.workers.spawn_log import log_path, read_spawn_log
 
 pytestmark = pytest.mark.anyio
 
-CASTE_MODELS = {"builder": "kimi-k2.5", "scout": "glm-5", "watcher": "minimax-2.5"}
+CASTE_MODELS = WIRE_CASTES
 BUILDERS = 4
 BUILDER_DELAY_S = 4.0  # each builder's answer: long enough for the wave to be seen running
 PROMPT = "Build the four pieces."
 # What Claude Code shows when a hook fails, or when a call it made was refused.
 NEVER_SHOWN = ("hook error", "Not run")
 INPUT = "\N{HEAVY RIGHT-POINTING ANGLE QUOTATION MARK ORNAMENT}"  # the mark of Claude Code's input line
-
-
-def wire_project(project: Path, home: Path, endpoint: str) -> None:
-    """An Aether-shaped project, installed (server, hooks) and trusted, whose profile gives each caste a model; a
-    HOME in which Claude Code has been started before (onboarding done, a theme chosen, the project trusted)."""
-    project.mkdir()
-    home.mkdir(exist_ok=True)
-    write_aether_project(project, endpoint, token=DEMO_TOKEN)
-    models = "worker_models:\n" + "".join(f"  {caste}: {model}\n" for caste, model in CASTE_MODELS.items())
-    (project / "model-profiles.yaml").write_text(
-        AETHER_PROFILE.replace("worker_models:\n  watcher: minimax-2.5\n", models)
-        .replace("ENDPOINT", endpoint)
-        .replace("TOKEN", DEMO_TOKEN)
-    )
-    installed = run_aether("install", "--trust", cwd=project, env={**os.environ, "HOME": str(home)})
-    assert installed.returncode == 0, installed.stderr
-    first_run = {
-        "hasCompletedOnboarding": True,
-        "theme": "dark",
-        "projects": {str(project): {"hasTrustDialogAccepted": True}},
-    }
-    (home / ".claude.json").write_text(json.dumps(first_run))
-
-
-def messages_of(backend: LocalBackend) -> list[Recorded]:
-    return [r for r in backend.requests if r.path.startswith("/v1/messages") and "count_tokens" not in r.path]
-
-
-def wire_records(project: Path) -> list[dict[str, Any]]:
-    return [e for e in read_spawn_log(log_path(project / ".aether"), 100) if e.get("mode") == "wire"]
 
 
 def session_env(home: Path, endpoint: str, cli: str) -> dict[str, str]:
@@ -108,7 +75,7 @@ async def test_an_interactive_sessions_wave_shows_as_usual_and_runs_on_the_caste
     status_file = tmp_path / "status"
 
     with LocalBackend(token=DEMO_TOKEN, scripts=scripts, delays={CASTE_MODELS["builder"]: BUILDER_DELAY_S}) as backend:
-        wire_project(project, home, backend.url)
+        wire_project(project, home, backend.url, DEMO_TOKEN, first_run=True)
         env = session_env(home, backend.url, cli)
         claude = [sys.executable, "-m", "aether_mcp", "claude", "--model", PARENT_MODEL]
         # Claude Code's default mode (auto) asks a safety check of Anthropic's servers, which a local endpoint does
