@@ -99,6 +99,8 @@ def test_a_wrapped_sessions_sub_agents_run_on_their_castes_models_with_proof(tmp
     assert sorted(r["caste"] for r in subagents) == ["builder"] * 4 + ["scout", "watcher"]
     assert all(r["routing_verified"] and r["status"] == "succeeded" for r in subagents), subagents
     assert all(r["model"] == CASTE_MODELS[r["caste"]] for r in subagents)
+    # from its SubagentStart to its SubagentStop
+    assert all(r["duration_s"] > 0 and r["started_at"] <= r["finished_at"] for r in subagents)
     (nested,) = [r for r in subagents if r["caste"] == "watcher"]
     builders = {r["agent_id"] for r in subagents if r["caste"] == "builder"}
     assert nested["parent_agent_id"] in builders

@@ -43,7 +43,16 @@ class Identity:
 class WireAgent:
     """A conversation's route, requests and life; `caste` None: not a caste, its requests pass on as asked."""
 
-    def __init__(self, identity: Identity, caste: str | None, lease: Lease, cwd: Path, identified: Identified) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        caste: str | None,
+        lease: Lease,
+        cwd: Path,
+        identified: Identified,
+        *,
+        began: Moment | None = None,
+    ) -> None:
         self.identity = identity
         self.caste = caste
         self.lease = lease
@@ -58,10 +67,9 @@ class WireAgent:
         self.turns = 0
         self.last_tool: str | None = None
         self._status: Status = "running"
-        self._started_at = _now()
-        self._began = time.monotonic()
+        self._began = began or Moment.now()  # SubagentStart's, else its first request's
+        self._stopped: Moment | None = None  # SubagentStop's, else the settling's
         self._duration_s: float | None = None
-        self._finished_at: str | None = None
         self._error: str | None = None
         self._verdict: RoutingVerdict | None = None
 
@@ -82,6 +90,10 @@ class WireAgent:
         """From the next request on, its requests go upstream on `model` (None: on the model they ask for)."""
         self.model, self.model_source = model, source
 
+    def stop(self) -> None:
+        """Claude Code said it stopped (SubagentStop): its end is now, whenever it is judged."""
+        self._stopped = self._stopped or Moment.now()
+
     def end(self, preflight: Preflight | None, provider: str | None, *, stopped: bool = True) -> None:
         """It ended (`stopped`: Claude Code said so; else the session ended first): judged from its requests."""
         if not self.live:
@@ -97,8 +109,8 @@ class WireAgent:
             self._status, self._error = "cancelled", "The session ended before this conversation did."
         else:
             self._status = "succeeded"
-        self._finished_at = _now()
-        self._duration_s = round(time.monotonic() - self._began, 3)
+        self._stopped = self._stopped or Moment.now()
+        self._duration_s = round(self._stopped.clock - self._began.clock, 3)
 
     def line(self) -> WorkerLine:
         return WorkerLine.of(self.record())
@@ -145,8 +157,8 @@ class WireAgent:
             transcript_path=self.transcript_path,
             cwd=str(self.cwd),
             duration_s=self._duration_s,
-            started_at=self._started_at,
-            finished_at=self._finished_at,
+            started_at=self._began.at,
+            finished_at=self._stopped.at if not self.live and self._stopped else None,
             error=self._error,
         )
 
@@ -165,5 +177,13 @@ def _worker_id(kind: str, identity: Identity) -> str:
     return f"{slug}-{digest}"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+@dataclass(frozen=True)
+class Moment:
+    """When something happened: on the wall clock (shown) and the monotonic one (durations)."""
+
+    at: str
+    clock: float
+
+    @classmethod
+    def now(cls) -> Moment:
+        return cls(datetime.now(UTC).isoformat(timespec="seconds"), time.monotonic())

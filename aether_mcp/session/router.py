@@ -30,7 +30,7 @@ from ..workers.leases import prices
 from ..workers.publish import task_head
 from ..workers.secrets import redact
 from ..workers.wire import Lease, presented_key
-from .agent import Identified, Identity, WireAgent
+from .agent import Identified, Identity, Moment, WireAgent
 
 MAX_ENDED = 1024  # ended conversations remembered, so a late request of one is still its own
 MAX_LIVE = 4096  # conversations at once: past this, a new agent id is refused (a session never has so many)
@@ -79,7 +79,8 @@ class SessionRouter:
         self._on_start, self._on_end = on_start, on_end
         self._agents: dict[tuple[str, str | None], WireAgent] = {}  # (session id, agent id) -> its conversation
         self._ended: OrderedDict[tuple[str, str | None], WireAgent] = OrderedDict()
-        self._told: dict[str, Identity] = {}  # agent id -> what SubagentStart said, until its first request
+        # agent id -> what SubagentStart said, and when, until its first request
+        self._told: dict[str, tuple[Identity, Moment]] = {}
         self._catalog: CasteCatalog | None = None
         self._aims: dict[tuple[int, str, str | None], _Aim] = {}
         # What a task shown in `top` must not hold: the tokens this session passes on, and its key.
@@ -113,11 +114,12 @@ class SessionRouter:
         if name == "subagent-start":
             identity = Identity(session_id, agent_id, None, _text(event.get("agent_type")))
             if len(self._told) < MAX_LIVE:
-                self._told[agent_id] = identity
+                self._told[agent_id] = (identity, Moment.now())
             return 200, {}
         agent = self._agents.get((session_id, agent_id))
         if agent is not None:
             agent.transcript_path = _text(event.get("agent_transcript_path"))
+            agent.stop()
             self._finish(agent)
         self._told.pop(agent_id, None)
         return 200, {}
@@ -152,7 +154,7 @@ class SessionRouter:
         if len(self._agents) >= MAX_LIVE:
             return None
         parent_id = headers.get("x-claude-code-parent-agent-id") or None
-        told = self._told.pop(agent_id, None) if agent_id else None
+        told, began = self._told.pop(agent_id, (None, None)) if agent_id else (None, None)
         catalog = self._current_catalog()
         identified: Identified
         agent_type: str | None
@@ -169,7 +171,7 @@ class SessionRouter:
                 caste, agent_type, identified = parent.caste, parent.identity.agent_type, "parent"
         identity = Identity(session_id, key[1], parent_id, agent_type)
         lease = Lease(worker_id="", caste=caste or "", upstream=self.main.upstream, token=None, models=None)
-        agent = WireAgent(identity, caste, lease, self._store.cwd, identified)
+        agent = WireAgent(identity, caste, lease, self._store.cwd, identified, began=began)
         lease.worker_id = agent.worker_id
         agent.task = _task(fields) if caste is not None else ""
         agent.task_head = task_head(redact(_task(fields), self._secrets) or "")
