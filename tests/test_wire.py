@@ -380,3 +380,56 @@ def test_the_exit_status_and_signals_are_the_commands_own(tmp_path: Path) -> Non
     finally:
         wrapper.kill()
         wrapper.wait()
+
+
+@pytest.mark.anyio
+async def test_what_the_gateway_guarantees_holds_for_a_wrapped_sessions_castes(tmp_path: Path) -> None:
+    """A builder's sub-agent (told by its prompt) through a session's router: its route is rewritten to the
+    caste's model, the body's rerouting options are refused, only Claude Code's routes pass, and its caste's
+    budget ends it."""
+    import httpx2
+
+    from aether_mcp.private_files import user_config_dir
+    from aether_mcp.profile.store import ProfileStore
+    from aether_mcp.profile.trust import TrustStore
+    from aether_mcp.session.router import MainRoute, SessionRouter
+    from aether_mcp.workers.gateway import Gateway
+
+    project, home = tmp_path / "project", tmp_path / "home"
+    with LocalBackend(token=DEMO_TOKEN) as backend:
+        wire_project(project, home, backend.url, DEMO_TOKEN)
+        profile = project / "model-profiles.yaml"
+        profile.write_text(profile.read_text() + "workers:\n  castes:\n    builder:\n      max_tokens: 10\n")
+        store = ProfileStore(profile, cwd=project, trust=TrustStore(user_config_dir({"HOME": str(home)})))
+        store.trust(profile)
+        main = MainRoute(backend.url, DEMO_TOKEN, "authorization", "the test")
+        router = SessionRouter(store, main, on_start=lambda _: None, on_end=lambda _: None)
+        gateway = Gateway(router, control=router.control)
+        headers = {"authorization": f"Bearer {router.key}", "x-claude-code-agent-id": "a1", "anthropic-version": "1"}
+        system = [
+            {
+                "type": "text",
+                "text": "You are the Builder ant. BUILDER-RULES: write the failing test first, then the code.",
+            }
+        ]
+        body = {
+            "model": "claude-sonnet-5-5",
+            "max_tokens": 5,
+            "system": system,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        async with anyio.create_task_group() as group, httpx2.AsyncClient(timeout=30) as client:
+            url = gateway.start(group)
+            rerouted = await client.post(f"{url}/v1/messages", headers=headers, json={**body, "fallbacks": ["x"]})
+            elsewhere = await client.get(f"{url}/key/generate", headers=headers)
+            first = await client.post(f"{url}/v1/messages", headers=headers, json=body)
+            spent = await client.post(f"{url}/v1/messages", headers=headers, json=body)
+            await gateway.close()
+            group.cancel_scope.cancel()
+        asked = messages_of(backend)
+
+    assert rerouted.status_code == 400 and "fallbacks" in rerouted.json()["error"]["message"]
+    assert elsewhere.status_code == 403
+    assert first.status_code == 200 and first.json()["model"] == "kimi-k2.5"
+    assert spent.status_code == 429 and "max_tokens 10" in spent.json()["error"]["message"]
+    assert [r.model for r in asked] == ["kimi-k2.5"]  # one request reached the backend, on the caste's model
