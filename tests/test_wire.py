@@ -369,6 +369,8 @@ def test_the_exit_status_and_signals_are_the_commands_own(tmp_path: Path) -> Non
     env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
     assert run_aether("run", "--", "sh", "-c", "exit 7", cwd=project, env=env).returncode == 7
     assert run_aether("run", "--", "sh", "-c", "kill -KILL $$", cwd=project, env=env).returncode == -9
+    missing = run_aether("run", "--", str(tmp_path / "no-such-command"), cwd=project, env=env)
+    assert missing.returncode == 1 and "Error: Cannot run" in missing.stderr and "Traceback" not in missing.stderr
     trap = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done"
     wrapper = subprocess.Popen(
         [*WRAPPER, "sh", "-c", trap], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

@@ -105,12 +105,13 @@ class WireSession:
         self.publisher = Publisher(store.state_dir, store.cwd)
         self.checker = ProxyChecker()
         self.settled: list[WireAgent] = []
-        self._group: TaskGroup | None = None
+        self._settles: TaskGroup | None = None  # the judging of conversations that ended
         self._closing = False
 
     async def run(self, command: list[str], stderr: Any) -> int:
+        failed: AetherError | None = None
+        code = 0
         async with anyio.create_task_group() as group:
-            self._group = group
             url = self.gateway.start(group)
             group.start_soon(self.publisher.run)
             main = self.router.main
@@ -120,27 +121,26 @@ class WireSession:
                 file=stderr,
                 flush=True,
             )
-            # Signals are taken before the command starts: one that came between would end this process alone,
-            # and leave the command running with no gateway. They wait in the receiver until passed on.
-            with anyio.open_signal_receiver(*FORWARDED) as signals:
-                try:
-                    process = await anyio.open_process(
-                        command,
-                        stdin=None,
-                        stdout=None,
-                        stderr=None,
-                        env=session_env(self.environ, url, self.router.key),
-                    )
-                except OSError as exc:
-                    group.cancel_scope.cancel()
-                    raise AetherError(f"Cannot run {command[0]}: {exc.strerror or exc}") from None
-                group.start_soon(_forward_signals, signals, process)
-                code = await process.wait()
-            self._closing = True  # what is still open is settled here, as ended with the session
-            for agent in self.router.end_all():
-                await self._settle(agent, stopped=agent.identity.agent_id is None)
+            async with anyio.create_task_group() as settles:  # left only once every conversation is recorded
+                self._settles = settles
+                # Signals are taken before the command starts: one that came between would end this process
+                # alone, and leave the command running with no gateway. They wait in the receiver until passed on.
+                with anyio.open_signal_receiver(*FORWARDED) as signals:
+                    try:
+                        env = session_env(self.environ, url, self.router.key)
+                        process = await anyio.open_process(command, stdin=None, stdout=None, stderr=None, env=env)
+                    except OSError as exc:
+                        failed = AetherError(f"Cannot run {command[0]}: {exc.strerror or exc}")
+                    else:
+                        group.start_soon(_forward_signals, signals, process)
+                        code = await process.wait()
+                self._closing = True  # what is still open is settled here, as ended with the session
+                for agent in self.router.end_all():
+                    settles.start_soon(self._settle, agent, agent.identity.agent_id is None)
             await self.gateway.close()
             group.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
         return code
 
     def _started(self, agent: WireAgent) -> None:
@@ -149,8 +149,8 @@ class WireSession:
 
     def _ended(self, agent: WireAgent) -> None:
         """Claude Code said a sub-agent stopped: it is judged in the background (deployments are asked for)."""
-        if self._group is not None and not self._closing and agent.identity.agent_id is not None:
-            self._group.start_soon(self._settle, agent)
+        if self._settles is not None and not self._closing and agent.identity.agent_id is not None:
+            self._settles.start_soon(self._settle, agent)
 
     async def _settle(self, agent: WireAgent, stopped: bool = True) -> None:
         """Judge a conversation that ended, and move its record from the live notes into the spawn log."""
