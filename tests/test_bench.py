@@ -74,6 +74,49 @@ def test_wave_bench_quick_smoke(cli_env: dict[str, str]) -> None:
     assert turns[-1].strip(" |") == "yes" and written[-1].strip(" |") == "yes", (turns, written)
 
 
+@pytest.mark.timeout(150)
+def test_wire_bench_quick_smoke(cli_env: dict[str, str]) -> None:
+    """A wave of two builders, plain and through `aether-mcp run`, the start, the memory and the gateway: every row is
+    there, each builder ran on its session's model (the agent's plain, its caste's wrapped, with a verified wire
+    record) and answered the parent, and every request through the gateway was rewritten (the timing targets are
+    the bench's to judge)."""
+    done = quick_run("bench.wire", cli_env, timeout_s=120)
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")][2:]
+    assert [row[0].lstrip("| ") for row in rows] == [
+        "wave of 2 builders as the parent's first act: wall time, the parent's request that issues it to its last "
+        "(median of 1)",
+        "wave of 2 builders: where the time goes: the parent's wave request to the last builder's first request; the "
+        "last builder's answer to the parent's last request",
+        "wave of 2 builders, wrapped: each hook run, start to answer (stream times; median, max)",
+        "wave of 2 builders: builders whose every request reached the backend on the expected model with the "
+        "builder's prompt and one task; answers in the parent's replies (worst run); wire records verified",
+        "peak resident memory of the process tree (VmRSS summed, every 50 ms) during the wave of 2 builders",
+        "peak resident memory, process mode",
+        "session start: launch to the backend's first request, wrapped (installed, trusted) vs plain claude -p (no "
+        "aether-mcp)",
+        "session start: the wrapper alone (wrapped, in a project not installed: no server, no hooks)",
+        "session start: the MCP server alone (plain claude -p in the installed project: Claude Code waits for the "
+        "server before its first request)",
+        "gateway's added latency per request, p50: a sub-agent's streamed 20 KB Messages request, model rewritten by "
+        "the session's router (a backend answering at once; the backend closing each streamed answer's connection, "
+        "so the gateway connects upstream for every request)",
+        "gateway's added latency per request, p50: a sub-agent's streamed 20 KB Messages request, model rewritten by "
+        "the session's router (a backend answering at once; every connection kept alive (a backend that keeps them, "
+        "as a proxy on uvicorn does))",
+        "time to first byte of a sub-agent's streamed answer through the gateway, p50 (a model taking 50 ms)",
+    ]
+    routed = rows[3]
+    assert routed[1:3] == [
+        "native, on sonnet-model (the agent's model: sonnet): 2/2",
+        "on kimi-k2.5 (the profile's builder): 2/2; answers 2/2; verified 2/2",
+    ]
+    assert routed[-1].strip(" |") == "yes"
+    for event in ("PreToolUse", "SubagentStart", "SubagentStop"):  # the hooks install added all ran
+        assert f"{event} " in rows[2][2], rows[2]
+    for row in rows[9:11]:
+        assert "20 of 20 through the gateway reached the backend on kimi-k2.5" in row[2], row
+
+
 @pytest.mark.timeout(200)
 def test_top_bench_quick_smoke(cli_env: dict[str, str]) -> None:
     """top in tmux on a seeded project: both rows are there (the targets are the bench's to judge)."""
