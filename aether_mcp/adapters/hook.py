@@ -27,12 +27,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import procs
-from ..git import project_root
 from ..hook_settings import GET_TOOL, PROBE, collect_call
-from ..profile.agents import agent_dirs, scan_agents
-from ..profile.location import locate
-from ..profile.names import caste_key, caste_name
-from . import handoff
+from ..session import hook as wire_hook
 
 SUBAGENT_TOOLS = ("Task", "Agent")
 SPAWN_TOOL = "mcp__aether__spawn_worker"
@@ -52,9 +48,12 @@ def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
     wanted = tool_input.get("subagent_type")
     if not isinstance(wanted, str) or not wanted.strip():
         return None
+    from ..profile.names import caste_key  # the castes are read only for a sub-agent call outside a wrapped session
+    from . import handoff
+
     cwd = Path(str(event.get("cwd") or os.getcwd()))
     caste = routed_castes(cwd, environ).get(caste_key(wanted))
-    if caste is None or (event.get(PROBE) is not True and routed_at_the_wire(environ)):
+    if caste is None:
         return None
     call = {
         "tool_input": {key: tool_input[key] for key in HANDED_OVER if key in tool_input},
@@ -82,8 +81,6 @@ def routed_at_the_wire(environ: Mapping[str, str]) -> bool:
     """Whether this session runs through `aether-mcp run`, whose gateway routes each caste's sub-agent itself: its
     variables are set, its gateway answers to its key, and it is an ancestor of this hook. (Variables alone could
     come from a project's settings, and would let castes run unrouted.)"""
-    from ..session import hook as wire_hook
-
     if not environ.get(wire_hook.URL_VAR):
         return False
     try:
@@ -143,6 +140,10 @@ def _fallback(wanted: str, caste: str, call_id: str | None, background: bool, to
 
 def routed_castes(cwd: Path, environ: Mapping[str, str]) -> dict[str, str]:
     """Caste key -> the caste's name, for every caste aether-mcp would run from `cwd`: agents and profile castes."""
+    from ..git import project_root
+    from ..profile.agents import agent_dirs, scan_agents
+    from ..profile.names import caste_key, caste_name
+
     home = environ.get("HOME")
     cwd = cwd.resolve()  # git names the work tree's top by its real path; the folders between must match it
     scan = scan_agents(agent_dirs(cwd, project_root(cwd), Path(home) if home else None))
@@ -156,6 +157,7 @@ def _profile_castes(cwd: Path, environ: Mapping[str, str]) -> list[str]:
     """The castes the profile in use names, read as plain YAML; none when there is no profile. A profile that
     cannot be read raises: the call is then denied with the cause, never let through undecided."""
     from .. import safe_yaml  # PyYAML: when the hook runs, not whenever the command line starts
+    from ..profile.location import locate
 
     try:
         data = safe_yaml.load(locate(None, cwd, environ).path.read_text(encoding="utf-8"))
@@ -187,6 +189,8 @@ def run(stdin: TextIO, stdout: TextIO, stderr: TextIO, environ: Mapping[str, str
         return 0
     if not isinstance(event, dict):
         return 0
+    if event.get("tool_name") in SUBAGENT_TOOLS and event.get(PROBE) is not True and routed_at_the_wire(environ):
+        return 0  # the session's gateway routes each caste's sub-agent itself: no opinion, and nothing to read
     try:
         answer = pre_tool_use(event, environ)
     except Exception as exc:  # noqa: BLE001 (any fault: denied with its cause if it may be a caste, else through)

@@ -108,7 +108,10 @@ def hook_entry(shared: bool, word: str = HOOK_WORDS[1]) -> dict[str, Any]:
     call's hook matches the sub-agent tools; the wire hooks take every sub-agent."""
     command = f"aether-mcp hook {word}" if shared else hook_command(word=word)
     found: dict[str, Any] = {"matcher": MATCHER} if word == HOOK_WORDS[1] else {}
-    return {**found, "hooks": [{"type": "command", "command": command}]}
+    hook: dict[str, Any] = {"type": "command", "command": command}
+    if word == WIRE_EVENTS["SubagentStop"]:
+        hook["async"] = True  # it only records: Claude Code goes on without waiting for it (SubagentStart must wait)
+    return {**found, "hooks": [hook]}
 
 
 def _hook_word(entry: dict[str, Any]) -> str:

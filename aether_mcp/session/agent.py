@@ -99,7 +99,11 @@ class WireAgent:
         if not self.live:
             return
         self._verdict = judge_requests(self.model, self.lease, preflight, provider, as_asked=self.caste is None)
-        answered = any(r.status == 200 and r.refused is None and is_message(r.path) for r in self.lease.records)
+        answers = [r for r in self.lease.records if r.status == 200 and r.refused is None and is_message(r.path)]
+        answered = bool(answers)
+        # Its last answer ended its turn: it had finished, whether or not its SubagentStop (which Claude Code
+        # runs without waiting for it) came before the session ended.
+        stopped = stopped or (answered and answers[-1].stop_reason == "end_turn")
         if self.lease.budget_exceeded:
             self._status, self._error = "budget_exceeded", self.lease.over_budget()
         elif not answered and self.lease.records:

@@ -391,6 +391,9 @@ class _UsageReader:
             self._usage(message.get("usage"))
         elif data.get("type") == "message_delta":
             self._usage(data.get("usage"))
+            delta = data.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self.found["stop_reason"] = delta["stop_reason"][:40]
 
     def _usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
@@ -406,8 +409,11 @@ class _UsageReader:
             if isinstance(data, dict):
                 self.found["model"] = data.get("model")
                 self._usage(data.get("usage"))
+                if isinstance(data.get("stop_reason"), str):
+                    self.found["stop_reason"] = data["stop_reason"][:40]
         model = self.found.get("model")
         record.answered_model = model if isinstance(model, str) else None
+        record.stop_reason = self.found.get("stop_reason")
         record.input_tokens = self.found.get("input_tokens", 0)
         record.output_tokens = self.found.get("output_tokens", 0)
         record.cache_read_tokens = self.found.get("cache_read_input_tokens", 0)

@@ -51,6 +51,7 @@ class RequestRecord:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     answered_model: str | None = None  # the body's `model` (LiteLLM writes the name it was called with)
+    stop_reason: str | None = None  # why the answer ended (end_turn: the conversation's turn is over)
     model_id: str | None = None  # x-litellm-model-id: the deployment that served it
     api_base: str | None = None
     model_group: str | None = None
