@@ -37,12 +37,25 @@ def hook_command(executable: str = sys.executable, word: str = HOOK_WORDS[1]) ->
     return shlex.join([*program, "hook", word])
 
 
+WIRE_HOOK_FILE = Path(__file__).parent / "session" / "hook.py"
+WIRE_HOOK_FLAGS = ["-S", "-E"]  # no site (no package finders, no .pth files) and no PYTHON* variables: it starts fast
+
+
+def wire_hook_command(word: str, executable: str = sys.executable) -> str:
+    """A wire hook's command (SubagentStart, SubagentStop): this installation's hook file, run by its Python with
+    the standard library alone, since each sub-agent's first request waits for it."""
+    return shlex.join([executable, *WIRE_HOOK_FLAGS, str(WIRE_HOOK_FILE), word])
+
+
 def is_hook_command(command: str, word: str = HOOK_WORDS[1]) -> bool:
-    """Whether `command` runs the hook `word`: some aether-mcp's (by path or on PATH), or `python -m aether_mcp`'s."""
+    """Whether `command` runs the hook `word`: some aether-mcp's (by path or on PATH), `python -m aether_mcp`'s, or
+    (a wire hook) some installation's hook file."""
     try:
         words = shlex.split(command)
     except ValueError:
         return False
+    if len(words) == 5 and words[1:3] == WIRE_HOOK_FLAGS and words[4] == word:
+        return words[3].endswith("/aether_mcp/session/hook.py") and word in WIRE_EVENTS.values()
     program = words[:-2]
     if words[-2:] != ["hook", word]:
         return False
