@@ -18,6 +18,7 @@ from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
 from aether_mcp.commands.doctor import check_routing
 from aether_mcp.commands.install import SERVER_ENTRY, hook_entry, install, uninstall
 from aether_mcp.errors import AetherError
+from aether_mcp.hook_settings import GATED
 from aether_mcp.profile.parsing import parse_profile
 from aether_mcp.profile.store import ProfileStore
 from aether_mcp.testing.backend import Call, LocalBackend, Turn
@@ -110,7 +111,9 @@ def test_the_installed_hook_runs_whatever_path_claude_code_has(project: Path) ->
     """The hook names this installation by its absolute path: with aether-mcp nowhere on PATH it still routes."""
     install(project)
     command = hook_entry(shared=False)["hooks"][0]["command"]
-    assert Path(shlex.split(command)[0]).is_absolute()
+    gated = GATED.fullmatch(command)  # the wrapped session's check first, then the hook
+    assert gated is not None
+    assert all(Path(shlex.split(part)[0]).is_absolute() for part in (gated["gate"], gated["hook"]))
     event = {
         "tool_name": "Agent",
         "tool_input": {"subagent_type": "aether-builder", "prompt": "x"},

@@ -246,14 +246,15 @@ CASTE_CALL = json.dumps({"tool_name": "Agent", "tool_input": {"subagent_type": "
 
 
 def test_the_sub_agent_hook_steps_aside_only_below_its_own_wrapped_session(tmp_path: Path) -> None:
-    """Inside a wrapped session the PreToolUse hook lets a caste's Agent call through (the gateway routes it).
-    Attacker: a project's settings can set the session's variables for Claude Code; pointed at a real session's
-    gateway with its key, from outside that session, the hook still stops the call."""
+    """Inside a wrapped session the PreToolUse hook install wrote lets a caste's Agent call through (the gateway
+    routes it). Attacker: a project's settings can set the session's variables for Claude Code; pointed at a real
+    session's gateway with its key, from outside that session, the hook still stops the call."""
     project, home = tmp_path / "project", tmp_path / "home"
     wire_project(project, home, "http://127.0.0.1:9", DEMO_TOKEN)
-    env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    inside = "aether-mcp hook pre-tool-use > inside.json; env | grep ^AETHER_MCP_WIRE > wire.env; sleep 30"
+    settings = json.loads((project / ".claude" / "settings.local.json").read_text())
+    installed = settings["hooks"]["PreToolUse"][0]["hooks"][0]["command"]
+    env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "HOOK": installed}
+    inside = 'sh -c "$HOOK" > inside.json; env | grep ^AETHER_MCP_WIRE > wire.env; sleep 30'
     session = subprocess.Popen(
         [*WRAPPER, "sh", "-c", inside], cwd=project, env=env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
@@ -267,7 +268,7 @@ def test_the_sub_agent_hook_steps_aside_only_below_its_own_wrapped_session(tmp_p
             time.sleep(0.1)
         stolen = dict(line.split("=", 1) for line in (project / "wire.env").read_text().split())
         outside = subprocess.run(
-            [sys.executable, "-m", "aether_mcp", "hook", "pre-tool-use"],
+            ["/bin/sh", "-c", installed],
             input=CASTE_CALL,
             cwd=project,
             env={**env, **stolen},

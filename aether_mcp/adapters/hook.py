@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import procs
 from ..hook_settings import GET_TOOL, PROBE, collect_call
 from ..session import hook as wire_hook
 
@@ -78,16 +77,8 @@ def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
 
 
 def routed_at_the_wire(environ: Mapping[str, str]) -> bool:
-    """Whether this session runs through `aether-mcp run`, whose gateway routes each caste's sub-agent itself: its
-    variables are set, its gateway answers to its key, and it is an ancestor of this hook. (Variables alone could
-    come from a project's settings, and would let castes run unrouted.)"""
-    if not environ.get(wire_hook.URL_VAR):
-        return False
-    try:
-        pid = wire_hook.call(environ, "GET", "session").get("pid")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(pid, int) and pid in procs.ancestors(os.getpid())
+    """Whether this session runs through `aether-mcp run` (see `session.hook.wired`)."""
+    return wire_hook.wired(environ)
 
 
 def _no_server(wanted: str, cwd: Path) -> str:

@@ -342,6 +342,8 @@ def hook_problem(command: str, project: Path, caste: str | None) -> str | None:
                 capture_output=True,
                 text=True,
                 cwd=project,
+                # as in a session not run through `aether-mcp run` (where the hook steps aside for every call)
+                env={k: v for k, v in os.environ.items() if not k.startswith("AETHER_MCP_WIRE")},
                 timeout=HOOK_CHECK_S,
                 check=False,
             )

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 URL_VAR = "AETHER_MCP_WIRE"  # the session's gateway, set by `aether-mcp run` for the command it runs
 KEY_VAR = "AETHER_MCP_WIRE_KEY"
 EVENTS = ("subagent-start", "subagent-stop")
+WIRED = "wired"  # not an event: the sub-agent hook's check that this session routes at the wire
 TIMEOUT_S = 5.0
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 MAX_ANSWER = 64 * 1024
@@ -60,6 +61,35 @@ def call(environ: Mapping[str, str], method: str, name: str, body: Mapping[str, 
     return json.loads(text)
 
 
+def wired(environ: Mapping[str, str]) -> bool:
+    """Whether this session runs through `aether-mcp run`, whose gateway routes each caste's sub-agent itself: its
+    variables are set, its gateway answers to its key, and it is an ancestor of this process. (Variables alone
+    could come from a project's settings, and would let castes run unrouted.)"""
+    if not environ.get(URL_VAR):
+        return False
+    try:
+        pid = call(environ, "GET", "session").get("pid")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(pid, int) and pid in _ancestors()
+
+
+def _ancestors() -> list[int]:
+    """This process's parent, its parent's parent, ... (at most 16): read from /proc, with nothing imported."""
+    found: list[int] = []
+    pid = os.getpid()
+    while len(found) < 16:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                pid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if pid <= 1:
+            break
+        found.append(pid)
+    return found
+
+
 def run(event_name: str, stdin: TextIO, stderr: TextIO, environ: Mapping[str, str]) -> int:
     """Pass one event on; always exit 0 (a note on stderr when it could not)."""
     if not environ.get(URL_VAR):
@@ -75,8 +105,10 @@ def run(event_name: str, stdin: TextIO, stderr: TextIO, environ: Mapping[str, st
 
 
 def main(event_name: str) -> int:
+    if event_name == WIRED:  # reads no event: the sub-agent hook that runs when this fails still has it on stdin
+        return 0 if wired(os.environ) else 1
     return run(event_name, sys.stdin, sys.stderr, os.environ)
 
 
 if __name__ == "__main__":  # run as a file, with no site: see the module's docstring
-    sys.exit(main(sys.argv[1]) if len(sys.argv) == 2 and sys.argv[1] in EVENTS else 2)
+    sys.exit(main(sys.argv[1]) if len(sys.argv) == 2 and sys.argv[1] in (*EVENTS, WIRED) else 2)
