@@ -402,7 +402,9 @@ async def test_what_the_gateway_guarantees_holds_for_a_wrapped_sessions_castes(t
     with LocalBackend(token=DEMO_TOKEN) as backend:
         wire_project(project, home, backend.url, DEMO_TOKEN)
         profile = project / "model-profiles.yaml"
-        profile.write_text(profile.read_text() + "workers:\n  castes:\n    builder:\n      max_tokens: 10\n")
+        priced = "kimi-k2.5: {provider: kimi, context_window: 256000, input_cost_per_mtok: 1, output_cost_per_mtok: 2}"
+        text = profile.read_text().replace("kimi-k2.5: {provider: kimi, context_window: 256000}", priced)
+        profile.write_text(text + "workers:\n  castes:\n    builder:\n      max_tokens: 10\n")
         store = ProfileStore(profile, cwd=project, trust=TrustStore(user_config_dir({"HOME": str(home)})))
         store.trust(profile)
         main = MainRoute(backend.url, DEMO_TOKEN, "authorization", "the test")
@@ -427,6 +429,9 @@ async def test_what_the_gateway_guarantees_holds_for_a_wrapped_sessions_castes(t
             elsewhere = await client.get(f"{url}/key/generate", headers=headers)
             first = await client.post(f"{url}/v1/messages", headers=headers, json=body)
             spent = await client.post(f"{url}/v1/messages", headers=headers, json=body)
+            another = await client.post(
+                f"{url}/v1/messages", headers={**headers, "x-claude-code-agent-id": "a2"}, json=body
+            )
             await gateway.close()
             group.cancel_scope.cancel()
         asked = messages_of(backend)
@@ -435,4 +440,7 @@ async def test_what_the_gateway_guarantees_holds_for_a_wrapped_sessions_castes(t
     assert elsewhere.status_code == 403
     assert first.status_code == 200 and first.json()["model"] == "kimi-k2.5"
     assert spent.status_code == 429 and "max_tokens 10" in spent.json()["error"]["message"]
-    assert [r.model for r in asked] == ["kimi-k2.5"]  # one request reached the backend, on the caste's model
+    assert another.status_code == 200  # a budget is each sub-agent's own
+    assert [r.model for r in asked] == ["kimi-k2.5"] * 2  # only these reached the backend, on the caste's model
+    costs = [agent.lease.cost_usd() for agent in router.live()]
+    assert len(costs) == 2 and all(cost is not None and cost > 0 for cost in costs)  # priced from model_metadata

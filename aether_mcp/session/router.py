@@ -29,7 +29,7 @@ from ..profile.store import ProfileStore
 from ..workers.leases import prices
 from ..workers.publish import task_head
 from ..workers.secrets import redact
-from ..workers.wire import Lease, presented_key
+from ..workers.wire import Lease, Prices, presented_key
 from .agent import Identified, Identity, Moment, WireAgent
 
 MAX_ENDED = 1024  # ended conversations remembered, so a late request of one is still its own
@@ -83,6 +83,7 @@ class SessionRouter:
         self._told: dict[str, tuple[Identity, Moment]] = {}
         self._catalog: CasteCatalog | None = None
         self._aims: dict[tuple[int, str, str | None], _Aim] = {}
+        self._prices: dict[str, Prices] = {}
         # What a task shown in `top` must not hold: the tokens this session passes on, and its key.
         self._secrets = [v for v in (main.token, self.key, *_profile_tokens(store)) if v]
         self._current_catalog()  # a profile or agents that cannot be read stop the session before it starts
@@ -196,15 +197,18 @@ class SessionRouter:
             return self._catalog
         if catalog is not self._catalog:
             self._catalog, self._aims = catalog, {}
+            metadata = catalog.profile.model_metadata or {}
+            self._prices = {name: prices(meta) for name, meta in metadata.items()}
         return catalog
 
     def _aim(self, agent: WireAgent) -> None:
         lease = agent.lease
+        catalog = self._current_catalog()
+        lease.prices = self._prices  # model_metadata's, for a cost the proxy does not tell
         if agent.caste is None:
             lease.send_model, lease.models = None, None
             lease.upstream, lease.token, lease.credential = self.main.upstream, self.main.token, self.main.credential
             return
-        catalog = self._current_catalog()
         task = agent.task or None
         cache_key = (id(catalog), agent.caste, task)
         aim = self._aims.get(cache_key)
@@ -226,7 +230,6 @@ class SessionRouter:
             )
             if len(self._aims) < 4096:
                 self._aims[cache_key] = aim
-            lease.prices = {name: prices(meta) for name, meta in (catalog.profile.model_metadata or {}).items()}
         agent.aim(aim.model, aim.source)
         lease.send_model = aim.model
         lease.models = (aim.model,) if aim.model else None
