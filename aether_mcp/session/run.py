@@ -112,7 +112,7 @@ class WireSession:
         failed: AetherError | None = None
         code = 0
         async with anyio.create_task_group() as group:
-            url = self.gateway.start(group)
+            url = self.gateway.bind()  # served once the command has started: its first request waits in the backlog
             group.start_soon(self.publisher.run)
             main = self.router.main
             print(
@@ -133,6 +133,7 @@ class WireSession:
                         failed = AetherError(f"Cannot run {command[0]}: {exc.strerror or exc}")
                     else:
                         group.start_soon(_forward_signals, signals, process)
+                        self.gateway.start(group)
                         code = await process.wait()
                 self._closing = True  # what is still open is settled here, as ended with the session
                 for agent in self.router.end_all():

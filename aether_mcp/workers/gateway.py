@@ -29,9 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import anyio
-import uvicorn
 
-from ..bounded_http import BoundedH11Protocol
 from ..errors import AetherError
 from .upstream import Upstream, UpstreamError
 from .wire import Lease, RequestRecord, Router, is_message
@@ -100,24 +98,38 @@ class Gateway:
         self._router = router
         self._control = control  # answers CONTROL_PREFIX paths itself (a wrapped session's hooks), if given
         self._upstreams: dict[str, Upstream] = {}
-        self._server: _QuietServer | None = None
+        self._server: Any = None  # uvicorn's, once serving
+        self._listener: socket.socket | None = None
         self.url: str | None = None
 
-    def start(self, group: Any) -> str:
-        """Listen on 127.0.0.1 (a free port), serving in `group`; returns the URL workers use. Started once:
-        later calls return the same URL.
-
-        It binds and listens here, then hands the socket to uvicorn: the port is known at once, and a worker
-        that connects before uvicorn accepts waits in the backlog, so nothing waits for the server to come up."""
+    def bind(self) -> str:
+        """Listen on 127.0.0.1 (a free port); the URL workers use. Requests that come before the gateway serves
+        (`start`) wait in the socket's backlog: a caller can hand the URL out first and load uvicorn after."""
         if self.url is not None:
             return self.url
         try:
-            listener = _listen()
+            self._listener = _listen()
         except OSError as exc:
             raise AetherError(
                 f"The worker gateway could not start on {HOST} ({type(exc).__name__}: {exc})",
                 "See the server's log; the spawn can be tried again",
             ) from None
+        self.url = f"http://{HOST}:{self._listener.getsockname()[1]}"
+        return self.url
+
+    def start(self, group: Any) -> str:
+        """Listen (see `bind`) and serve in `group`; returns the URL workers use. Started once: later calls return
+        the same URL.
+
+        The socket is bound and listening before uvicorn takes it: the port is known at once, and a worker that
+        connects before uvicorn accepts waits in the backlog, so nothing waits for the server to come up."""
+        url = self.bind()
+        if self._server is not None or self._listener is None:
+            return url
+        import uvicorn  # with the gateway's first use: loaded while a wrapped command starts
+
+        from ..bounded_http import BoundedH11Protocol
+
         config = uvicorn.Config(
             self.app,
             log_level="warning",
@@ -128,13 +140,11 @@ class Gateway:
             backlog=BACKLOG,
             http=BoundedH11Protocol,  # a header timeout and a connection limit: idle sockets hold nothing for long
         )
-        server = _QuietServer(config)
-        group.start_soon(self._serve, server, listener)
-        self._server = server
-        self.url = f"http://{HOST}:{listener.getsockname()[1]}"
-        return self.url
+        self._server = _quiet_server(config)
+        group.start_soon(self._serve, self._server, self._listener)
+        return url
 
-    async def _serve(self, server: uvicorn.Server, listener: socket.socket) -> None:
+    async def _serve(self, server: Any, listener: socket.socket) -> None:
         try:
             await server.serve(sockets=[listener])
         except Exception:  # the gateway failing must not take the MCP server (the colony's task group) down with it
@@ -143,6 +153,8 @@ class Gateway:
     async def close(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+        elif self._listener is not None:  # bound, never served
+            self._listener.close()
         for upstream in self._upstreams.values():
             await upstream.aclose()
 
@@ -328,12 +340,16 @@ def _listen() -> socket.socket:
     return listener
 
 
-class _QuietServer(uvicorn.Server):
+def _quiet_server(config: Any) -> Any:
     """uvicorn's server without its signal handlers: the MCP server's own SIGTERM handler must stay in charge."""
+    import uvicorn
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer(config)
 
 
 class _UsageReader:
