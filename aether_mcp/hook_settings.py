@@ -17,8 +17,15 @@ MATCHER = "Task|Agent"
 HOOK_WORDS = ["hook", "pre-tool-use"]  # what follows the program in the command install registers
 # The hooks that tell a wrapped session's gateway of each sub-agent: Claude Code's event -> the command's word.
 WIRE_EVENTS = {"SubagentStart": "subagent-start", "SubagentStop": "subagent-stop"}
-# The command an older install registered, found by PATH; still recognised, so uninstall takes it out.
-COMMAND = "aether-mcp hook pre-tool-use"
+
+
+def shared_hook_command(word: str = HOOK_WORDS[1]) -> str:
+    """A hook's command in shared settings (a file the team commits), and as an older install wrote the sub-agent
+    hook: the aether-mcp each user has on PATH."""
+    return shlex.join(["aether-mcp", "hook", word])
+
+
+COMMAND = shared_hook_command()
 # An event with this key set is doctor's probe: the answer is given, and no worker is started or call kept.
 PROBE = "aether_mcp_probe"
 GET_TOOL = "mcp__aether__get_worker"

@@ -76,11 +76,6 @@ def pre_tool_use(event: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
     return _deny(reason)
 
 
-def routed_at_the_wire(environ: Mapping[str, str]) -> bool:
-    """Whether this session runs through `aether-mcp run` (see `session.hook.wired`)."""
-    return wire_hook.wired(environ)
-
-
 def _no_server(wanted: str, cwd: Path) -> str:
     """The session has no aether-mcp server: declined at Claude Code's first start, disabled, or unable to start.
     The first line is for the person; no tool is named, since the session has none of aether-mcp's."""
@@ -180,7 +175,7 @@ def run(stdin: TextIO, stdout: TextIO, stderr: TextIO, environ: Mapping[str, str
         return 0
     if not isinstance(event, dict):
         return 0
-    if event.get("tool_name") in SUBAGENT_TOOLS and event.get(PROBE) is not True and routed_at_the_wire(environ):
+    if event.get("tool_name") in SUBAGENT_TOOLS and event.get(PROBE) is not True and wire_hook.wired(environ):
         return 0  # the session's gateway routes each caste's sub-agent itself: no opinion, and nothing to read
     try:
         answer = pre_tool_use(event, environ)

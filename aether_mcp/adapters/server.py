@@ -28,6 +28,7 @@ from ..commands.doctor import RoutingReport
 from ..errors import AetherError
 from ..flat_schema import FlatRecord
 from ..profile.store import CasteModels, ProfileStore, ResetResult, SetResult
+from ..session.hook import wired
 from ..workers.colony import Colony
 from ..workers.proof import OUTPUT_PAGE
 from ..workers.request import (
@@ -51,7 +52,6 @@ from ..workers.result import WorkerLine, WorkerResult
 from ..workers.spawn_log import recent_lines
 from ..workers.worker import Worker
 from . import control, handoff, http
-from .hook import routed_at_the_wire
 
 log = logging.getLogger("aether_mcp")
 
@@ -409,8 +409,8 @@ def build_server(store: ProfileStore, *, take_handoffs: bool = False) -> MCPServ
                 address = await group.start(handoff.serve, partial(_take_call, colony))
                 log.info("taking the hook's sub-agent calls: %s", "yes" if address else "no (socket in use)")
             # Asked once: a server's session runs through `aether-mcp run` from its start to its end, or never.
-            wired = await anyio.to_thread.run_sync(routed_at_the_wire, os.environ)
-            yield ServerState(store, colony, "wire" if wired else "process")
+            wrapped = await anyio.to_thread.run_sync(wired, os.environ)
+            yield ServerState(store, colony, "wire" if wrapped else "process")
             group.cancel_scope.cancel()
 
     arguments = _RejectUnknownArguments()

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import AetherError, sentences
 from ..flat_schema import FlatRecord
-from ..hook_settings import COMMAND, WIRE_EVENTS, hook_command, wire_hook_command
+from ..hook_settings import COMMAND, WIRE_EVENTS, hook_command, shared_hook_command, wire_hook_command
 from ..private_files import read_regular
 from ..profile.catalog import CasteCatalog
 from ..profile.schema import Profile
@@ -242,7 +242,7 @@ def _wire_checks(store: ProfileStore, catalog: CasteCatalog, environ: Mapping[st
     checks.append(Check(name="run: the session's endpoint", verdict="ok", detail=detail))
     path, command = hooks["SubagentStart"][0]
     word = WIRE_EVENTS["SubagentStart"]
-    if command not in (f"aether-mcp hook {word}", wire_hook_command(word)):  # a settings file names no program
+    if command not in (shared_hook_command(word), wire_hook_command(word)):  # a settings file names no program
         fix = "aether-mcp uninstall, then aether-mcp install"
         return [*checks, Check(name="run: a caste's route", verdict="fail", detail=f"{path}: another hook", fix=fix)]
     agent = next(iter(sorted(catalog.scan.agents.values(), key=lambda a: a.name)))

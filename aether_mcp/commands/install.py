@@ -21,7 +21,16 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..errors import AetherError
-from ..hook_settings import HOOK_WORDS, MATCHER, PROBE, WIRE_EVENTS, hook_command, is_hook_command, wire_hook_command
+from ..hook_settings import (
+    HOOK_WORDS,
+    MATCHER,
+    PROBE,
+    WIRE_EVENTS,
+    hook_command,
+    is_hook_command,
+    shared_hook_command,
+    wire_hook_command,
+)
 from ..json_edit import fragment, insert_first, remove_inserted, value_start
 from ..own_files import keep_out_of_git
 from ..private_files import read_regular, replace_private
@@ -107,7 +116,7 @@ def hook_entry(shared: bool, word: str = HOOK_WORDS[1]) -> dict[str, Any]:
     in the shared ones (a file the team commits) it runs the aether-mcp each user has on PATH. The sub-agent
     call's hook matches the sub-agent tools; the wire hooks take every sub-agent."""
     if shared:
-        command = f"aether-mcp hook {word}"
+        command = shared_hook_command(word)
     else:
         command = hook_command() if word == HOOK_WORDS[1] else wire_hook_command(word)
     found: dict[str, Any] = {"matcher": MATCHER} if word == HOOK_WORDS[1] else {}
