@@ -93,10 +93,11 @@ class SessionRouter:
     def route(self, headers: Mapping[str, str], fields: Mapping[str, Any] | None) -> Lease | None:
         if not secrets.compare_digest(presented_key(headers).encode(), self.key.encode()):
             return None
-        agent = self._conversation(headers, fields)
+        catalog = self._current_catalog()  # read once a request: the profile and agents as they are now
+        agent = self._conversation(headers, fields, catalog)
         if agent is None:
             return None
-        self._aim(agent)
+        self._aim(agent, catalog)
         return agent.lease
 
     def control(
@@ -145,7 +146,9 @@ class SessionRouter:
             self._ended.popitem(last=False)
         self._on_end(agent)
 
-    def _conversation(self, headers: Mapping[str, str], fields: Mapping[str, Any] | None) -> WireAgent | None:
+    def _conversation(
+        self, headers: Mapping[str, str], fields: Mapping[str, Any] | None, catalog: CasteCatalog
+    ) -> WireAgent | None:
         session_id = headers.get("x-claude-code-session-id", "")[:200]
         agent_id = headers.get("x-claude-code-agent-id") or None
         key = (session_id, agent_id[:200] if agent_id else None)
@@ -156,7 +159,6 @@ class SessionRouter:
             return None
         parent_id = headers.get("x-claude-code-parent-agent-id") or None
         told, began = self._told.pop(agent_id, (None, None)) if agent_id else (None, None)
-        catalog = self._current_catalog()
         identified: Identified
         agent_type: str | None
         if told is not None and told.agent_type:
@@ -201,9 +203,8 @@ class SessionRouter:
             self._prices = {name: prices(meta) for name, meta in metadata.items()}
         return catalog
 
-    def _aim(self, agent: WireAgent) -> None:
+    def _aim(self, agent: WireAgent, catalog: CasteCatalog) -> None:
         lease = agent.lease
-        catalog = self._current_catalog()
         lease.prices = self._prices  # model_metadata's, for a cost the proxy does not tell
         if agent.caste is None:
             lease.send_model, lease.models = None, None
