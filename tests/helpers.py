@@ -353,3 +353,14 @@ def messages_of(backend: LocalBackend) -> list[Recorded]:
 def wire_records(project: Path) -> list[dict[str, Any]]:
     """The spawn log's records of a wrapped session's conversations, newest first."""
     return [e for e in read_spawn_log(log_path(project / ".aether"), 100) if e.get("mode") == "wire"]
+
+
+def one_builder_call(project: Path) -> LocalBackend:
+    """A local backend whose parent's first act is one aether-builder Agent call, after which it makes the calls
+    its tool results name; each answer waits until the session's aether-mcp server in `project` takes hand-overs."""
+    from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL
+    from aether_mcp.testing.backend import Turn
+
+    call = {"description": "build", "prompt": "Add a greeting module.", "subagent_type": "aether-builder"}
+    script = {PARENT_MODEL: [Turn(tool="Agent", tool_input=call), Turn(follow=True)]}
+    return LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script, before_answer=hand_over_ready(project))

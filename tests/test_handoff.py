@@ -19,7 +19,7 @@ from helpers import (
     COMMIT_MY_NAME,
     TOKEN,
     as_another_user,
-    hand_over_ready,
+    one_builder_call,
     stdio_server,
     structured,
     write_aether_project,
@@ -238,10 +238,7 @@ def test_a_server_behind_a_wrapper_still_takes_its_sessions_calls(tmp_path: Path
     project, home = tmp_path / "project", tmp_path / "parent-home"
     project.mkdir()
     home.mkdir()
-    call = {"description": "build", "prompt": "Add a greeting module.", "subagent_type": "aether-builder"}
-    script = {PARENT_MODEL: [Turn(tool="Agent", tool_input=call), Turn(follow=True)]}
-    ready = hand_over_ready(project)
-    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script, before_answer=ready) as backend:
+    with one_builder_call(project) as backend:
         write_aether_project(project, backend.url, token=DEMO_TOKEN)
         env = {
             **os.environ,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import AGENTS, ROOT, hand_over_ready, write_aether_project
+from helpers import AGENTS, ROOT, hand_over_ready, one_builder_call, write_aether_project
 from helpers import run_aether as run
 
 from aether_mcp.commands.demo import DEMO_TOKEN, PARENT_MODEL, run_parent
@@ -384,10 +384,7 @@ def test_a_parent_in_the_default_permission_mode_collects_a_wave_unasked(
     project, home = tmp_path / "project", tmp_path / "parent-home"
     project.mkdir()
     home.mkdir()
-    call = {"description": "build", "prompt": "Add a greeting module.", "subagent_type": "aether-builder"}
-    script = {PARENT_MODEL: [Turn(tool="Agent", tool_input=call), Turn(follow=True)]}
-    ready = hand_over_ready(project)
-    with LocalBackend(token=DEMO_TOKEN, models=["kimi-k2.5"], scripts=script, before_answer=ready) as backend:
+    with one_builder_call(project) as backend:
         write_aether_project(project, backend.url, token=DEMO_TOKEN)
         env = {**os.environ, "HOME": str(home)}
         subprocess.run(["git", "init", "-q"], cwd=project, check=True)
