@@ -116,6 +116,7 @@ def test_columns_give_way_in_order() -> None:
         "verified",
         "elapsed",
         "served",
+        "node",
         "cost",
         "tokens",
         "requests",

@@ -446,7 +446,7 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
     if not entries:
         print(f"No workers logged yet in {log}.")
         return 0
-    rows = [("WHEN", "WORKER", "CASTE", "MODEL", "VERIFIED", "STATUS", "TIME", "TOKENS", "COST", "DESCRIPTION")]
+    rows = [("WHEN", "WORKER", "CASTE", "MODEL", "VERIFIED", "STATUS", "TIME", "TOKENS", "COST", "NODE", "DESCRIPTION")]
     for e in entries:
         usage = e.get("usage")
         usage = usage if isinstance(usage, dict) else {}
@@ -463,6 +463,7 @@ def _workers(store: ProfileStore, args: argparse.Namespace) -> int:
                 f"{duration:.1f} s" if duration is not None else "-",
                 f"{tokens:,.0f}" if tokens else "-",
                 f"${cost:.4f}" if cost is not None else "-",
+                str(e.get("node") or "local"),
                 str(e.get("description") or "")[:60],
             )
         )

@@ -25,7 +25,7 @@ from anyio.abc import SocketAttribute
 
 from .. import procs
 from ..errors import AetherError
-from ..workers.process import MARK_VARIABLE
+from ..workers.groups import MARK_VARIABLE
 from .local_socket import encode, peer, read_message, read_reply
 
 if TYPE_CHECKING:

@@ -50,6 +50,7 @@ class Row:
     server: str | None  # `<pid>/<start time>` of the server running it: where a cancel goes
     transcript: str | None
     wire: bool = False  # a wrapped session's conversation: Claude Code's own, stopped in that session
+    node: str | None = None  # a remote worker's Ray node
 
     @property
     def live(self) -> bool:
@@ -79,6 +80,7 @@ class Row:
             server=_text(entry.get("server")),
             transcript=_text(entry.get("transcript_path")),
             wire=entry.get("mode") == "wire",
+            node=_text(entry.get("node")),
         )
 
 

@@ -69,6 +69,7 @@ class CasteSettings(_Section):
     endpoint: str | None = None
     auth_token: SecretStr | None = None
     isolation: Literal["none", "worktree"] | None = None
+    runs_on: Literal["local", "ray"] | None = None
 
     @field_validator("fallback_models", mode="after")
     @classmethod
@@ -77,6 +78,17 @@ class CasteSettings(_Section):
             if len(model) > MAX_MODEL_NAME or not MODEL_NAME.fullmatch(model):
                 raise ValueError(f"{model!r} is not a model name (letters, digits and . _ : / @ + -)")
         return value
+
+
+class RaySection(_Section):
+    """The Ray cluster that workers with `runs_on: ray` run on."""
+
+    address: str = Field(min_length=1, max_length=300)  # the head's host:port, or "auto"
+    # The address of this machine that the cluster's nodes reach the gateway at. Default: the one this machine
+    # reaches the cluster from.
+    gateway_host: str | None = Field(default=None, max_length=253)
+    claude_cli: str = Field(default="claude", min_length=1, max_length=4096)  # the CLI on the nodes
+    num_cpus: float = Field(default=1.0, gt=0, le=64)  # what one worker takes of its node
 
 
 class WorkersSection(_Section):
@@ -91,6 +103,7 @@ class WorkersSection(_Section):
     api_timeout_ms: int = Field(default=120_000, ge=1000)
     warm_workers: dict[str, Annotated[int, Field(ge=0, le=8)]] = Field(default_factory=dict)
     warm_idle_s: float = Field(default=300.0, gt=0)
+    ray: RaySection | None = None
     defaults: CasteSettings = Field(default_factory=CasteSettings)
     castes: dict[str, CasteSettings] = Field(default_factory=dict)
 

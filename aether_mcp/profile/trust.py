@@ -3,7 +3,8 @@
 Routing (castes, models, slots, overrides, task routing, metadata) is data:
 any profile may set it. What can run code or send a secret somewhere (the
 proxy and its token, a caste's own endpoint and token, `claude_cli`,
-`env_passthrough`, `mcp_servers`, `allowed_dirs`, and permissions wider than
+`env_passthrough`, `mcp_servers`, `allowed_dirs`, a Ray cluster and the castes sent to it (`ray`,
+`runs_on`), and permissions wider than
 a caste's shipped ones), and what shapes what a worker is told or how many
 start (a caste's `role`, `warm_workers`), is honoured from a profile found in the working
 directory (a cloned repository's, perhaps) only once the user has trusted
@@ -29,9 +30,9 @@ from .worker_settings import widened_permissions
 FILE_NAME = "trusted-profiles.json"
 # Per caste (and in workers.defaults): the settings that reach a program or a secret, or tell a worker (which
 # may have Bash) what to do.
-CASTE_KEYS = ("endpoint", "auth_token", "mcp_servers", "role")
+CASTE_KEYS = ("endpoint", "auth_token", "mcp_servers", "role", "runs_on")
 # In workers: the same, and how many processes start before anyone asks.
-WORKER_KEYS = ("claude_cli", "env_passthrough", "allowed_dirs", "warm_workers")
+WORKER_KEYS = ("claude_cli", "env_passthrough", "allowed_dirs", "warm_workers", "ray")
 
 
 class UntrustedProfileError(AetherError):

@@ -96,6 +96,7 @@ class WorkerSettings(BaseModel):
     endpoint: str | None
     auth_token: SecretStr | None
     isolation: Literal["none", "worktree"] = "none"
+    runs_on: Literal["local", "ray"] = "local"
 
 
 def agent_exposure(profile: Profile, agent: Agent) -> dict[str, Any]:
@@ -141,6 +142,7 @@ def settings_for(profile: Profile, caste: str, agent: Agent | None = None) -> Wo
         endpoint=endpoint,
         auth_token=SecretStr(token) if isinstance(token, str) else token,
         isolation=merged.get("isolation") or "none",
+        runs_on=merged.get("runs_on") or "local",
     )
 
 

@@ -19,15 +19,17 @@ from anyio.abc import TaskGroup
 from ..errors import AetherError
 from ..procs import keep_environment_private
 from ..profile.catalog import CasteCatalog
-from ..profile.schema import ModelMetadata
+from ..profile.schema import ModelMetadata, RaySection
 from ..profile.store import ProfileStore
 from . import worktree
+from .cluster import RayCluster
 from .leases import Leases, lease_for
 from .preflight import Preflight, ProxyChecker
 from .process import RunOutcome, finish_process, kill_group_now, killed_on_sigterm, run_worker
 from .proof import judge_outcome
 from .publish import Publisher, task_head
 from .registry import Registry
+from .remote import run_remote_worker
 from .request import FollowUpRequest, SpawnRequest
 from .result import WorkerLine
 from .secrets import redact, worker_secrets
@@ -60,6 +62,7 @@ class Colony:
         self._workers = Registry()
         self._limit: anyio.Semaphore | None = None
         self._leases = Leases()
+        self._cluster: RayCluster | None = None  # the Ray cluster remote workers run on, once one is asked for
         self._warm = WarmPool(self._environ, self._leases, self._metadata)
         self._publisher = Publisher(self.state_dir, store.cwd)
 
@@ -174,11 +177,28 @@ class Colony:
         return self.store.load()[0].model_metadata or {}
 
     def _gateway_url(self, spec: WorkerSpec) -> str | None:
-        """A proxied worker talks to the gateway, with a key of its own; the real token stays here."""
+        """A proxied worker talks to the gateway, with a key of its own; the real token stays here. A remote
+        worker's gateway listens where the cluster's nodes reach this machine: reaching the cluster's head tells
+        where, and a cluster that cannot be reached fails the spawn here, at once."""
         if not spec.proxied:
             return None
         assert self._group is not None
-        return self._leases.start_gateway(self._group)
+        if spec.cluster is None:
+            return self._leases.start_gateway(self._group)
+        return self._leases.start_gateway(self._group, self._cluster_for(spec.cluster).gateway_host)
+
+    def _cluster_for(self, settings: RaySection) -> RayCluster:
+        """The colony's one cluster. One server connects to one cluster: another address needs a restart."""
+        if self._cluster is None or self._cluster.settings.address != settings.address:
+            if self._cluster is not None and self._cluster.connected:
+                raise AetherError(
+                    f"This server runs workers on the Ray cluster at {self._cluster.settings.address}; the profile "
+                    f"now names {settings.address}",
+                    "Restart the server to move its remote workers",
+                )
+            self._cluster = RayCluster(settings, self._environ)
+        self._cluster.settings = settings  # the nodes' CLI and what a worker takes of a node, as the profile says now
+        return self._cluster
 
     def _start(
         self,
@@ -235,11 +255,25 @@ class Colony:
         outcome: RunOutcome | None = None
         with worker.scope:
             async with self._limit:
-                warm = self._warm.take(worker.spec)
+                spec = worker.spec
+                warm = self._warm.take(spec) if spec.cluster is None else None
                 key = self._key_for(worker, warm)
                 worker.start(warm=warm is not None, key=key)
                 self._publisher.publish(worker)
                 worker.notify()
+                if spec.cluster is not None:
+                    assert key is not None  # a remote worker goes through the gateway (build_spec)
+                    outcome = await run_remote_worker(
+                        spec,
+                        self._environ,
+                        self._cluster_for(spec.cluster),
+                        key=key.value,
+                        tree=worker.tree,
+                        on_progress=lambda s: self._progress(worker, s),
+                        on_node=lambda node: self._placed(worker, node),
+                    )
+                    await self._finish(worker, outcome)
+                    return
                 outcome = await run_worker(
                     worker.spec,
                     self._environ,
@@ -252,6 +286,7 @@ class Colony:
                     await self._finish(worker, outcome)  # the result is out as soon as the stream gives it
                 finally:
                     with anyio.CancelScope(shield=True):
+                        assert outcome.process is not None  # a local run's
                         await finish_process(outcome.process)
                 worker.pid = None  # its group is gone: nothing left for kill_all_now to signal
                 # Refill only now: a CLI starting beside a running worker, or before its answer is
@@ -276,6 +311,10 @@ class Colony:
         usual = usual and spec.output_schema is None and spec.resume is None
         if self._group is not None:
             self._warm.refill(self._group, spec, taken=worker.warm, usual=usual)
+
+    def _placed(self, worker: Worker, node: str) -> None:
+        worker.placed_on(node)
+        self._publisher.touch(worker)
 
     def _progress(self, worker: Worker, summary: StreamSummary) -> None:
         worker.progressed(summary.turns, summary.last_tool)

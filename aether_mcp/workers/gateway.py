@@ -94,8 +94,9 @@ class Gateway:
     """The loopback server. Which route each request takes is its router's to say; it forwards, records and
     keeps the route's budget."""
 
-    def __init__(self, router: Router, control: Control | None = None) -> None:
+    def __init__(self, router: Router, control: Control | None = None, host: str = HOST) -> None:
         self._router = router
+        self.host = host  # loopback, unless a Ray cluster's nodes must reach it
         self._control = control  # answers CONTROL_PREFIX paths itself (a wrapped session's hooks), if given
         self._upstreams: dict[str, Upstream] = {}
         self._server: Any = None  # uvicorn's, once serving
@@ -103,18 +104,19 @@ class Gateway:
         self.url: str | None = None
 
     def bind(self) -> str:
-        """Listen on 127.0.0.1 (a free port); the URL workers use. Requests that come before the gateway serves
+        """Listen on the gateway's host (a free port); the URL workers use. Requests that come before the gateway serves
         (`start`) wait in the socket's backlog: a caller can hand the URL out first and load uvicorn after."""
         if self.url is not None:
             return self.url
         try:
-            self._listener = _listen()
+            self._listener = _listen(self.host)
         except OSError as exc:
             raise AetherError(
-                f"The worker gateway could not start on {HOST} ({type(exc).__name__}: {exc})",
+                f"The worker gateway could not start on {self.host} ({type(exc).__name__}: {exc})",
                 "See the server's log; the spawn can be tried again",
             ) from None
-        self.url = f"http://{HOST}:{self._listener.getsockname()[1]}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{host}:{self._listener.getsockname()[1]}"
         return self.url
 
     def start(self, group: Any) -> str:
@@ -326,13 +328,14 @@ class Gateway:
             lease.count(record)
 
 
-def _listen() -> socket.socket:
-    """A listening socket on HOST and a free port. Its protocol is named: asyncio turns Nagle's algorithm off
+def _listen(host: str) -> socket.socket:
+    """A listening socket on `host` and a free port. Its protocol is named: asyncio turns Nagle's algorithm off
     (TCP_NODELAY) only on connections of a socket whose protocol is TCP, and with it on, each small request
     waited 40 ms for the peer's delayed ACK."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        listener.bind((HOST, 0))
+        listener.bind((host, 0))
         listener.listen(BACKLOG)
     except OSError:
         listener.close()

@@ -16,33 +16,38 @@ from ..profile.schema import ModelMetadata
 from .spec import WorkerSpec
 from .wire import Key, KeyRouter, Lease, Prices
 
+LOOPBACK = "127.0.0.1"  # the gateway module's HOST, named here without importing it
+
 if TYPE_CHECKING:
     from .gateway import Gateway
 
 
 class Leases:
-    """The colony's one gateway, and the keys that route requests through it."""
+    """The colony's gateway, and the keys that route requests through it.
+
+    The gateway listens on loopback, and also where a Ray cluster's nodes reach this machine once a remote worker
+    needs it: one listener per host, one set of keys for all."""
 
     def __init__(self) -> None:
         self._router = KeyRouter()
-        self._gateway: Gateway | None = None
+        self._gateways: dict[str, Gateway] = {}
 
-    def start_gateway(self, group: TaskGroup) -> str:
-        """The gateway's address, starting it in `group` on first use; a gateway that cannot start raises
-        AetherError."""
-        if self._gateway is None:
+    def start_gateway(self, group: TaskGroup, host: str = LOOPBACK) -> str:
+        """The gateway's address on `host`, starting it in `group` on first use; a gateway that cannot start
+        raises AetherError."""
+        if host not in self._gateways:
             from .gateway import Gateway  # with uvicorn: a server with no proxied worker never loads it
 
-            self._gateway = Gateway(self._router)
-        return self._gateway.start(group)
+            self._gateways[host] = Gateway(self._router, host=host)
+        return self._gateways[host].start(group)
 
     def issue(self, lease: Lease) -> Key:
         """A key standing for `lease`, valid until its holder releases it."""
         return self._router.issue(lease)
 
     async def close(self) -> None:
-        if self._gateway is not None:
-            await self._gateway.close()
+        for gateway in self._gateways.values():
+            await gateway.close()
 
 
 def lease_for(spec: WorkerSpec, metadata: dict[str, ModelMetadata]) -> Lease:

@@ -8,14 +8,12 @@ own so that it is killed with everything it started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -24,6 +22,7 @@ from typing import BinaryIO
 import anyio
 
 from ..private_files import open_private
+from .groups import MARK_VARIABLE, die_with_parent, kill_marked, signal_group
 from .secrets import redact_bytes, worker_secrets
 from .spec import WorkerSpec, build_command, build_env, write_worker_files
 from .stream import StreamSummary, user_message
@@ -34,40 +33,23 @@ STDERR_TAIL = 4096
 
 @dataclass
 class RunOutcome:
-    """How a worker's run went. `process` may still be exiting: end it with `finish_process`."""
+    """How a worker's run went. A local `process` may still be exiting: end it with `finish_process`. A remote
+    run has ended on its node, and names it."""
 
     exit_code: int | None
     timed_out: bool
     summary: StreamSummary
     stderr_tail: str
     duration_s: float
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | None
+    node: str | None = None
 
 
 ProgressFn = Callable[[StreamSummary], None]
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to kill the worker if the server dies without cleaning up."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-    return hook
-
-
-_PRE_EXEC = _die_with_parent()
-
-
-# Each worker's processes carry a mark of their own in their environment, which a child that leaves the
-# worker's process group (`setsid -f`) keeps: the mark finds it when the worker ends. pid -> mark.
-MARK_VARIABLE = "AETHER_WORKER_MARK"
-_marks: dict[int, str] = {}
+_PRE_EXEC = die_with_parent()
+_marks: dict[int, str] = {}  # pid -> the mark of its worker's processes
 
 
 async def start_process(
@@ -120,7 +102,8 @@ async def run_worker(
                 async with anyio.create_task_group() as group:
                     group.start_soon(_feed_task, process, spec.task, warm_process is not None)
                     group.start_soon(_drain, process, stderr)
-                    await _follow(process, transcript, worker_secrets(spec.settings, environ), summary, on_progress)
+                    secrets = worker_secrets(spec.settings, environ)
+                    await follow(_stdout_lines(process), transcript, secrets, summary, on_progress)
                     group.cancel_scope.cancel()
         if deadline.cancelled_caught:
             with anyio.CancelScope(shield=True):
@@ -163,28 +146,38 @@ async def _feed_task(process: asyncio.subprocess.Process, task: str, as_message:
         process.stdin.close()
 
 
-async def _follow(
-    process: asyncio.subprocess.Process,
+async def follow(
+    lines: AsyncIterator[bytes | None],
     transcript: BinaryIO,
     secrets: list[str],
     summary: StreamSummary,
     on_progress: ProgressFn | None,
 ) -> None:
-    assert process.stdout is not None
-    while True:
-        try:
-            line = await process.stdout.readline()
-        except ValueError:  # a line past MAX_LINE: asyncio drops it; count it as malformed
+    """Follow a worker's stream (a None for each line too long to keep) to its result line, writing each line
+    to its transcript, redacted."""
+    async for line in lines:
+        if line is None:  # counted as malformed
             summary.malformed_lines += 1
             continue
-        if not line:
-            return
         transcript.write(redact_bytes(line, secrets))  # redacted as it is written: a killed server leaves no secret
         transcript.flush()
         if summary.feed(line.decode("utf-8", "replace")) and on_progress:
             on_progress(summary)
         if summary.result_seen:
             return
+
+
+async def _stdout_lines(process: asyncio.subprocess.Process) -> AsyncIterator[bytes | None]:
+    assert process.stdout is not None
+    while True:
+        try:
+            line = await process.stdout.readline()
+        except ValueError:  # a line past MAX_LINE: asyncio drops it
+            yield None
+            continue
+        if not line:
+            return
+        yield line
 
 
 async def _drain(process: asyncio.subprocess.Process, into: bytearray) -> None:
@@ -198,7 +191,7 @@ async def kill_group(process: asyncio.subprocess.Process, grace_s: float = 2.0) 
     """End the worker and everything it started: SIGTERM to its group, then SIGKILL."""
     pgid = process.pid  # start_new_session made it the group leader
     if process.returncode is None:
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         with anyio.move_on_after(grace_s):
             await process.wait()
     # Its children may outlive the leader; the group still names them, and the mark those that left it.
@@ -209,32 +202,10 @@ async def kill_group(process: asyncio.subprocess.Process, grace_s: float = 2.0) 
 
 def kill_group_now(pgid: int) -> None:
     """SIGKILL a worker's group and every process with its mark, at once (also from a signal handler)."""
-    _signal_group(pgid, signal.SIGKILL)
+    signal_group(pgid, signal.SIGKILL)
     mark = _marks.pop(pgid, None)
     if mark is not None:
-        for pid in _marked(mark):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _marked(mark: str) -> list[int]:
-    """This user's processes whose environment carries `mark`."""
-    needle = f"{MARK_VARIABLE}={mark}".encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/environ", "rb") as environ:
-                    if needle in environ.read().split(b"\0"):
-                        found.append(int(entry.name))
-            except OSError:  # gone, or another user's
-                continue
-    return found
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
-        os.killpg(pgid, sig)
+        kill_marked(mark)
 
 
 # What signal.signal returns and takes: a function, SIG_DFL or SIG_IGN (or None, for a handler not set from Python).

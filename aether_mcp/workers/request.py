@@ -63,6 +63,13 @@ IsolationChoice = Annotated[
         "(aether/<worker_id>), so parallel workers cannot write over each other. Default: the caste's setting."
     ),
 ]
+RunsOnChoice = Annotated[
+    Literal["local", "ray"] | None,
+    Field(
+        description="ray: run the worker on a node of the Ray cluster the profile names (workers.ray); its "
+        "worktree commits come back as its branch. Default: the caste's setting (local).",
+    ),
+]
 BaseRef = Annotated[
     str | None,
     Field(max_length=200, description="With isolation 'worktree': the commit or branch to start from (HEAD)."),
@@ -118,6 +125,7 @@ class WorkerShape(TurnOptions):
     cwd: WorkingDir = None
     model: ModelChoice = None
     isolation: IsolationChoice = None
+    runs_on: RunsOnChoice = None
     base: BaseRef = None
     max_budget_usd: BudgetUsd = None
     max_tokens: BudgetTokens = None

@@ -133,6 +133,9 @@ class WorkerResult(FlatRecord):
     )
     warm: bool = Field(default=False, description="True when a pre-started (warm) Claude Code process took the task.")
     cwd: Annotated[str, LOGGED]
+    node: Annotated[str | None, LOGGED] = Field(
+        default=None, description="A remote worker's Ray node: its name and the start of its id (null: local)."
+    )
     worktree: str | None = Field(
         default=None, description="With isolation 'worktree': the worker's own git worktree (null once removed)."
     )

@@ -23,7 +23,7 @@ from ..profile.agents import Agent
 from ..profile.catalog import CasteCatalog
 from ..profile.location import STATE_DIR
 from ..profile.resolution import Source
-from ..profile.schema import check_model_name
+from ..profile.schema import Profile, RaySection, check_model_name
 from ..profile.worker_settings import WorkerSettings
 from .claude_cli import ClaudeCli, find_cli
 from .request import Isolation, SpawnRequest, WorkerShape
@@ -60,6 +60,7 @@ class WorkerSpec:
     isolation: Isolation = "none"
     description: str | None = None  # a few words naming the worker
     gateway_url: str | None = None  # set for a proxied worker: it talks to the gateway, not the proxy
+    cluster: RaySection | None = None  # set for a remote worker: the Ray cluster it runs on
 
     @property
     def proxied(self) -> bool:
@@ -106,6 +107,8 @@ def build_spec(
         )
     if settings.max_budget_usd is not None and settings.endpoint:
         _check_prices(profile.model_metadata or {}, (chosen, *settings.fallback_models), entry.caste)
+    if settings.runs_on == "ray":
+        _check_remote(profile, settings)
     isolation = request.isolation or settings.isolation
     if check_base(request.base) is not None and isolation != "worktree":
         raise AetherError("base applies only with isolation 'worktree'.")
@@ -131,7 +134,25 @@ def build_spec(
         provider=metadata.provider if metadata else None,
         isolation=isolation,
         description=request.description,
+        cluster=profile.workers.ray if settings.runs_on == "ray" else None,
     )
+
+
+def _check_remote(profile: Profile, settings: WorkerSettings) -> None:
+    """A remote worker needs a cluster, and a route through the gateway: its key is the one credential that may
+    leave this machine."""
+    if profile.workers.ray is None:
+        raise AetherError(
+            f"The {settings.caste} worker is to run on a Ray cluster, and the profile names none",
+            "Set workers.ray.address (the head's host:port, or auto) in your profile, then run aether-mcp trust",
+        )
+    if not settings.endpoint:
+        raise AetherError(
+            f"The {settings.caste} worker is to run on a Ray cluster, and it does not go through a proxy: its "
+            "credential would have to leave this machine",
+            "Give the profile a proxy (or the caste an endpoint): a remote worker reaches it through the gateway "
+            "with a key of its own",
+        )
 
 
 def _check_prices(metadata: Mapping[str, Any], models: Sequence[str | None], caste: str) -> None:
@@ -155,7 +176,12 @@ def _check_prices(metadata: Mapping[str, Any], models: Sequence[str | None], cas
 
 def _spawn_settings(request: WorkerShape) -> dict[str, Any]:
     """What one spawn sets over its caste's settings."""
-    own = {"timeout_s": request.timeout_s, "max_budget_usd": request.max_budget_usd, "max_tokens": request.max_tokens}
+    own = {
+        "timeout_s": request.timeout_s,
+        "max_budget_usd": request.max_budget_usd,
+        "max_tokens": request.max_tokens,
+        "runs_on": request.runs_on,
+    }
     return {name: value for name, value in own.items() if value is not None}
 
 

@@ -176,7 +176,7 @@ def _alive(warm: Warm) -> bool:
 
 def warm_counts(catalog: CasteCatalog) -> dict[str, int]:
     """Warm workers wanted per caste, keyed by the caste's own name; MAX_WARM_WORKERS in all, the first castes
-    listed first."""
+    listed first. A caste whose workers run on a Ray cluster has none here."""
     counts: dict[str, int] = {}
     room = MAX_WARM_WORKERS
     for name, count in catalog.profile.workers.warm_workers.items():
@@ -184,6 +184,8 @@ def warm_counts(catalog: CasteCatalog) -> dict[str, int]:
             caste = catalog.find(name)
         except UnknownCasteError:  # a typo there must not stop spawns: the caste just gets no warm workers
             log.warning("workers.warm_workers names no caste: %s", name)
+            continue
+        if catalog.settings(caste).runs_on == "ray":
             continue
         if count and room:
             counts[caste] = min(count, room)

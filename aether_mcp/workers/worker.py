@@ -63,6 +63,7 @@ class Worker:
         self.done = anyio.Event()  # set once it has ended and its record is written
         self.changed = anyio.Event()
         self.pid: int | None = None
+        self.node: str | None = None  # a remote worker's Ray node, once it is placed
         self.turns = 0
         self.last_tool: str | None = None
         self._status: Status = "queued"
@@ -161,6 +162,11 @@ class Worker:
     def set_pid(self, pid: int) -> None:
         self.pid = pid
 
+    def placed_on(self, node: str) -> None:
+        """A remote worker's task started on `node`."""
+        self.node = node
+        self.notify()
+
     def progressed(self, turns: int, last_tool: str | None) -> None:
         self.turns, self.last_tool = turns, last_tool
         self.notify()
@@ -218,6 +224,7 @@ class Worker:
             cli=f"{spec.cli.path} ({spec.cli.rule})",
             warm=self._warm,
             cwd=str(spec.cwd),
+            node=self.node,
             worktree=str(tree.path) if tree is not None else None,
             branch=tree.branch if tree is not None else None,
             base=self.tree.base if self.tree is not None else None,

@@ -184,3 +184,10 @@ def _aether_worktrees(repo: Path) -> list[tuple[Path, str, str | None]]:
         if branch.startswith(BRANCH_PREFIX) and "worktree" in fields:
             found.append((Path(fields["worktree"]), branch, fields.get("locked")))
     return found
+
+
+def land(worktree: Worktree, bundle: Path) -> None:
+    """Bring a remote worker's commits (a bundle of its branch) into its worktree, as if it had made them there:
+    only a fast-forward from its base is taken."""
+    git(worktree.path, "fetch", "--quiet", "--no-tags", str(bundle), f"refs/heads/{worktree.branch}")
+    git(worktree.path, "merge", "--ff-only", "--quiet", "FETCH_HEAD")

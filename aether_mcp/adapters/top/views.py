@@ -36,6 +36,7 @@ COLUMNS: list[tuple[str, str, int]] = [
     ("verified", "OK", 3),
     ("elapsed", "TIME", 6),
     ("served", "SERVED BY", 20),
+    ("node", "NODE", 12),
     ("cost", "COST", 8),
     ("tokens", "TOKENS", 7),
     ("requests", "REQ", 4),
@@ -82,11 +83,18 @@ def cell(row: Row, key: str, now: float) -> Text | str:
         return duration(elapsed, running=row.status == "running") if elapsed is not None else "-"
     if key == "served":  # verified with no deployment named (no /model/info): served as asked
         return ", ".join(row.served_by) or ("as asked" if row.verified and not row.live else "-")
+    if key == "node":
+        return node_name(row.node)
     if key == "cost":  # a running worker's cost is shown once an answer has one
         return f"${row.cost_usd:.4f}" if row.cost_usd is not None and (row.cost_usd or not row.live) else "-"
     if key == "tokens":
         return f"{row.tokens:,}" if row.tokens else "-"
     return str(row.requests) if row.requests is not None else "-"
+
+
+def node_name(node: str | None) -> str:
+    """Where a worker runs: its Ray node's name (the record adds the start of its id), else here."""
+    return node.split(" (")[0] if node else "local"
 
 
 def duration(seconds: float, *, running: bool = False) -> str:
