@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TOKEN, git, live_processes, processes_with, run_aether, stdio_server, structured, wait_for
+from helpers import (
+    TOKEN,
+    error_text,
+    git,
+    live_processes,
+    processes_with,
+    run_aether,
+    stdio_server,
+    structured,
+    wait_for,
+)
 from helpers import write_profile as write_colony_profile
 from mcp import ClientSession
 from mcp.client.stdio import stdio_client
@@ -230,3 +242,47 @@ async def test_a_node_lost_mid_run_fails_its_worker_naming_the_node_and_the_othe
         assert again["status"] == "succeeded"
     assert await wait_for(lambda: not processes_with(f"AETHER_WORKER_MARK={builder}"), 10)
     assert ray_cluster.job_folders() == []
+
+
+async def test_an_unreachable_cluster_fails_the_spawn_at_once_with_the_fix(repo: Path, backend: LocalBackend) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    extra = f"workers:\n  ray: {{address: '127.0.0.1:{port}'}}\n  castes:\n    builder: {{runs_on: ray}}\n"
+    write_colony_profile(repo / "model-profiles.yaml", backend.url, extra)
+    async with stdio_client(ray_server(repo)) as streams, ClientSession(*streams) as session:
+        await session.initialize()
+        started = time.monotonic()
+        refused = await session.call_tool("spawn_worker", {"caste": "builder", "task": "build"})
+        took = time.monotonic() - started
+        local = await call(session, "spawn_worker", {"caste": "scout", "task": "look"})
+    assert refused.is_error and took < 10
+    said = error_text(refused)
+    assert f"The Ray cluster at 127.0.0.1:{port} cannot be reached" in said and "ray start --head" in said
+    assert local["status"] == "succeeded" and local["node"] is None  # the castes that run here are untouched
+    assert "kimi-k2.5" not in backend.models_asked()
+
+
+async def test_a_cloned_profile_cannot_send_workers_to_a_cluster_until_trusted(
+    repo: Path, backend: LocalBackend, ray_cluster: LocalCluster
+) -> None:
+    profile = ray_profile(repo, backend, ray_cluster, "scout")
+    trusted_text = profile.read_text()
+    # the same profile, pulled with a cluster of someone else's and the builders sent there
+    profile.write_text(trusted_text.replace("    scout: {runs_on: ray}\n", "    builder: {runs_on: ray}\n"))
+    async with stdio_client(ray_server(repo)) as streams, ClientSession(*streams) as session:
+        await session.initialize()
+        refused = await session.call_tool("spawn_worker", {"caste": "builder", "task": "build"})
+    assert refused.is_error and "workers.castes.builder.runs_on" in error_text(refused)
+    assert "aether-mcp trust" in error_text(refused)
+    assert ray_cluster.job_folders() == [] and "kimi-k2.5" not in backend.models_asked()
+
+
+async def test_a_remote_worker_takes_no_follow_up(repo: Path, backend: LocalBackend, ray_cluster: LocalCluster) -> None:
+    ray_profile(repo, backend, ray_cluster, "scout")
+    async with stdio_client(ray_server(repo)) as streams, ClientSession(*streams) as session:
+        await session.initialize()
+        done = await call(session, "spawn_worker", {"caste": "scout", "task": "look"})
+        refused = await session.call_tool("continue_worker", {"worker_id": done["worker_id"], "message": "more"})
+    assert done["status"] == "succeeded" and done["node"] and done["routing_verified"]
+    assert refused.is_error and "ran on a Ray node" in error_text(refused)

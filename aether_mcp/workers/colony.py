@@ -118,6 +118,11 @@ class Colony:
             raise AetherError(f"Worker '{worker_id}' is still {previous.status}.", "Wait for it with get_worker")
         if previous.session_id is None:
             raise AetherError(f"Worker '{worker_id}' has no conversation to continue (its CLI never started one).")
+        if previous.spec.cluster is not None:
+            raise AetherError(
+                f"Worker '{worker_id}' ran on a Ray node, and its conversation ended there with it",
+                "Spawn a new worker (its branch holds what it committed)",
+            )
         tree = previous.worktree
         if tree is None and not previous.spec.cwd.is_dir():
             raise AetherError(f"Worker '{worker_id}' worked in {previous.spec.cwd}, which is gone (discarded?).")
