@@ -4,6 +4,8 @@ against."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import tomllib
 
 from helpers import ROOT
@@ -84,3 +86,31 @@ def test_the_tests_run_the_pinned_claude_code() -> None:
     assert bundled is not None, "the dev extra installs claude-agent-sdk, which bundles the CLI"
     version = ClaudeCli(bundled, "claude-agent-sdk bundle").version()
     assert version is not None and version.split()[0] == PINNED_CLAUDE_CODE
+
+
+def test_the_node_side_of_a_remote_worker_needs_the_standard_library_only() -> None:
+    """Ray carries node.py and groups.py to a node by value: a node has Ray and the CLI, not aether-mcp."""
+    for name in ("node", "groups"):
+        tree = ast.parse((ROOT / "aether_mcp" / "workers" / f"{name}.py").read_text())
+        found = set()
+        for item in ast.walk(tree):
+            if isinstance(item, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in item.names}
+            elif isinstance(item, ast.ImportFrom):
+                found.add("." * item.level + (item.module or "").split(".")[0])
+        assert found - {".groups", "__future__", "ray"} <= set(sys.stdlib_module_names), (name, found)
+
+
+def test_a_server_without_a_cluster_never_loads_ray() -> None:
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom aether_mcp.adapters.server import build_server\nfrom aether_mcp.workers import colony, "
+            "remote\nfrom aether_mcp.commands import doctor\nprint('ray' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "False"

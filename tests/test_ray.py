@@ -286,3 +286,25 @@ async def test_a_remote_worker_takes_no_follow_up(repo: Path, backend: LocalBack
         refused = await session.call_tool("continue_worker", {"worker_id": done["worker_id"], "message": "more"})
     assert done["status"] == "succeeded" and done["node"] and done["routing_verified"]
     assert refused.is_error and "ran on a Ray node" in error_text(refused)
+
+
+def test_doctor_checks_the_cluster_node_by_node(repo: Path, backend: LocalBackend, ray_cluster: LocalCluster) -> None:
+    ray_profile(repo, backend, ray_cluster, "builder")
+    env = dict(os.environ) | RAY_ON_LOOPBACK
+    report = run_aether("doctor", "--json", cwd=repo, env=env, timeout=180)
+    checks = {c["name"]: c for c in json.loads(report.stdout)["checks"]}
+    assert checks["ray cluster"]["verdict"] == "ok" and "2 node(s) alive" in checks["ray cluster"]["detail"]
+    nodes = {name: c for name, c in checks.items() if name.startswith("ray node ")}
+    assert {name.split(" ")[2] for name in nodes} == {"node-a", "node-b"}
+    assert all(c["verdict"] == "ok" and "reaches the gateway's address" in c["detail"] for c in nodes.values())
+    # the same cluster, with a CLI the nodes do not have
+    profile = repo / "model-profiles.yaml"
+    write_colony_profile(
+        profile,
+        backend.url,
+        "workers:" + profile.read_text().split("workers:")[1].replace("claude_cli: /", "claude_cli: /nowhere/"),
+    )
+    report = run_aether("doctor", "--json", cwd=repo, env=env, timeout=180)
+    nodes = [c for c in json.loads(report.stdout)["checks"] if c["name"].startswith("ray node ")]
+    assert report.returncode == 1 and len(nodes) == 2
+    assert all(c["verdict"] == "fail" and "workers.ray.claude_cli" in c["fix"] for c in nodes)

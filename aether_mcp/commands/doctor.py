@@ -21,7 +21,7 @@ from ..flat_schema import FlatRecord
 from ..hook_settings import COMMAND, WIRE_EVENTS, hook_command, shared_hook_command, wire_hook_command
 from ..private_files import read_regular
 from ..profile.catalog import CasteCatalog
-from ..profile.schema import Profile
+from ..profile.schema import Profile, RaySection
 from ..profile.store import ProfileStore
 from ..workers.claude_cli import find_cli
 from ..workers.preflight import ModelList, ProxyChecker, ProxyError, TokenRejected
@@ -67,6 +67,8 @@ def check_routing(
         checks += _server_checks(store, environ)
     checks += _wire_checks(store, catalog, environ)
     checks.append(_cli_check(profile, environ))
+    if profile.workers.ray is not None:
+        checks += _cluster_checks(profile.workers.ray, environ)
     castes = [catalog.find(caste)] if caste is not None else catalog.names()
     checks += _route_checks(catalog, castes, checker or ProxyChecker(ttl_s=0))
     return RoutingReport(healthy=all(c.verdict != "fail" for c in checks), checks=checks)
@@ -274,6 +276,42 @@ def _cli_check(profile: Profile, environ: Mapping[str, str]) -> Check:
             fix="Reinstall Claude Code or point AETHER_CLAUDE_CLI at a working CLI.",
         )
     return Check(name="claude cli", verdict="ok", detail=f"{cli.path} ({cli.rule}), {version}")
+
+
+def _cluster_checks(settings: RaySection, environ: Mapping[str, str]) -> list[Check]:
+    """The Ray cluster remote workers run on: reachable, its nodes alive, the CLI runnable on each, and each
+    reaching where the gateway would listen."""
+    from ..workers.cluster import RayCluster  # imports Ray: only a profile that names a cluster comes here
+
+    cluster = RayCluster(settings, environ)
+    try:
+        looked = cluster.check_nodes()
+    except AetherError as exc:
+        return [_failed("ray cluster", exc, "Start the cluster, or correct workers.ray.address")]
+    except Exception as exc:  # noqa: BLE001 (Ray's own errors: reported, not raised)
+        return [Check(name="ray cluster", verdict="fail", detail=f"{type(exc).__name__}: {exc}")]
+    dead = [state.name for state in cluster.nodes() if not state.alive]
+    checks = [
+        Check(
+            name="ray cluster",
+            verdict="ok" if looked else "fail",
+            detail=f"{settings.address}: {len(looked)} node(s) alive"
+            + (f", {len(dead)} gone ({', '.join(dead)})" if dead else ""),
+            fix=None if looked else "Start nodes with CPUs (ray start --address=HEAD) for the workers to run on",
+        )
+    ]
+    for state, version, reach in looked:
+        name = f"ray node {cluster.node_name(state.node_id)}"
+        if version.startswith("!"):
+            fix = "Install Claude Code on the node, or point workers.ray.claude_cli at it"
+            checks.append(Check(name=name, verdict="fail", detail=version[1:], fix=fix))
+        elif reach is not None:
+            detail = f"it cannot reach the gateway's address {cluster.gateway_host} ({reach})"
+            fix = "Set workers.ray.gateway_host to an address of this machine that the nodes reach"
+            checks.append(Check(name=name, verdict="fail", detail=detail, fix=fix))
+        else:
+            checks.append(Check(name=name, verdict="ok", detail=f"{version}; it reaches the gateway's address"))
+    return checks
 
 
 def _route_checks(catalog: CasteCatalog, castes: list[str], checker: ProxyChecker) -> list[Check]:

@@ -126,22 +126,51 @@ class RayCluster:
             self._reach = reach(self.settings, self._environ)
             import ray
 
-            if ray.is_initialized():
-                raise AetherError(
-                    "This server is connected to another Ray cluster already",
-                    "Restart the server after changing workers.ray.address",
-                )
-            ray.init(
-                address=self._reach.address,
-                namespace=NAMESPACE,
-                _node_ip_address=self._reach.local_host,
-                log_to_driver=False,  # the nodes' output is not the server's: stdout carries MCP
-                logging_level=logging.WARNING,
-            )
+            if ray.is_initialized():  # by another RayCluster of this process (doctor's, beside the colony's)
+                if ray.get_runtime_context().gcs_address != self._reach.address:
+                    raise AetherError(
+                        "This server is connected to another Ray cluster already",
+                        "Restart the server after changing workers.ray.address",
+                    )
+            else:
+                self._init(ray)
             # The node's side goes with each task: nodes need Ray and the CLI, not aether-mcp.
             for module in (node, groups):
                 ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
             self._task = ray.remote(node.run_job)
+
+    def _init(self, ray: Any) -> None:
+        assert self._reach is not None
+        ray.init(
+            address=self._reach.address,
+            namespace=NAMESPACE,
+            _node_ip_address=self._reach.local_host,
+            log_to_driver=False,  # the nodes' output is not the server's: stdout carries MCP
+            logging_level=logging.WARNING,
+        )
+
+    def check_nodes(self) -> list[tuple[NodeState, str, str | None]]:
+        """doctor's look at each live node: the CLI's version there ('!' and why, when it does not run), and
+        whether the node reaches where the gateway would listen (None: it does). Connects first."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self._connect()
+        listener = socket.create_server((self.gateway_host, 0))  # where the gateway would listen, for a moment
+        try:
+            port = listener.getsockname()[1]
+            alive = [state for state in self.nodes() if state.alive]
+            check = ray.remote(node.check_node)
+            refs = [
+                check.options(
+                    num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(state.node_id, False)
+                ).remote(self.settings.claude_cli, self.gateway_host, port)
+                for state in alive
+            ]
+            answers = ray.get(refs, timeout=120)
+        finally:
+            listener.close()
+        return [(state, version, reach) for state, (version, reach) in zip(alive, answers, strict=True)]
 
     def nodes(self) -> list[NodeState]:
         """The cluster's worker nodes (those with CPUs to run a worker), as its head sees them now."""

@@ -166,3 +166,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def check_node(cli: str, host: str, port: int) -> tuple[str, str | None]:
+    """What `doctor` asks of a node: the CLI's version (or why it does not run), and whether this node reaches
+    `host`:`port`, where the gateway would listen (None: it does)."""
+    import socket
+
+    try:
+        done = subprocess.run(
+            [shutil.which(cli) or cli, "--version"], capture_output=True, timeout=60, check=False, text=True
+        )
+        version = done.stdout.strip() or f"no version (exit {done.returncode}): {done.stderr.strip()[-200:]}"
+        runs = done.returncode == 0 and bool(done.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        version, runs = f"{cli} does not run: {exc}", False
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        reach = None
+    except OSError as exc:
+        reach = str(exc)
+    return (version if runs else f"!{version}"), reach
