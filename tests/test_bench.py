@@ -132,3 +132,14 @@ def test_top_bench_quick_smoke(cli_env: dict[str, str]) -> None:
         "top: first frame (200 finished, 16 running; tmux 100x30)",
         "top: CPU while nothing changes (200 finished, 16 running)",
     ]
+
+
+@pytest.mark.timeout(150)
+def test_ray_bench_quick_smoke(cli_env: dict[str, str]) -> None:
+    """One worker each way and a wave of two: every figure is printed, the wave spread over both nodes (each
+    worker succeeded verified with its commit, or the bench exits non-zero; the ratios are the bench's to judge)."""
+    done = quick_run("bench.ray", cli_env, timeout_s=120)
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("first remote worker of the server") for line in lines), done.stdout
+    assert any(line.startswith("one-turn worker: local ") and line.endswith("x") for line in lines), done.stdout
+    assert any("over node-a, node-b" in line for line in lines), done.stdout

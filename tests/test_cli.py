@@ -168,7 +168,8 @@ async def test_spawn_takes_every_argument_the_tool_takes_but_wait(cli_env: dict[
     named = {name for name in arguments if name in ("caste", "task")}
     named |= {name for name in arguments if SPAWN_FLAGS.get(name, "--" + name.replace("_", "-")) + " " in usage}
     assert named == arguments
-    assert len(arguments) == 12  # caste, task, cwd, model, timeout_s, isolation, base, schema, budgets, label, call
+    # caste, task, cwd, model, timeout_s, isolation, runs_on, base, schema, budgets, label, call
+    assert len(arguments) == 13
 
 
 def test_spawn_passes_the_tools_options_on(colony_profile: Path, cli_env: dict[str, str], tmp_path: Path) -> None:

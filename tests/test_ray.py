@@ -229,7 +229,7 @@ async def test_a_node_lost_mid_run_fails_its_worker_naming_the_node_and_the_othe
         kept = (await running_on_a_node(session, watcher))["node"]
         assert lost != kept
         index = next(i for i, n in enumerate(ray_cluster.nodes) if n.node_id.startswith(lost.split("(")[1][:8]))
-        ray_cluster.cluster.remove_node(ray_cluster.nodes[index])
+        ray_cluster.cluster.remove_node(ray_cluster.nodes[index], allow_graceful=False)  # as a machine goes
         failed = await call(session, "get_worker", {"worker_id": builder, "wait_s": 60})
         finished = await call(session, "get_worker", {"worker_id": watcher, "wait_s": 60})
         ray_cluster.nodes[index] = ray_cluster.add(lost.split(" ")[0])  # the next tests have two nodes again

@@ -212,7 +212,7 @@ class RayCluster:
     async def running(self, job: node.NodeJob, bundle: Any) -> AsyncIterator[AsyncIterator[tuple[Any, ...]]]:
         """Start `job` on a node; inside, its messages (see `node.run_job`). Leaving before the last one cancels
         the task, and waits (shielded, bounded) until its node has cleaned up."""
-        from ray.exceptions import RayError
+        from ray.exceptions import NodeDiedError, RayError
 
         task = self._task.options(
             num_cpus=self.settings.num_cpus,
@@ -230,7 +230,7 @@ class RayCluster:
                         state["node"] = message[1]
                     yield message
             except RayError as exc:
-                raise await self._failure(state["node"], exc) from None
+                raise await self._failure(state["node"], exc, lost=isinstance(exc, NodeDiedError)) from None
             state["done"] = True
 
         try:
@@ -253,13 +253,14 @@ class RayCluster:
         if waited.cancelled_caught:
             ray.cancel(generator, force=True)  # its Ray worker dies; the kernel kills the CLI with it
 
-    async def _failure(self, node_id: str, exc: Exception) -> RemoteWorkerError:
-        """What a failed task says: its node lost, or its own error, naming the node."""
+    async def _failure(self, node_id: str, exc: Exception, *, lost: bool) -> RemoteWorkerError:
+        """What a failed task says: its node lost (as Ray says, or as its head sees it now), or its own error,
+        naming the node."""
         if not node_id:
             return RemoteWorkerError(f"The remote worker could not start on the cluster ({_first_line(exc)})")
         states = await anyio.to_thread.run_sync(self.nodes)
         named = self.node_name(node_id)
-        if not any(state.node_id == node_id and state.alive for state in states):
+        if lost or not any(state.node_id == node_id and state.alive for state in states):
             return RemoteWorkerError(
                 f"Its node {named} was lost mid-run, and the worker with it",
                 "Nothing was retried, since its work may have had effects: spawn it again if it should run",
