@@ -171,11 +171,11 @@ def test_workers_lists_the_spawn_log_newest_first(isolated: Path, cli_env: dict[
     result = subprocess.run(["aether-mcp", "workers"], capture_output=True, text=True, env=cli_env, check=False)
     assert result.stdout.splitlines() == [
         "WHEN                  WORKER            CASTE    MODEL      VERIFIED                 STATUS     TIME   TOKENS"
-        "  COST     DESCRIPTION",
+        "  COST     NODE   DESCRIPTION",
         "2026-11-24T11:00:00Z  builder-0123abcd  builder  kimi-k2.5  NO (answer_names_other)  failed     3.5 s  -     "
-        "  -        add the greeting",
+        "  -        local  add the greeting",
         "2026-11-24T10:00:00Z  -                 scout    glm-5      yes                      succeeded  1.2 s  1,020 "
-        "  $0.0100",
+        "  $0.0100  local",
     ]
     limited = subprocess.run(
         ["aether-mcp", "workers", "--json", "--limit", "1"], capture_output=True, text=True, env=cli_env, check=False

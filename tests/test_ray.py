@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -33,6 +34,7 @@ from helpers import write_profile as write_colony_profile
 from mcp import ClientSession
 from mcp.client.stdio import stdio_client
 
+from aether_mcp import procs
 from aether_mcp.testing.backend import LocalBackend, Turn
 from aether_mcp.workers.claude_cli import _bundled_cli
 from aether_mcp.workers.node import JOB_PREFIX
@@ -229,7 +231,11 @@ async def test_a_node_lost_mid_run_fails_its_worker_naming_the_node_and_the_othe
         kept = (await running_on_a_node(session, watcher))["node"]
         assert lost != kept
         index = next(i for i, n in enumerate(ray_cluster.nodes) if n.node_id.startswith(lost.split("(")[1][:8]))
-        ray_cluster.cluster.remove_node(ray_cluster.nodes[index], allow_graceful=False)  # as a machine goes
+        # As a machine goes: its Ray processes, and the process running the builder's task, killed outright.
+        task_process = {procs.parent(pid) for pid in processes_with(f"AETHER_WORKER_MARK={builder}")}
+        ray_cluster.cluster.remove_node(ray_cluster.nodes[index], allow_graceful=False)
+        for pid in task_process - {None, *processes_with(f"AETHER_WORKER_MARK={builder}")}:
+            os.kill(pid, signal.SIGKILL)
         failed = await call(session, "get_worker", {"worker_id": builder, "wait_s": 60})
         finished = await call(session, "get_worker", {"worker_id": watcher, "wait_s": 60})
         ray_cluster.nodes[index] = ray_cluster.add(lost.split(" ")[0])  # the next tests have two nodes again

@@ -12,6 +12,8 @@ import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,12 +114,26 @@ class RayCluster:
             with anyio.move_on_after(CONNECT_WAIT_S):
                 await anyio.to_thread.run_sync(self._connect, abandon_on_cancel=True)
             if self._task is None:
-                address = self._reach.address if self._reach else self.settings.address
-                raise AetherError(
-                    f"The Ray cluster at {address} answers, but did not take this server's connection in "
-                    f"{CONNECT_WAIT_S:g} s (its head may advertise an address this machine cannot reach)",
-                    UNREACHABLE_FIX,
-                )
+                raise self._slow_head()
+
+    def connect_blocking(self) -> None:
+        """`connect` for a caller with no event loop (doctor), bounded alike."""
+        if self._task is None:
+            pool = ThreadPoolExecutor(1)
+            try:
+                pool.submit(self._connect).result(timeout=CONNECT_WAIT_S)
+            except FutureTimeout:
+                raise self._slow_head() from None
+            finally:
+                pool.shutdown(wait=False)
+
+    def _slow_head(self) -> AetherError:
+        address = self._reach.address if self._reach else self.settings.address
+        return AetherError(
+            f"The Ray cluster at {address} answers, but did not take this server's connection in "
+            f"{CONNECT_WAIT_S:g} s (its head may advertise an address this machine cannot reach)",
+            UNREACHABLE_FIX,
+        )
 
     def _connect(self) -> None:
         with self._lock:
@@ -155,7 +171,7 @@ class RayCluster:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self._connect()
+        self.connect_blocking()
         listener = socket.create_server((self.gateway_host, 0))  # where the gateway would listen, for a moment
         try:
             port = listener.getsockname()[1]

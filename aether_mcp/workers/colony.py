@@ -23,7 +23,7 @@ from ..profile.schema import ModelMetadata, RaySection
 from ..profile.store import ProfileStore
 from . import worktree
 from .cluster import RayCluster
-from .leases import Leases, lease_for
+from .leases import LOOPBACK, Leases, lease_for
 from .preflight import Preflight, ProxyChecker
 from .process import RunOutcome, finish_process, kill_group_now, killed_on_sigterm, run_worker
 from .proof import judge_outcome
@@ -101,7 +101,7 @@ class Colony:
         )
         preflight = await self._checker.before_spawn(draft.settings, draft.model)
         # The gateway before the worktree: a gateway that cannot start leaves nothing behind.
-        url = self._gateway_url(draft)
+        url = await self._gateway_url(draft)
         tree, cwd = None, draft.cwd
         if draft.isolation == "worktree":
             tree, cwd = await anyio.to_thread.run_sync(
@@ -146,7 +146,7 @@ class Colony:
         preflight = await self._checker.before_spawn(draft.settings, draft.model)
         if tree is not None:
             await anyio.to_thread.run_sync(worktree.restore, tree)
-        spec = draft.placed(gateway_url=self._gateway_url(draft))
+        spec = draft.placed(gateway_url=await self._gateway_url(draft))
         follows = (worker_id, previous.turn + 1)
         return self._start(spec, catalog, preflight, owner, tree=tree, follows=follows)
 
@@ -181,16 +181,19 @@ class Colony:
     def _metadata(self) -> dict[str, ModelMetadata]:
         return self.store.load()[0].model_metadata or {}
 
-    def _gateway_url(self, spec: WorkerSpec) -> str | None:
+    async def _gateway_url(self, spec: WorkerSpec) -> str | None:
         """A proxied worker talks to the gateway, with a key of its own; the real token stays here. A remote
         worker's gateway listens where the cluster's nodes reach this machine: reaching the cluster's head tells
         where, and a cluster that cannot be reached fails the spawn here, at once."""
         if not spec.proxied:
             return None
-        assert self._group is not None
-        if spec.cluster is None:
-            return self._leases.start_gateway(self._group)
-        return self._leases.start_gateway(self._group, self._cluster_for(spec.cluster).gateway_host)
+        host = LOOPBACK
+        if spec.cluster is not None:
+            cluster = self._cluster_for(spec.cluster)
+            host = await anyio.to_thread.run_sync(lambda: cluster.gateway_host)  # a connection to the head
+        if self._group is None:
+            raise AetherError("The colony is closed; no more workers can start.")
+        return self._leases.start_gateway(self._group, host)
 
     def _cluster_for(self, settings: RaySection) -> RayCluster:
         """The colony's one cluster. One server connects to one cluster: another address needs a restart."""

@@ -152,8 +152,8 @@ def sweep_stale_jobs() -> None:
     for entry in Path(tempfile.gettempdir()).glob(f"{JOB_PREFIX}*"):
         pid, _, rest = entry.name.removeprefix(JOB_PREFIX).partition("-")
         worker_id = rest.rpartition("-")[0]
-        if not pid.isdigit() or not worker_id or _alive(int(pid)):
-            continue
+        if not pid.isdigit() or not worker_id or _alive(int(pid)) or entry.stat().st_uid != os.getuid():
+            continue  # running, or not one of ours (another user's folder must not choose what we kill)
         kill_marked(worker_id)
         shutil.rmtree(entry, ignore_errors=True)
 
