@@ -34,7 +34,7 @@ STDERR_TAIL = 4096
 @dataclass
 class RunOutcome:
     """How a worker's run went. A local `process` may still be exiting: end it with `finish_process`. A remote
-    run has ended on its node, and names it."""
+    run (no process here) has ended on its node."""
 
     exit_code: int | None
     timed_out: bool
@@ -42,7 +42,6 @@ class RunOutcome:
     stderr_tail: str
     duration_s: float
     process: asyncio.subprocess.Process | None
-    node: str | None = None
 
 
 ProgressFn = Callable[[StreamSummary], None]

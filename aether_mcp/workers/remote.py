@@ -80,8 +80,8 @@ async def run_remote_worker(
     *,
     key: str,
     tree: worktree.Worktree | None,
-    on_progress: ProgressFn | None = None,
-    on_node: Callable[[str], None] | None = None,
+    on_progress: ProgressFn,
+    on_node: Callable[[str], None],
 ) -> RunOutcome:
     """Run the worker on a node of `cluster` to its end, following its stream to its transcript here; with a
     worktree, what it committed lands on its branch. Cancelled or timed out, the task is stopped on its node."""
@@ -90,14 +90,12 @@ async def run_remote_worker(
     job, repo, commit = await anyio.to_thread.run_sync(node_job, spec, environ, key, tree)
     bundle = await cluster.bundle(repo, commit)
     summary = StreamSummary()
-    end: dict[str, object] = {"code": None, "stderr": "", "commits": None, "node": None}
+    end: dict[str, object] = {"code": None, "stderr": "", "commits": None}
 
     async def lines(messages: AsyncIterator[tuple[object, ...]]) -> AsyncIterator[bytes | None]:
         async for kind, *values in messages:
-            if kind == "node":
-                end["node"] = cluster.node_name(str(values[0]))
-                if on_node is not None:
-                    on_node(str(end["node"]))
+            if kind == "node":  # named from the head's node table: a call to the head, off the loop
+                on_node(await anyio.to_thread.run_sync(cluster.node_name, str(values[0])))
             elif kind == "line":
                 yield values[0]  # type: ignore[misc]
             elif kind == "exit":
@@ -123,7 +121,6 @@ async def run_remote_worker(
         stderr_tail=str(end["stderr"])[-STDERR_TAIL:],
         duration_s=time.monotonic() - started,
         process=None,
-        node=str(end["node"]) if end["node"] else None,
     )
 
 
