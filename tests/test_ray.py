@@ -217,7 +217,8 @@ async def test_a_node_lost_mid_run_fails_its_worker_naming_the_node_and_the_othe
     repo: Path, backend: LocalBackend, ray_cluster: LocalCluster
 ) -> None:
     ray_profile(repo, backend, ray_cluster, "builder watcher", num_cpus=2)  # one worker fills a node
-    backend.on_task["kimi-k2.5"] = Turn(tool="Bash", tool_input={"command": "sleep 300"})
+    # The builder's model does not answer while its node goes: nothing on the node can end its turn first.
+    backend.delays["kimi-k2.5"] = 120.0
     backend.on_task["minimax-2.5"] = Turn(tool="Bash", tool_input={"command": "sleep 8"})
     async with stdio_client(ray_server(repo)) as streams, ClientSession(*streams) as session:
         await session.initialize()
@@ -242,7 +243,8 @@ async def test_a_node_lost_mid_run_fails_its_worker_naming_the_node_and_the_othe
         assert failed["status"] == "failed" and failed["node"] == lost, failed
         assert f"node {lost} was lost mid-run" in failed["error"] and "Nothing was retried" in failed["error"]
         assert finished["status"] == "succeeded" and finished["routing_verified"], finished["error"]
-        # the next job on the cluster sweeps what the lost one left: its folder, and the sleep it started
+        # the next job on the cluster sweeps what the lost one left: its folder
+        backend.delays.pop("kimi-k2.5")
         backend.on_task["kimi-k2.5"] = Turn(text="done")
         again = await call(session, "spawn_worker", {"caste": "builder", "task": "again"})
         assert again["status"] == "succeeded"

@@ -286,11 +286,13 @@ def _cluster_checks(settings: RaySection, environ: Mapping[str, str]) -> list[Ch
     cluster = RayCluster(settings, environ)
     try:
         looked = cluster.check_nodes()
+        dead = [state.name for state in cluster.nodes() if not state.alive]
     except AetherError as exc:
         return [_failed("ray cluster", exc, "Start the cluster, or correct workers.ray.address")]
     except Exception as exc:  # noqa: BLE001 (Ray's own errors: reported, not raised)
         return [Check(name="ray cluster", verdict="fail", detail=f"{type(exc).__name__}: {exc}")]
-    dead = [state.name for state in cluster.nodes() if not state.alive]
+    finally:
+        cluster.close()  # names and versions are read: a colony beside it keeps its own connection
     checks = [
         Check(
             name="ray cluster",

@@ -95,6 +95,7 @@ class RayCluster:
         self._names: dict[str, str] = {}
         self._bundles: dict[tuple[Path, str], Any] = {}  # (repository, commit) -> its bundle in the object store
         self._lock = threading.Lock()
+        self._owns_connection = False  # this object's ray.init: its close disconnects
 
     @property
     def connected(self) -> bool:
@@ -139,7 +140,8 @@ class RayCluster:
         with self._lock:
             if self._task is not None:
                 return
-            self._reach = reach(self.settings, self._environ)
+            if self._reach is None:  # probed already when the spawn placed its gateway
+                self._reach = reach(self.settings, self._environ)
             import ray
 
             if ray.is_initialized():  # by another RayCluster of this process (doctor's, beside the colony's)
@@ -157,6 +159,7 @@ class RayCluster:
 
     def _init(self, ray: Any) -> None:
         assert self._reach is not None
+        self._owns_connection = True
         ray.init(
             address=self._reach.address,
             namespace=NAMESPACE,
@@ -164,6 +167,17 @@ class RayCluster:
             log_to_driver=False,  # the nodes' output is not the server's: stdout carries MCP
             logging_level=logging.WARNING,
         )
+
+    def close(self) -> None:
+        """Disconnect, if this object connected. Ray's driver prints the cluster's error messages (a node's
+        death among them) to stdout from a thread of its own: it must stop while stdout is still diverted from
+        the MCP wire, before a stdio server gives the descriptor back."""
+        if self._owns_connection:
+            import ray
+
+            ray.shutdown()
+            self._owns_connection = False
+            self._task = None
 
     def check_nodes(self) -> list[tuple[NodeState, str, str | None]]:
         """doctor's look at each live node: the CLI's version there ('!' and why, when it does not run), and

@@ -85,6 +85,8 @@ class Colony:
         await self.close()
         await self._warm.close()
         await self._leases.close()
+        if self._cluster is not None:
+            await anyio.to_thread.run_sync(self._cluster.close)
         self._group = None
         group.cancel_scope.cancel()  # idle reapers and refills; workers are already done
 
